@@ -1,0 +1,17 @@
+// Builds dist/cjs (CommonJS) and dist/esm (ES modules), each with its own .d.ts files and a
+// package.json that tells Node which module system the folder uses.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const tsc = require.resolve('typescript/bin/tsc');
+const run = (...args) => execFileSync(process.execPath, [tsc, ...args], { stdio: 'inherit' });
+
+rmSync('dist', { recursive: true, force: true });
+run('-p', 'tsconfig.build.json', '--outDir', 'dist/cjs');
+run('-p', 'tsconfig.build.json', '--outDir', 'dist/esm', '--module', 'ES2022', '--moduleResolution', 'Bundler');
+for (const [dir, type] of [['dist/cjs', 'commonjs'], ['dist/esm', 'module']]) {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(`${dir}/package.json`, JSON.stringify({ type }) + '\n');
+}
