@@ -1,4 +1,5 @@
 import { createParser } from 'eventsource-parser';
+import OpenAI from 'openai';
 import { startMockAnthropic, startMockOpenAI, type MockCall, type MockServer } from '../lib/testing/mock-providers.js';
 
 // Real loopback HTTP with Node's fetch: the wire format is what is under test.
@@ -403,6 +404,15 @@ describe('mock OpenAI server', () => {
       controller.abort();
       const call = await server.waitForCall((c) => c.closedAt !== undefined);
       expect(call).toMatchObject({ status: 200, clientAborted: true });
+
+      const jsonController = new AbortController();
+      const headersOnly = await chat('hang-after-first', {}, {}, jsonController.signal);
+      expect(headersOnly.status).toBe(200);
+      const body = headersOnly.text();
+      const silence = await Promise.race([body, new Promise((resolve) => setTimeout(() => resolve('silence'), 100))]);
+      expect(silence).toBe('silence');
+      jsonController.abort();
+      await expect(body).rejects.toThrow(/abort/i);
     });
   });
 
@@ -508,6 +518,27 @@ describe('mock OpenAI server', () => {
       expect(call.closedAt).toBeGreaterThanOrEqual(call.finishedAt!);
     });
 
+    test('maxCallLog keeps the newest calls; callCount keeps counting', async () => {
+      const small = await startMockOpenAI({ maxCallLog: 2 });
+      try {
+        for (const model of ['a', 'b', 'c']) await post(`${small.url}/v1/chat/completions`, { model, messages: USER_MESSAGES });
+        expect(small.calls.map((call) => call.model)).toEqual(['b', 'c']);
+        expect(small.callCount()).toBe(3);
+      } finally {
+        await small.close();
+      }
+    });
+
+    test('a throwing scenario function fails its request with a 500, not the process', async () => {
+      server.setScenario('boom', () => {
+        throw new Error('no scenario for you');
+      });
+      const response = await chat('boom');
+      expect(response.status).toBe(500);
+      expect((await bodyOf(response)).error.message).toBe('mock provider: no scenario for you');
+      expect((await chat('normal')).status).toBe(200);
+    });
+
     test('waitForCall rejects after its timeout when nothing matches', async () => {
       await expect(server.waitForCall((call) => call.model === 'never', 50)).rejects.toThrow('no matching call within 50 ms');
     });
@@ -536,6 +567,28 @@ describe('mock OpenAI server', () => {
       expect((await bodyOf(invalid)).error.message).toContain('could not parse the JSON body');
       const missing = await post(`${server.url}/v1/chat/completions`, { model: 'normal' });
       expect((await bodyOf(missing)).error.code).toBe('missing_required_parameter');
+    });
+
+    test('openai-node reads the answers, streams and errors as it reads OpenAI', async () => {
+      const client = new OpenAI({ apiKey: 'sk-test', baseURL: `${server.url}/v1`, maxRetries: 0 });
+      const messages = [{ role: 'user' as const, content: 'hi' }];
+      const streamed = await client.chat.completions
+        .stream({ model: 'normal', messages, n: 2, stream_options: { include_usage: true } })
+        .finalChatCompletion();
+      expect(streamed.choices.map((choice) => choice.message.content)).toEqual([
+        'Hello! This is a mock answer from mock-openai.',
+        'Hello! This is a mock answer from mock-openai. (choice 1)',
+      ]);
+      expect(streamed.usage?.total_tokens).toBe(28);
+
+      const tool = await client.chat.completions.stream({ model: 'tools', messages }).finalChatCompletion();
+      expect(tool.choices[0]?.message.tool_calls?.[0]).toMatchObject({ function: { name: 'get_weather' } });
+
+      const inBand = client.chat.completions.create({ model: 'stream-error:context-window', messages, stream: true });
+      await expect((async () => {
+        for await (const chunk of await inBand) void chunk;
+      })()).rejects.toMatchObject({ code: 'context_length_exceeded', status: undefined });
+      await expect(client.chat.completions.create({ model: 'rate-limit', messages })).rejects.toBeInstanceOf(OpenAI.RateLimitError);
     });
 
     test('bad options throw when the server starts', async () => {

@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import {
   NORMAL_SCENARIO,
   parseScenario,
-  type FailureName,
+  type MockFailureName,
   type Scenario,
   type ScenarioDefaults,
 } from './mock-scenarios.js';
@@ -33,8 +33,8 @@ export interface MockProviderOptions {
   requireAuth?: string;
   /** Scenario overrides per model, as with `server.setScenario()`; `reset()` returns to these. */
   scenarios?: Record<string, MockScenario | MockScenarioFn>;
-  /** The call log keeps the newest `maxCalls` calls (long benchmark runs); `callCount()` counts them all. Default `10000`. */
-  maxCalls?: number;
+  /** The call log keeps the newest `maxCallLog` calls (long benchmark runs); `callCount()` counts them all. Default `1000`. */
+  maxCallLog?: number;
 }
 
 /** A scenario name (see `mock-scenarios.ts`), or one with its answer text, chunking or pacing changed. */
@@ -102,7 +102,7 @@ export interface MockServer {
   /** `http://127.0.0.1:<port>`, without a trailing slash. */
   readonly url: string;
   readonly port: number;
-  /** The newest calls (up to `maxCalls`), oldest first. */
+  /** The newest calls (up to `maxCallLog`), oldest first. */
   readonly calls: readonly MockCall[];
   /** Calls since the last reset, for one model or all. */
   callCount(model?: string): number;
@@ -124,7 +124,7 @@ export interface MockSettings extends ScenarioDefaults {
   chunkSize: number;
   chunkDelayMs: number;
   requireAuth: string | undefined;
-  maxCalls: number;
+  maxCallLog: number;
 }
 
 export interface IncomingRequest {
@@ -157,7 +157,7 @@ export interface ResolvedScenario {
 
 export interface ProviderDefinition {
   defaultName: string;
-  midstreamFailure: FailureName;
+  midstreamFailure: MockFailureName;
   describe(request: IncomingRequest): RequestFacts;
   respond(exchange: MockExchange): void;
 }
@@ -287,6 +287,8 @@ export async function startMockServer(provider: ProviderDefinition, options: Moc
   const counts = new Map<string | undefined, number>();
   let total = 0;
   let waiters: Waiter[] = [];
+  /** Bumped by `reset()`: calls from before it may still close, but must not satisfy a later `waitForCall`. */
+  let generation = 0;
 
   const notify = (call: MockCall): void => {
     if (waiters.length === 0) return;
@@ -336,9 +338,12 @@ export async function startMockServer(provider: ProviderDefinition, options: Moc
       closedAt: undefined,
       clientAborted: false,
     };
-    if (calls.length >= settings.maxCalls) calls.shift();
+    if (calls.length >= settings.maxCallLog) calls.shift();
     calls.push(call);
-    const exchange = new MockExchange(request, call, resolved, settings, res, () => notify(call));
+    const born = generation;
+    const exchange = new MockExchange(request, call, resolved, settings, res, () => {
+      if (born === generation) notify(call);
+    });
     notify(call);
     provider.respond(exchange);
   };
@@ -347,7 +352,13 @@ export async function startMockServer(provider: ProviderDefinition, options: Moc
     const receivedAt = Date.now();
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => handle(req, res, receivedAt, chunks.length === 0 ? '' : Buffer.concat(chunks).toString('utf8')));
+    req.on('end', () => {
+      try {
+        handle(req, res, receivedAt, chunks.length === 0 ? '' : Buffer.concat(chunks).toString('utf8'));
+      } catch (error) {
+        failRequest(res, error);
+      }
+    });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -385,6 +396,7 @@ export async function startMockServer(provider: ProviderDefinition, options: Moc
       });
     },
     reset() {
+      generation++;
       calls.length = 0;
       counts.clear();
       total = 0;
@@ -398,6 +410,13 @@ export async function startMockServer(provider: ProviderDefinition, options: Moc
       });
     },
   };
+}
+
+/** A throwing scenario function must fail its own request, not crash the test process. */
+function failRequest(res: ServerResponse, error: unknown): void {
+  const message = `mock provider: ${error instanceof Error ? error.message : String(error)}`;
+  if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ error: { message, type: 'mock_server_error', param: null, code: null } }));
 }
 
 function parseRequest(req: IncomingMessage, raw: string): IncomingRequest {
@@ -433,19 +452,21 @@ function parseOptions(provider: ProviderDefinition, options: MockProviderOptions
     slowChunkDelayMs: options.slowChunkDelayMs ?? 200,
     retryAfterSeconds: options.retryAfterSeconds ?? 1,
     requireAuth: options.requireAuth,
-    maxCalls: options.maxCalls ?? 10_000,
+    maxCallLog: options.maxCallLog ?? 1000,
     midstreamFailure: provider.midstreamFailure,
   };
   requireInteger(settings, 'chunks', 1);
   requireInteger(settings, 'chunkSize', 1);
-  requireInteger(settings, 'maxCalls', 1);
+  requireInteger(settings, 'maxCallLog', 1);
   requireInteger(settings, 'chunkDelayMs', 0);
   requireInteger(settings, 'slowChunkDelayMs', 0);
   requireInteger(settings, 'retryAfterSeconds', 0);
   return settings;
 }
 
-function requireInteger(settings: MockSettings, field: 'chunks' | 'chunkSize' | 'maxCalls' | 'chunkDelayMs' | 'slowChunkDelayMs' | 'retryAfterSeconds', min: number): void {
+type IntegerSetting = 'chunks' | 'chunkSize' | 'maxCallLog' | 'chunkDelayMs' | 'slowChunkDelayMs' | 'retryAfterSeconds';
+
+function requireInteger(settings: MockSettings, field: IntegerSetting, min: number): void {
   const value = settings[field];
   if (!Number.isInteger(value) || value < min) {
     throw new TypeError(`Mock provider option \`${field}\` must be an integer >= ${min}, got ${String(value)}.`);

@@ -27,8 +27,8 @@ import {
   type HttpFailure,
 } from './mock-playback.js';
 import {
-  FAILURE_NAMES,
-  PATHOLOGIES,
+  MOCK_FAILURE_NAMES,
+  MOCK_PATHOLOGIES,
   estimateTokens,
   isRecord,
   positiveInteger,
@@ -93,7 +93,7 @@ const JSON_PARSE_ERROR =
   "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you have trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)";
 
 /** The two checks a real upstream would fail on first, so a gateway that drops a field is caught. */
-function chatRequestProblem(x: MockExchange): unknown {
+function chatRequestProblem(x: MockExchange): object | undefined {
   const body = isRecord(x.request.body) ? x.request.body : {};
   if (x.call.api === 'openai' && x.call.model === undefined) {
     return openAIError('you must provide a model parameter', 'invalid_request_error', null, null);
@@ -401,7 +401,7 @@ function azureContentFilter(): HttpFailure {
 // Models and embeddings (for pass-through tests)
 
 /** The scenario names that need no argument, so `GET /v1/models` doubles as the list of demos. */
-const LISTED_MODELS = ['normal', 'echo', 'long', 'tools', 'slow', ...FAILURE_NAMES, ...PATHOLOGIES];
+const LISTED_MODELS = ['normal', 'echo', 'long', 'tools', 'slow', ...MOCK_FAILURE_NAMES, ...MOCK_PATHOLOGIES];
 
 function modelList(x: MockExchange): object {
   return { object: 'list', data: LISTED_MODELS.map((id) => ({ id, object: 'model', created: 1700000000, owned_by: x.settings.name })) };

@@ -15,7 +15,7 @@ import {
   type AnswerContent,
   type Failure,
   type LimitedText,
-  type Pathology,
+  type MockPathology,
   type StopCause,
 } from './mock-scenarios.js';
 
@@ -111,7 +111,7 @@ function sendAnswer(x: MockExchange, dialect: Dialect, answer: Answer): void {
   x.later((answer.steps - 1) * x.resolved.chunkDelayMs, () => x.sendJson(200, dialect.answerJson(x, answer)));
 }
 
-function playStreamPathology(x: MockExchange, dialect: Dialect, pathology: Pathology): void {
+function playStreamPathology(x: MockExchange, dialect: Dialect, pathology: MockPathology): void {
   switch (pathology) {
     case 'empty-stream':
       return x.stream([dialect.emptyStream], 'end');
@@ -131,7 +131,7 @@ function playStreamPathology(x: MockExchange, dialect: Dialect, pathology: Patho
   }
 }
 
-function playJsonPathology(x: MockExchange, dialect: Dialect, pathology: Pathology): void {
+function playJsonPathology(x: MockExchange, dialect: Dialect, pathology: MockPathology): void {
   switch (pathology) {
     case 'empty-stream':
       return x.sendJson(200, dialect.answerJson(x, buildAnswer(x, dialect, 'empty')));

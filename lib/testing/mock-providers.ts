@@ -15,4 +15,4 @@ export type {
   MockScenarioSpec,
   MockServer,
 } from './mock-core.js';
-export { FAILURE_NAMES, PATHOLOGIES, type FailureName, type Pathology } from './mock-scenarios.js';
+export { MOCK_FAILURE_NAMES, MOCK_PATHOLOGIES, type MockFailureName, type MockPathology } from './mock-scenarios.js';

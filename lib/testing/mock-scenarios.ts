@@ -46,7 +46,7 @@
  * `stop_sequences`), and OpenAI's `n` (choice `i > 0` ends with " (choice i)").
  */
 
-export const FAILURE_NAMES = [
+export const MOCK_FAILURE_NAMES = [
   'error-500',
   'error-503',
   'overloaded',
@@ -59,9 +59,9 @@ export const FAILURE_NAMES = [
   'content-policy-azure',
   'content-policy-dashscope',
 ] as const;
-export type FailureName = (typeof FAILURE_NAMES)[number];
+export type MockFailureName = (typeof MOCK_FAILURE_NAMES)[number];
 
-export const PATHOLOGIES = [
+export const MOCK_PATHOLOGIES = [
   'empty-stream',
   'no-done',
   'midstream-drop',
@@ -71,10 +71,10 @@ export const PATHOLOGIES = [
   'hang',
   'hang-after-first',
 ] as const;
-export type Pathology = (typeof PATHOLOGIES)[number];
+export type MockPathology = (typeof MOCK_PATHOLOGIES)[number];
 
 export interface Failure {
-  name: FailureName;
+  name: MockFailureName;
   /** Sent as `Retry-After` by `rate-limit`. */
   retryAfterSeconds: number;
 }
@@ -94,14 +94,14 @@ export type Scenario =
       headersDelayMs: number;
     }
   | { kind: 'failure'; failure: Failure; delivery: 'status' | 'stream-start' | 'mid-stream' }
-  | { kind: 'pathology'; pathology: Pathology };
+  | { kind: 'pathology'; pathology: MockPathology };
 
 /** Server-level values that scenario names without an argument fall back to. */
 export interface ScenarioDefaults {
   slowChunkDelayMs: number;
   retryAfterSeconds: number;
   /** The failure `midstream-error` sends without an argument (each provider's typical mid-stream error). */
-  midstreamFailure: FailureName;
+  midstreamFailure: MockFailureName;
 }
 
 const DEFAULT_LONG_LENGTH = 2000;
@@ -165,12 +165,12 @@ function parseNonNegativeInteger(text: string): number | undefined {
   return /^\d+$/.test(text) ? Number(text) : undefined;
 }
 
-function isFailureName(name: string): name is FailureName {
-  return (FAILURE_NAMES as readonly string[]).includes(name);
+function isFailureName(name: string): name is MockFailureName {
+  return (MOCK_FAILURE_NAMES as readonly string[]).includes(name);
 }
 
-function isPathology(name: string): name is Pathology {
-  return (PATHOLOGIES as readonly string[]).includes(name);
+function isPathology(name: string): name is MockPathology {
+  return (MOCK_PATHOLOGIES as readonly string[]).includes(name);
 }
 
 // ---------------------------------------------------------------------------------------------
