@@ -1,0 +1,208 @@
+/**
+ * The request context: created once per request by the `gatewayContext()` middleware, the only state the
+ * pieces share. It validates the body first (a bad request never reaches a provider or a guardrail), wires
+ * the client's disconnect to an `AbortSignal`, and owns the response writer.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { type Attempt, HEADER_REQUEST_ID, attemptHeaders } from './attempts.js';
+import { readJsonBody } from './body.js';
+import { ClientDisconnectedError } from './errors.js';
+import { GatewayConfigError, assertCalledAsFactory, definedOnly, optionsValidator, parseSize } from './options.js';
+import { compileRequestValidator, validateChatCompletionRequest } from './request-validation.js';
+import { ResponseWriter } from './response-writer.js';
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage } from './types.js';
+
+/** Checks or transforms the input before (or while) the model is called. Rejecting stops the request. */
+export type InputHook = (ctx: GatewayContext, signal: AbortSignal) => Promise<void>;
+
+/**
+ * Sees the output before the client does. Streaming: `chunk` returns the chunks to release now (none while
+ * it holds text back to check it), `end` releases what is left. Non-streaming: `completion` gets the whole
+ * answer. Throwing (a guardrail block) ends the response with that error, in-band if already committed.
+ */
+export interface OutputFilter {
+  chunk(chunk: ChatCompletionChunk): ChatCompletionChunk[] | Promise<ChatCompletionChunk[]>;
+  end(): ChatCompletionChunk[] | Promise<ChatCompletionChunk[]>;
+  completion(completion: ChatCompletion): ChatCompletion | Promise<ChatCompletion>;
+}
+
+/** Creates the per-attempt state of an output check (each upstream attempt starts from a clean window). */
+export type OutputHook = (ctx: GatewayContext, signal: AbortSignal) => OutputFilter;
+
+export interface ContextHooks {
+  /** Awaited, in order, before the first upstream call (a `pre_call` guardrail, input masking). */
+  readonly beforeCall: InputHook[];
+  /** Started with the upstream call; nothing is committed until they pass, and a rejection aborts the call. */
+  readonly duringCall: InputHook[];
+  /** Output checks, applied in order to every answer (a `post_call` guardrail). */
+  readonly output: OutputHook[];
+}
+
+/** One guardrail decision, for accounting and the response headers. */
+export interface GuardrailRecord {
+  guardrail: string;
+  /** Which side was checked. */
+  source: 'INPUT' | 'OUTPUT';
+  action: 'NONE' | 'BLOCKED' | 'MASKED' | 'ERROR';
+  /** Text units billed (1 unit = up to 1,000 characters). */
+  units: number;
+  latencyMs: number;
+}
+
+export interface GatewayContext {
+  /** The request id: the client's `x-request-id` when it sent a usable one, otherwise a new UUID. */
+  readonly id: string;
+  /** The validated request body. Input masking may replace `messages`; the rest is as the client sent it. */
+  body: ChatCompletionRequest;
+  /** The model group the client asked for (`body.model` as received). */
+  readonly model: string;
+  /** Whether the client asked for a stream. */
+  readonly stream: boolean;
+  /** Aborts when the client goes away; every upstream and guardrail call listens to it. */
+  readonly signal: AbortSignal;
+  /** `performance.now()` when the context was created. */
+  readonly startedAt: number;
+  /** Every upstream call made for this request, in order. */
+  readonly attempts: Attempt[];
+  /** Every guardrail decision made for this request, in order. */
+  readonly guardrails: GuardrailRecord[];
+  readonly hooks: ContextHooks;
+  readonly writer: ResponseWriter;
+  /** Token usage of the answer (partial when the client left early). */
+  usage: Usage | undefined;
+}
+
+export interface GatewayContextOptions {
+  /**
+   * Largest accepted request body, in bytes or as a string such as `'10mb'`. Applies when this middleware
+   * reads the body itself; a body parser mounted earlier enforces its own limit.
+   * @default '10mb'
+   */
+  bodyLimit?: number | string;
+  /**
+   * Use the client's `x-request-id` header as the request id when it is a usable value (1 to 128 visible
+   * ASCII characters). Turn off when clients are not trusted to choose ids.
+   * @default true
+   */
+  trustRequestId?: boolean;
+  /**
+   * Makes a new request id.
+   * @default crypto.randomUUID
+   */
+  generateRequestId?: (req: IncomingMessage) => string;
+}
+
+interface ResolvedContextOptions {
+  bodyLimit: number;
+  trustRequestId: boolean;
+  generateRequestId: (req: IncomingMessage) => string;
+}
+
+const validateOptions = optionsValidator(
+  {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      bodyLimit: { type: ['number', 'string'] },
+      trustRequestId: { type: 'boolean' },
+      generateRequestId: {},
+    },
+  },
+  'gatewayContext',
+);
+
+function parseContextOptions(options: GatewayContextOptions | undefined): ResolvedContextOptions {
+  const given = definedOnly(options);
+  validateOptions(given);
+  if (given.generateRequestId !== undefined && typeof given.generateRequestId !== 'function') {
+    throw new GatewayConfigError('gatewayContext.generateRequestId', 'expected a function (req) => string.');
+  }
+  return {
+    bodyLimit: parseSize(given.bodyLimit ?? '10mb', 'gatewayContext.bodyLimit'),
+    trustRequestId: given.trustRequestId ?? true,
+    generateRequestId: given.generateRequestId ?? (() => randomUUID()),
+  };
+}
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Express {
+    interface Request {
+      /** The gateway's request context, set by the `gatewayContext()` middleware. Prefer `getContext(req)`. */
+      llmGateway?: GatewayContext;
+    }
+  }
+}
+
+const REQUEST_ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
+
+/**
+ * The context middleware. Mount it first on the chat-completions route: it reads and validates the body
+ * (a bad one goes to `next()` as a 400 naming the field), then creates the request context.
+ */
+export function gatewayContext(options?: GatewayContextOptions): RequestHandler {
+  assertCalledAsFactory(options, 'gatewayContext');
+  const config = parseContextOptions(options);
+  const validate = compileRequestValidator();
+
+  return function llmGatewayContext(req: Request, res: Response, next: NextFunction): void {
+    const id = requestIdOf(req, config);
+    res.setHeader(HEADER_REQUEST_ID, id);
+    const controller = new AbortController();
+    // Listen before the first await: a client that leaves while the body is read must still abort.
+    res.once('close', () => {
+      if (!res.writableFinished) controller.abort(new ClientDisconnectedError());
+    });
+    readJsonBody(req, config.bodyLimit)
+      .then((raw) => {
+        const body = validateChatCompletionRequest(validate, raw);
+        req.llmGateway = createContext(id, body, controller.signal, res);
+        next();
+      })
+      .catch(next);
+  };
+}
+
+function requestIdOf(req: IncomingMessage, config: ResolvedContextOptions): string {
+  const given = req.headers[HEADER_REQUEST_ID];
+  if (config.trustRequestId && typeof given === 'string' && REQUEST_ID_PATTERN.test(given)) return given;
+  return config.generateRequestId(req);
+}
+
+function createContext(
+  id: string,
+  body: ChatCompletionRequest,
+  signal: AbortSignal,
+  res: ServerResponse,
+): GatewayContext {
+  const attempts: Attempt[] = [];
+  return {
+    id,
+    body,
+    model: body.model,
+    stream: body.stream === true,
+    signal,
+    startedAt: performance.now(),
+    attempts,
+    guardrails: [],
+    hooks: { beforeCall: [], duringCall: [], output: [] },
+    writer: new ResponseWriter(res, () => attemptHeaders(attempts)),
+    usage: undefined,
+  };
+}
+
+/**
+ * The request's context. Throws a clear error when the `gatewayContext()` middleware did not run before
+ * the caller (a mounting-order mistake worth failing loudly on).
+ */
+export function getContext(req: Request): GatewayContext {
+  const ctx = req.llmGateway;
+  if (!ctx) {
+    throw new Error(
+      'express-llm-gateway: no request context on this request. Mount gatewayContext() before the other gateway middlewares on this route.',
+    );
+  }
+  return ctx;
+}

@@ -1,0 +1,246 @@
+/**
+ * The error taxonomy. Every failure the gateway can report becomes exactly one of these classes, with
+ * its HTTP status, a `type` slug, whether it is worth retrying, and one `toBody()` that every writer
+ * (JSON before commit, the in-band SSE frame after commit) uses, so the same failure always has the
+ * same error object on the wire.
+ */
+
+/**
+ * The wire form of every error body.
+ * - `'gateway'` (default): `{"error":{"message":"…","code":400,"type":"…"}}`, numeric `code`.
+ * - `'openai'`: `{"error":{"message":"…","type":"…","param":null,"code":"400"}}`, OpenAI's typed form
+ *   with `code` as a string, for strictly typed clients (OpenAI's Java SDK, typed Python code).
+ */
+export type ErrorBodyForm = 'gateway' | 'openai';
+
+export const ERROR_BODY_FORMS: readonly ErrorBodyForm[] = ['gateway', 'openai'];
+
+export interface GatewayErrorObject {
+  message: string;
+  type: string;
+  code: number | string;
+  param?: string | null;
+  [extra: string]: unknown;
+}
+
+export interface ErrorBody {
+  error: GatewayErrorObject;
+}
+
+export interface GatewayErrorOptions {
+  /** The request field at fault (bad requests). Shown as `param` in the `'openai'` form. */
+  param?: string;
+  /** The underlying error. Never serialized; kept for logs and for `err.cause` in code. */
+  cause?: unknown;
+  /** The upstream HTTP status, when the failure came from a provider. */
+  upstreamStatus?: number;
+  /** Milliseconds the upstream asked us to wait (`Retry-After`), when it said so. */
+  retryAfterMs?: number;
+}
+
+/** Base class of every classified failure. Use the subclasses; `instanceof GatewayError` tells them apart from bugs. */
+export abstract class GatewayError extends Error {
+  /** HTTP status the client gets before commit; also the `code` of the in-band frame after commit. */
+  abstract readonly status: number;
+  /** The semantic slug sent as `error.type`. */
+  abstract readonly type: string;
+  /** Whether retrying the same request (elsewhere, or later) can succeed. Deterministic failures say no. */
+  abstract readonly retryable: boolean;
+  readonly param: string | undefined;
+  readonly upstreamStatus: number | undefined;
+  readonly retryAfterMs: number | undefined;
+
+  constructor(message: string, options: GatewayErrorOptions = {}) {
+    super(sanitizeMessage(message), options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.param = options.param;
+    this.upstreamStatus = options.upstreamStatus;
+    this.retryAfterMs = options.retryAfterMs;
+  }
+
+  /** The error object clients see, in the configured form. Extra fields go inside `error`, never beside it. */
+  toBody(form: ErrorBodyForm = 'gateway', extra?: Record<string, unknown>): ErrorBody {
+    const error: GatewayErrorObject =
+      form === 'openai'
+        ? { message: this.message, type: this.type, param: this.param ?? null, code: String(this.status) }
+        : { message: this.message, code: this.status, type: this.type };
+    return { error: extra === undefined ? error : { ...error, ...extra } };
+  }
+}
+
+/** 400: the request itself is wrong (a field, the JSON, the size). Never retried, never falls back. */
+export class BadRequestError extends GatewayError {
+  readonly status = 400;
+  readonly type = 'invalid_request_error';
+  readonly retryable = false;
+}
+
+/** 401: the upstream (or the gateway's own auth) rejected the credentials. */
+export class AuthenticationError extends GatewayError {
+  readonly status = 401;
+  readonly type = 'authentication_error';
+  readonly retryable = false;
+}
+
+/** 403: the credentials are valid but not allowed to do this. */
+export class PermissionDeniedError extends GatewayError {
+  readonly status = 403;
+  readonly type = 'permission_error';
+  readonly retryable = false;
+}
+
+/** 404: unknown model group, deployment or route. */
+export class NotFoundError extends GatewayError {
+  readonly status = 404;
+  readonly type = 'not_found_error';
+  readonly retryable = false;
+}
+
+/** 400: the prompt does not fit the model's context window. Deterministic: falls back at once, never retried. */
+export class ContextWindowExceededError extends GatewayError {
+  readonly status = 400;
+  readonly type = 'context_window_exceeded';
+  readonly retryable = false;
+}
+
+/** 400: the provider's own moderation refused the request or the answer. Deterministic, like context window. */
+export class ContentPolicyViolationError extends GatewayError {
+  readonly status = 400;
+  readonly type = 'content_policy_violation';
+  readonly retryable = false;
+}
+
+/** 400: a gateway guardrail (Bedrock Guardrails) blocked the input or the output. */
+export class GuardrailViolationError extends GatewayError {
+  readonly status = 400;
+  readonly type = 'guardrail_violation';
+  readonly retryable = false;
+  constructor(message = 'Violated guardrail policy', options: GatewayErrorOptions = {}) {
+    super(message, options);
+  }
+}
+
+/** 503: the guardrail service failed or timed out and the guardrail is configured to fail closed. */
+export class GuardrailUnavailableError extends GatewayError {
+  readonly status = 503;
+  readonly type = 'guardrail_unavailable';
+  readonly retryable = false;
+}
+
+/** 429: the provider (or a deployment's own rpm/tpm limit) is rate limiting. */
+export class RateLimitError extends GatewayError {
+  readonly status = 429;
+  readonly type = 'rate_limit_exceeded';
+  readonly retryable = true;
+}
+
+/** 504: the upstream did not connect, answer, or keep streaming in time. */
+export class TimeoutError extends GatewayError {
+  readonly status = 504;
+  readonly type = 'timeout';
+  readonly retryable = true;
+}
+
+/** 502/503: the upstream answered with a server error or could not be reached. */
+export class UpstreamError extends GatewayError {
+  readonly status: number;
+  readonly type = 'upstream_error';
+  readonly retryable = true;
+  constructor(message: string, options: GatewayErrorOptions & { status?: 502 | 503 } = {}) {
+    super(message, options);
+    this.status = options.status ?? (options.upstreamStatus === 503 ? 503 : 502);
+  }
+}
+
+/** 502: the upstream connection failed (refused, reset, DNS) before an HTTP answer. */
+export class ConnectionError extends GatewayError {
+  readonly status = 502;
+  readonly type = 'connection_error';
+  readonly retryable = true;
+}
+
+/** 500: a bug or an unexpected failure inside the gateway. Its message never leaks the original error. */
+export class InternalError extends GatewayError {
+  readonly status = 500;
+  readonly type = 'internal_error';
+  readonly retryable = false;
+  constructor(message = 'The gateway failed to process the request.', options: GatewayErrorOptions = {}) {
+    super(message, options);
+  }
+}
+
+/** The request was cancelled because the client went away. Never written to the client (nobody is listening). */
+export class ClientDisconnectedError extends GatewayError {
+  readonly status = 499;
+  readonly type = 'client_disconnected';
+  readonly retryable = false;
+  constructor(message = 'The client closed the connection.') {
+    super(message);
+  }
+}
+
+/** Shape of the errors that body-parser / raw-body raise (`express.json()` mounted before us, or our own read). */
+interface HttpParserError {
+  type?: unknown;
+  status?: unknown;
+  statusCode?: unknown;
+  expose?: unknown;
+  limit?: unknown;
+}
+
+/**
+ * Turns anything thrown into a classified error. Our own classes pass through; body-parser's errors become
+ * a 400 naming the body; everything else becomes an `InternalError` whose message hides the original
+ * (which may contain a stack, a URL or a key) and keeps it as `cause` for the logs.
+ */
+export function toGatewayError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  const parserError = fromBodyParserError(err);
+  if (parserError) return parserError;
+  return new InternalError(undefined, { cause: err });
+}
+
+function fromBodyParserError(err: unknown): GatewayError | undefined {
+  if (typeof err !== 'object' || err === null) return undefined;
+  const { type, status, statusCode, limit } = err as HttpParserError;
+  if (typeof type !== 'string') return undefined;
+  const httpStatus = typeof status === 'number' ? status : statusCode;
+  if (type === 'entity.too.large') {
+    return new BadRequestError(`Request body: larger than the ${formatLimit(limit)} limit.`, { param: 'body', cause: err });
+  }
+  if (type === 'entity.parse.failed') {
+    return new BadRequestError('Request body: not valid JSON.', { param: 'body', cause: err });
+  }
+  if (type.startsWith('entity.') || type.startsWith('request.') || type.startsWith('encoding.') || type === 'charset.unsupported') {
+    if (typeof httpStatus === 'number' && httpStatus >= 400 && httpStatus < 500) {
+      return new BadRequestError(`Request body: could not be read (${type}).`, { param: 'body', cause: err });
+    }
+  }
+  return undefined;
+}
+
+function formatLimit(limit: unknown): string {
+  if (typeof limit !== 'number') return 'configured';
+  if (limit % (1024 * 1024) === 0) return `${limit / (1024 * 1024)}mb`;
+  if (limit % 1024 === 0) return `${limit / 1024}kb`;
+  return `${limit} bytes`;
+}
+
+const SECRET_PATTERNS: readonly [RegExp, string][] = [
+  [/\b(sk|pk|rk)-[A-Za-z0-9_-]{8,}/g, '[redacted]'],
+  [/\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}/gi, '$1 [redacted]'],
+  [/\b(AKIA|ASIA)[A-Z0-9]{12,}/g, '[redacted]'],
+  [/\b(api[-_]?key|access[-_]?token|secret|password)(["']?\s*[:=]\s*["']?)[^\s"',&]+/gi, '$1$2[redacted]'],
+  [/\bhttps?:\/\/[^\s"'<>)]+/gi, '[url]'],
+];
+
+/**
+ * Removes what must never reach a client from a message: API keys, bearer tokens, AWS key ids and
+ * internal URLs (provider error messages sometimes echo them). Stack traces never get here: only
+ * `message` is ever serialized.
+ */
+export function sanitizeMessage(message: string): string {
+  let out = message;
+  for (const [pattern, replacement] of SECRET_PATTERNS) out = out.replace(pattern, replacement);
+  return out;
+}

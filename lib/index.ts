@@ -1,0 +1,49 @@
+export { gatewayContext, getContext } from './context.js';
+export type {
+  ContextHooks,
+  GatewayContext,
+  GatewayContextOptions,
+  GuardrailRecord,
+  InputHook,
+  OutputFilter,
+  OutputHook,
+} from './context.js';
+export { sseErrorWriter } from './sse-error-writer.js';
+export type { SseErrorWriterOptions } from './sse-error-writer.js';
+export { ResponseWriter, SSE_HEADERS } from './response-writer.js';
+export type { HeaderSource, WriterState } from './response-writer.js';
+export {
+  AuthenticationError,
+  BadRequestError,
+  ClientDisconnectedError,
+  ConnectionError,
+  ContentPolicyViolationError,
+  ContextWindowExceededError,
+  GatewayError,
+  GuardrailUnavailableError,
+  GuardrailViolationError,
+  InternalError,
+  NotFoundError,
+  PermissionDeniedError,
+  RateLimitError,
+  TimeoutError,
+  UpstreamError,
+  sanitizeMessage,
+  toGatewayError,
+} from './errors.js';
+export type { ErrorBody, ErrorBodyForm, GatewayErrorObject, GatewayErrorOptions } from './errors.js';
+export { GatewayConfigError } from './options.js';
+export { consoleLogger, silentLogger } from './logger.js';
+export type { Logger } from './logger.js';
+export {
+  HEADER_ATTEMPTS,
+  HEADER_DEPLOYMENT,
+  HEADER_FALLBACKS,
+  HEADER_GROUP,
+  HEADER_REQUEST_ID,
+  HEADER_RETRIES,
+  attemptHeaders,
+} from './attempts.js';
+export type { Attempt, AttemptKind, AttemptOutcome } from './attempts.js';
+export { chatCompletionRequestSchema } from './request-schema.js';
+export type * from './types.js';

@@ -1,0 +1,225 @@
+/**
+ * JSON Schema (draft-07, for ajv) of OpenAI's chat-completions request. It checks what the gateway and the
+ * providers rely on and lets every other field through untouched (`additionalProperties` stays open),
+ * so new OpenAI parameters keep working without a gateway release.
+ */
+
+const textPart = {
+  type: 'object',
+  required: ['type', 'text'],
+  properties: { type: { const: 'text' }, text: { type: 'string' } },
+} as const;
+
+const refusalPart = {
+  type: 'object',
+  required: ['type', 'refusal'],
+  properties: { type: { const: 'refusal' }, refusal: { type: 'string' } },
+} as const;
+
+const imagePart = {
+  type: 'object',
+  required: ['type', 'image_url'],
+  properties: {
+    type: { const: 'image_url' },
+    image_url: {
+      type: 'object',
+      required: ['url'],
+      properties: { url: { type: 'string', minLength: 1 }, detail: { enum: ['auto', 'low', 'high'] } },
+    },
+  },
+} as const;
+
+const audioPart = {
+  type: 'object',
+  required: ['type', 'input_audio'],
+  properties: {
+    type: { const: 'input_audio' },
+    input_audio: {
+      type: 'object',
+      required: ['data', 'format'],
+      properties: { data: { type: 'string' }, format: { type: 'string' } },
+    },
+  },
+} as const;
+
+const filePart = {
+  type: 'object',
+  required: ['type', 'file'],
+  properties: {
+    type: { const: 'file' },
+    file: {
+      type: 'object',
+      properties: { file_data: { type: 'string' }, file_id: { type: 'string' }, filename: { type: 'string' } },
+    },
+  },
+} as const;
+
+/** An array of content parts, discriminated by `type`, so an error names the part's own field. */
+function partsOf(...parts: readonly object[]) {
+  return {
+    type: 'array',
+    items: {
+      type: 'object',
+      required: ['type'],
+      properties: { type: { type: 'string' } },
+      discriminator: { propertyName: 'type' },
+      oneOf: parts,
+    },
+  } as const;
+}
+
+const textParts = partsOf(textPart);
+
+const toolCall = {
+  type: 'object',
+  required: ['id', 'type', 'function'],
+  properties: {
+    id: { type: 'string' },
+    type: { const: 'function' },
+    function: {
+      type: 'object',
+      required: ['name', 'arguments'],
+      properties: { name: { type: 'string', minLength: 1 }, arguments: { type: 'string' } },
+    },
+  },
+} as const;
+
+const name = { type: 'string' } as const;
+
+const systemMessage = {
+  type: 'object',
+  required: ['role', 'content'],
+  properties: { role: { enum: ['system', 'developer'] }, content: { anyOf: [{ type: 'string' }, textParts] }, name },
+} as const;
+
+const userMessage = {
+  type: 'object',
+  required: ['role', 'content'],
+  properties: {
+    role: { const: 'user' },
+    content: { anyOf: [{ type: 'string' }, partsOf(textPart, imagePart, audioPart, filePart)] },
+    name,
+  },
+} as const;
+
+const assistantMessage = {
+  type: 'object',
+  required: ['role'],
+  properties: {
+    role: { const: 'assistant' },
+    content: { anyOf: [{ type: 'string' }, { type: 'null' }, partsOf(textPart, refusalPart)] },
+    refusal: { type: ['string', 'null'] },
+    tool_calls: { type: 'array', items: toolCall },
+    function_call: {
+      type: ['object', 'null'],
+      required: ['name', 'arguments'],
+      properties: { name: { type: 'string' }, arguments: { type: 'string' } },
+    },
+    name,
+  },
+} as const;
+
+const toolMessage = {
+  type: 'object',
+  required: ['role', 'content', 'tool_call_id'],
+  properties: {
+    role: { const: 'tool' },
+    content: { anyOf: [{ type: 'string' }, textParts] },
+    tool_call_id: { type: 'string', minLength: 1 },
+  },
+} as const;
+
+/** Deprecated by OpenAI but still sent by older clients. */
+const functionMessage = {
+  type: 'object',
+  required: ['role', 'name'],
+  properties: { role: { const: 'function' }, content: { type: ['string', 'null'] }, name: { type: 'string' } },
+} as const;
+
+export const MESSAGE_ROLES = ['system', 'developer', 'user', 'assistant', 'tool', 'function'] as const;
+
+const nullableNumber = (minimum: number, maximum: number) => ({ type: ['number', 'null'], minimum, maximum }) as const;
+const nullablePositiveInteger = { type: ['integer', 'null'], minimum: 1 } as const;
+
+export const chatCompletionRequestSchema = {
+  $id: 'express-llm-gateway/chat-completion-request',
+  type: 'object',
+  required: ['model', 'messages'],
+  properties: {
+    model: { type: 'string', minLength: 1 },
+    messages: {
+      type: 'array',
+      minItems: 1,
+      items: {
+        type: 'object',
+        required: ['role'],
+        properties: { role: { type: 'string' } },
+        discriminator: { propertyName: 'role' },
+        oneOf: [systemMessage, userMessage, assistantMessage, toolMessage, functionMessage],
+      },
+    },
+    stream: { type: ['boolean', 'null'] },
+    stream_options: {
+      type: ['object', 'null'],
+      properties: { include_usage: { type: 'boolean' } },
+    },
+    n: { type: ['integer', 'null'], minimum: 1, maximum: 128 },
+    temperature: nullableNumber(0, 2),
+    top_p: nullableNumber(0, 1),
+    presence_penalty: nullableNumber(-2, 2),
+    frequency_penalty: nullableNumber(-2, 2),
+    max_tokens: nullablePositiveInteger,
+    max_completion_tokens: nullablePositiveInteger,
+    seed: { type: ['integer', 'null'] },
+    tools: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['type', 'function'],
+        properties: {
+          type: { const: 'function' },
+          function: {
+            type: 'object',
+            required: ['name'],
+            properties: {
+              name: { type: 'string', pattern: '^[a-zA-Z0-9_-]{1,64}$' },
+              description: { type: 'string' },
+              parameters: { type: 'object' },
+              strict: { type: ['boolean', 'null'] },
+            },
+          },
+        },
+      },
+    },
+    tool_choice: {
+      anyOf: [
+        { enum: ['none', 'auto', 'required'] },
+        {
+          type: 'object',
+          required: ['type', 'function'],
+          properties: {
+            type: { const: 'function' },
+            function: { type: 'object', required: ['name'], properties: { name: { type: 'string' } } },
+          },
+        },
+      ],
+    },
+    parallel_tool_calls: { type: 'boolean' },
+    response_format: {
+      type: 'object',
+      required: ['type'],
+      properties: {
+        type: { enum: ['text', 'json_object', 'json_schema'] },
+        json_schema: { type: 'object', required: ['name'], properties: { name: { type: 'string' } } },
+      },
+    },
+    stop: {
+      anyOf: [{ type: 'string' }, { type: 'null' }, { type: 'array', maxItems: 4, items: { type: 'string' } }],
+    },
+    user: { type: 'string' },
+    metadata: { type: ['object', 'null'], additionalProperties: { type: 'string' } },
+    logprobs: { type: ['boolean', 'null'] },
+    top_logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20 },
+    logit_bias: { type: ['object', 'null'], additionalProperties: { type: 'number' } },
+  },
+} as const;

@@ -1,0 +1,136 @@
+/**
+ * Validation of the chat-completions body. The ajv validator is compiled once, when this module is first
+ * used by a factory; per request it is one call. A failure becomes a `BadRequestError` whose message and
+ * `param` name the offending field the way clients write it (`messages[1].content[0].image_url.url`).
+ */
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { BadRequestError } from './errors.js';
+import { chatCompletionRequestSchema } from './request-schema.js';
+import type { ChatCompletionRequest } from './types.js';
+
+let compiled: ValidateFunction<ChatCompletionRequest> | undefined;
+
+/** Returns the shared compiled validator, compiling it on first use (at factory time, not per request). */
+export function compileRequestValidator(): ValidateFunction<ChatCompletionRequest> {
+  if (!compiled) {
+    // `verbose` keeps the failing sub-schema on each error, which is how a discriminator error can list the
+    // allowed values. `strict: false` because the schema deliberately leaves unknown fields open.
+    const ajv = new Ajv({ discriminator: true, verbose: true, strict: false, allErrors: false });
+    compiled = ajv.compile<ChatCompletionRequest>(chatCompletionRequestSchema);
+  }
+  return compiled;
+}
+
+/** Validates a parsed body; returns it typed, or throws a `BadRequestError` naming the field. */
+export function validateChatCompletionRequest(
+  validate: ValidateFunction<ChatCompletionRequest>,
+  body: unknown,
+): ChatCompletionRequest {
+  if (validate(body)) return body;
+  throw describeValidationErrors(validate.errors ?? []);
+}
+
+/** Picks the most specific of ajv's errors and words it for a person. */
+export function describeValidationErrors(errors: readonly ErrorObject[]): BadRequestError {
+  const error = mostSpecificError(errors);
+  if (!error) return new BadRequestError('Request body: invalid.', { param: 'body' });
+  if (error.instancePath === '' && error.keyword === 'type') {
+    return new BadRequestError('Request body: must be a JSON object.', { param: 'body' });
+  }
+  const field = fieldOf(error);
+  return new BadRequestError(`Invalid request: '${field}' ${explain(error, errors)}.`, { param: field });
+}
+
+function mostSpecificError(errors: readonly ErrorObject[]): ErrorObject | undefined {
+  let best: ErrorObject | undefined;
+  let bestDepth = -1;
+  for (const error of errors) {
+    if (error.keyword === 'anyOf' || error.keyword === 'oneOf') continue;
+    // Deeper is more specific; at equal depth a non-type error wins, because it comes from the alternative
+    // whose type matched (`stop: [5 strings]` is "at most 4 items", not "must be a string").
+    const depth = depthOf(error) * 2 + (error.keyword === 'type' ? 0 : 1);
+    if (depth > bestDepth) {
+      best = error;
+      bestDepth = depth;
+    }
+  }
+  return best;
+}
+
+function depthOf(error: ErrorObject): number {
+  const segments = error.instancePath === '' ? 0 : error.instancePath.split('/').length - 1;
+  return error.keyword === 'required' || isDiscriminatorTagError(error) ? segments + 1 : segments;
+}
+
+function isDiscriminatorTagError(error: ErrorObject): boolean {
+  return error.keyword === 'discriminator';
+}
+
+/** `/messages/0/content` (+ a missing or tag property) → `messages[0].content`. */
+function fieldOf(error: ErrorObject): string {
+  const segments = error.instancePath.split('/').slice(1).map(unescapePointer);
+  if (error.keyword === 'required') segments.push(String(error.params['missingProperty']));
+  if (isDiscriminatorTagError(error)) segments.push(String(error.params['tag']));
+  let out = '';
+  for (const segment of segments) {
+    out += /^\d+$/.test(segment) ? `[${segment}]` : out === '' ? segment : `.${segment}`;
+  }
+  return out || 'body';
+}
+
+function unescapePointer(segment: string): string {
+  return segment.replace(/~1/g, '/').replace(/~0/g, '~');
+}
+
+function explain(error: ErrorObject, all: readonly ErrorObject[]): string {
+  switch (error.keyword) {
+    case 'required':
+      return 'is required';
+    case 'discriminator':
+      return explainDiscriminator(error);
+    case 'type':
+      return `must be ${typesAtPath(error, all)}`;
+    case 'const':
+      return `must be ${JSON.stringify(error.params['allowedValue'])}`;
+    case 'enum':
+      return `must be one of ${(error.params['allowedValues'] as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'minItems':
+      return `must have at least ${String(error.params['limit'])} item(s)`;
+    case 'maxItems':
+      return `must have at most ${String(error.params['limit'])} item(s)`;
+    case 'minLength':
+      return 'must not be empty';
+    case 'minimum':
+    case 'maximum':
+      return `must be ${error.keyword === 'minimum' ? '>=' : '<='} ${String(error.params['limit'])}`;
+    case 'pattern':
+      return `must match ${String(error.params['pattern'])}`;
+    default:
+      return error.message ?? 'is invalid';
+  }
+}
+
+/** For `anyOf` alternatives (`content: string | parts[]`) list every accepted type, not just the first. */
+function typesAtPath(error: ErrorObject, all: readonly ErrorObject[]): string {
+  const types = new Set<string>();
+  for (const e of all) {
+    if (e.keyword === 'type' && e.instancePath === error.instancePath) {
+      for (const t of ([] as string[]).concat(e.params['type'] as string | string[])) types.add(t);
+    }
+  }
+  const list = [...types].map((t) => (t === 'null' ? 'null' : `${/^[aeiou]/.test(t) ? 'an' : 'a'} ${t}`));
+  return list.length <= 1 ? (list[0] ?? 'of another type') : `${list.slice(0, -1).join(', ')} or ${list.at(-1)}`;
+}
+
+function explainDiscriminator(error: ErrorObject): string {
+  const tag = String(error.params['tag']);
+  if (error.params['error'] === 'tag') return 'must be a string';
+  const branches = ((error.parentSchema as { oneOf?: { properties?: Record<string, { const?: string; enum?: string[] }> }[] })
+    ?.oneOf ?? []) as { properties?: Record<string, { const?: string; enum?: string[] }> }[];
+  const allowed = branches.flatMap((b) => {
+    const p = b.properties?.[tag];
+    return p?.const !== undefined ? [p.const] : (p?.enum ?? []);
+  });
+  const got = error.params['tagValue'];
+  return `must be one of ${allowed.map((v) => JSON.stringify(v)).join(', ')} (got ${JSON.stringify(got)})`;
+}

@@ -1,0 +1,170 @@
+/**
+ * The response writer: the only code that puts bytes on the client's socket.
+ *
+ * Lazy commit: the status line and headers are not sent until the first valid content is ready *and*
+ * every check registered with `holdCommitUntil()` has passed. Until then any failure is a pre-commit
+ * failure and gets a normal JSON error with its real status, exactly as without streaming.
+ *
+ * After commit, a stream ends in exactly one of two ways: a normal finish, or one in-band error frame;
+ * both are followed by a single `data: [DONE]` and a clean `res.end()`. Nothing is written after that.
+ */
+import type { ServerResponse } from 'node:http';
+import { type ErrorBodyForm, type GatewayError } from './errors.js';
+import type { ChatCompletion, ChatCompletionChunk } from './types.js';
+
+export const SSE_HEADERS: Readonly<Record<string, string>> = {
+  'content-type': 'text/event-stream; charset=utf-8',
+  'cache-control': 'no-cache',
+  'x-accel-buffering': 'no',
+};
+
+const DONE_FRAME = 'data: [DONE]\n\n';
+
+/** Where the response is: nothing sent yet, streaming (headers and frames sent), or finished. */
+export type WriterState = 'pending' | 'streaming' | 'finished';
+
+/** `res` as compression() leaves it: with a `flush()` that pushes buffered bytes out. */
+type FlushableResponse = ServerResponse & { flush?: () => void };
+
+/** Headers computed when the response is committed or fails (the attempt log changes until then). */
+export type HeaderSource = () => Record<string, string>;
+
+const noHeaders: HeaderSource = () => ({});
+const ignoreRejection = (): void => {};
+
+export class ResponseWriter {
+  private state: WriterState;
+  private holds: Promise<unknown>[] | undefined;
+  private commit: Promise<void> | undefined;
+  private readonly res: FlushableResponse;
+  private readonly headers: HeaderSource;
+
+  constructor(res: ServerResponse, headers: HeaderSource = noHeaders) {
+    this.res = res;
+    this.headers = headers;
+    this.state = initialState(res);
+  }
+
+  /** True once the status line went out: from then on errors can only be reported in-band. */
+  get committed(): boolean {
+    return this.state !== 'pending';
+  }
+
+  /** True once the response is complete (normally or with an error); later writes are ignored. */
+  get finished(): boolean {
+    return this.state === 'finished' || this.res.writableEnded;
+  }
+
+  /**
+   * Holds the commit until `check` settles. If it rejects, the next `send`/`json` rejects with its error
+   * before any byte is written (e.g. an input guardrail running alongside the model call).
+   */
+  holdCommitUntil(check: Promise<unknown>): void {
+    check.catch(ignoreRejection); // the rejection is consumed where the commit awaits it
+    (this.holds ??= []).push(check);
+  }
+
+  /**
+   * Streams one chunk. The first call commits (after the holds pass). Returns a promise only when the caller
+   * has to wait: for the commit, or for the socket to drain (backpressure from a slow client).
+   */
+  send(chunk: ChatCompletionChunk): Promise<void> | undefined {
+    if (this.state === 'streaming') return this.writeFrame(`data: ${JSON.stringify(chunk)}\n\n`);
+    if (this.state === 'finished') return undefined;
+    // Chunks sent while the commit is pending queue behind it in order.
+    this.commit ??= this.commitStream();
+    return this.commit.then(() => this.writeFrame(`data: ${JSON.stringify(chunk)}\n\n`));
+  }
+
+  /** Ends a stream normally with `data: [DONE]`. A stream that never committed has nothing to end. */
+  finish(): void {
+    if (this.state !== 'streaming') return;
+    this.state = 'finished';
+    this.res.end(DONE_FRAME);
+  }
+
+  /** Sends a whole (non-streaming) completion, after the holds pass. */
+  async json(completion: ChatCompletion): Promise<void> {
+    if (this.state !== 'pending') return;
+    await this.awaitHolds();
+    if (this.state !== 'pending') return;
+    this.state = 'finished';
+    const body = JSON.stringify(completion);
+    this.res.writeHead(200, {
+      ...this.headers(),
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+    });
+    this.res.end(body);
+  }
+
+  /**
+   * Reports a failure: a JSON body with the error's status before commit, or one in-band error frame then
+   * `data: [DONE]` after it. Does nothing once the response is finished or the client is gone.
+   */
+  fail(error: GatewayError, form: ErrorBodyForm, extra?: Record<string, unknown>): void {
+    if (this.finished || this.res.destroyed) {
+      this.state = 'finished';
+      return;
+    }
+    const body = JSON.stringify(error.toBody(form, extra));
+    if (this.state === 'pending') {
+      this.state = 'finished';
+      this.res.writeHead(error.status, {
+        ...this.headers(),
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': Buffer.byteLength(body),
+      });
+      this.res.end(body);
+      return;
+    }
+    this.state = 'finished';
+    if (isEventStream(this.res)) this.res.end(`data: ${body}\n\n${DONE_FRAME}`);
+    else this.res.end(); // someone else committed a non-SSE response; no frame would be understood there
+  }
+
+  private async commitStream(): Promise<void> {
+    await this.awaitHolds();
+    if (this.state !== 'pending') return;
+    this.state = 'streaming';
+    this.res.writeHead(200, { ...this.headers(), ...SSE_HEADERS });
+  }
+
+  private async awaitHolds(): Promise<void> {
+    const holds = this.holds;
+    if (!holds) return;
+    this.holds = undefined;
+    await Promise.all(holds);
+  }
+
+  private writeFrame(frame: string): Promise<void> | undefined {
+    if (this.state !== 'streaming') return undefined;
+    const res = this.res;
+    const flushedAll = res.write(frame);
+    res.flush?.();
+    return flushedAll || res.destroyed ? undefined : waitForDrain(res);
+  }
+}
+
+function initialState(res: ServerResponse): WriterState {
+  if (res.writableEnded) return 'finished';
+  return res.headersSent ? 'streaming' : 'pending';
+}
+
+function isEventStream(res: ServerResponse): boolean {
+  const type = res.getHeader('content-type');
+  return typeof type === 'string' && type.startsWith('text/event-stream');
+}
+
+/** Resolves when the socket takes more data, or when it closes (the client left: stop waiting). */
+function waitForDrain(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}

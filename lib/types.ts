@@ -1,0 +1,137 @@
+/**
+ * The OpenAI chat-completions shapes the gateway speaks on both sides. Every provider adapter converts to
+ * these, and everything downstream of an adapter (guardrails, accounting, the writer) sees only them.
+ * Fields the gateway does not interpret stay open (`[key: string]: unknown`) and pass through.
+ */
+
+export type ChatRole = 'system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function';
+
+export interface TextContentPart {
+  type: 'text';
+  text: string;
+  [key: string]: unknown;
+}
+
+export interface ImageContentPart {
+  type: 'image_url';
+  image_url: { url: string; detail?: 'auto' | 'low' | 'high' };
+  [key: string]: unknown;
+}
+
+export interface AudioContentPart {
+  type: 'input_audio';
+  input_audio: { data: string; format: string };
+  [key: string]: unknown;
+}
+
+export interface FileContentPart {
+  type: 'file';
+  file: { file_data?: string; file_id?: string; filename?: string };
+  [key: string]: unknown;
+}
+
+export interface RefusalContentPart {
+  type: 'refusal';
+  refusal: string;
+  [key: string]: unknown;
+}
+
+export type ContentPart = TextContentPart | ImageContentPart | AudioContentPart | FileContentPart | RefusalContentPart;
+
+export interface ToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
+  [key: string]: unknown;
+}
+
+export interface ChatMessage {
+  role: ChatRole;
+  content?: string | ContentPart[] | null;
+  name?: string;
+  tool_calls?: ToolCall[];
+  tool_call_id?: string;
+  refusal?: string | null;
+  function_call?: { name: string; arguments: string } | null;
+  [key: string]: unknown;
+}
+
+export interface ChatCompletionRequest {
+  model: string;
+  messages: ChatMessage[];
+  stream?: boolean;
+  stream_options?: { include_usage?: boolean; [key: string]: unknown } | null;
+  n?: number;
+  temperature?: number | null;
+  top_p?: number | null;
+  max_tokens?: number | null;
+  max_completion_tokens?: number | null;
+  tools?: { type: 'function'; function: { name: string; description?: string; parameters?: object } }[];
+  tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } };
+  response_format?: { type: 'text' | 'json_object' | 'json_schema'; [key: string]: unknown };
+  stop?: string | string[] | null;
+  user?: string;
+  metadata?: Record<string, string> | null;
+  [key: string]: unknown;
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  [key: string]: unknown;
+}
+
+export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter' | 'function_call';
+
+export interface ChatCompletionChoice {
+  index: number;
+  message: ChatMessage;
+  finish_reason: FinishReason | null;
+  logprobs?: unknown;
+  [key: string]: unknown;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: ChatCompletionChoice[];
+  usage?: Usage;
+  [key: string]: unknown;
+}
+
+export interface ToolCallDelta {
+  index: number;
+  id?: string;
+  type?: 'function';
+  function?: { name?: string; arguments?: string };
+  [key: string]: unknown;
+}
+
+export interface ChatCompletionChunkDelta {
+  role?: ChatRole;
+  content?: string | null;
+  refusal?: string | null;
+  tool_calls?: ToolCallDelta[];
+  [key: string]: unknown;
+}
+
+export interface ChatCompletionChunkChoice {
+  index: number;
+  delta: ChatCompletionChunkDelta;
+  finish_reason: FinishReason | null;
+  logprobs?: unknown;
+  [key: string]: unknown;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: ChatCompletionChunkChoice[];
+  usage?: Usage | null;
+  [key: string]: unknown;
+}
