@@ -1,0 +1,111 @@
+/**
+ * The contract between the router and the provider adapters. An adapter turns one OpenAI-shaped request
+ * into its provider's wire format, calls it, and turns the answer back into OpenAI `chat.completion` JSON
+ * or a stream of `chat.completion.chunk` objects; every failure leaves it as a classified `GatewayError`.
+ * The router, the fallback handler and the writer only ever look at the error's class.
+ */
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from '../types.js';
+
+export type ProviderName = 'openai' | 'azure' | 'anthropic' | 'bedrock';
+
+/** A credential: the value, or a function returning it (called per upstream request; may rotate). */
+export type Credential = string | (() => string | Promise<string>);
+
+export interface TimeoutOptions {
+  /**
+   * Milliseconds to establish the TCP/TLS connection.
+   * @default 5000
+   */
+  connectMs?: number;
+  /**
+   * Milliseconds from sending the request to the first content (first streamed chunk, or the whole
+   * non-streaming answer's headers). Before commit, a timeout here is an ordinary retryable failure.
+   * @default 60000
+   */
+  firstTokenMs?: number;
+  /**
+   * Largest gap in milliseconds between two streamed chunks. After commit, it ends the stream with an
+   * error frame.
+   * @default 30000
+   */
+  idleMs?: number;
+  /**
+   * Milliseconds for the whole upstream call, including the whole stream.
+   * @default 600000
+   */
+  totalMs?: number;
+}
+
+export interface DeploymentOptions {
+  /** Unique id inside its group, shown in headers and the attempt log. @default `${provider}/${model}` (with `#n` if repeated) */
+  id?: string;
+  provider: ProviderName;
+  /**
+   * The upstream base URL. OpenAI-compatible: up to and including `/v1` (e.g. `http://127.0.0.1:8000/v1`,
+   * `https://dashscope.aliyuncs.com/compatible-mode/v1`); Azure: the resource origin
+   * (`https://NAME.openai.azure.com`); Anthropic: the origin (`https://api.anthropic.com`); Bedrock: an
+   * optional endpoint override.
+   * @default OpenAI `https://api.openai.com/v1`, Anthropic `https://api.anthropic.com`; required for Azure
+   */
+  baseUrl?: string;
+  /** The upstream model name (Azure: the deployment name; Bedrock: the model id or inference profile). */
+  model: string;
+  /** API key: OpenAI/compatible `Authorization: Bearer`, Azure `api-key`, Anthropic `x-api-key`. Never read from the environment by the library. */
+  apiKey?: Credential;
+  /** Azure OpenAI `api-version` query parameter. @default '2024-10-21' */
+  apiVersion?: string;
+  /** Bedrock region. @default 'us-east-1' */
+  region?: string;
+  /** Bedrock static credentials (otherwise the AWS SDK's default chain, which is the user's choice to use). */
+  awsCredentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** Extra headers sent to the upstream on every request. */
+  headers?: Record<string, string>;
+  /** Relative share of traffic with the weighted strategy. @default 1 */
+  weight?: number;
+  /** Requests per minute this deployment accepts; over it, it is skipped like one in cooldown. */
+  rpm?: number;
+  /** Tokens per minute this deployment accepts. */
+  tpm?: number;
+  /** Context window in tokens, when known (lets the router skip a deployment the prompt cannot fit). */
+  contextWindow?: number;
+  /** Anthropic requires `max_tokens`; used when the client sent none. @default 4096 */
+  defaultMaxTokens?: number;
+  timeouts?: TimeoutOptions;
+}
+
+/** A deployment after validation and defaults. */
+export interface Deployment extends Omit<DeploymentOptions, 'id' | 'timeouts' | 'weight'> {
+  id: string;
+  group: string;
+  weight: number;
+  timeouts: Required<TimeoutOptions>;
+}
+
+/** One upstream call, as the router hands it to an adapter. */
+export interface UpstreamRequest {
+  /** The client's validated body. `model` is still the group name: the adapter sends `deployment.model`. */
+  body: ChatCompletionRequest;
+  /**
+   * Aborts the call: client gone, a timeout, a guardrail block. When it fires, the adapter stops at once
+   * (closing the upstream socket) and throws `signal.reason`.
+   */
+  signal: AbortSignal;
+  /** The gateway request id, forwarded upstream as `x-request-id` where the provider accepts it. */
+  requestId: string;
+}
+
+export interface ProviderAdapter {
+  readonly provider: ProviderName;
+  /** Non-streaming call. Resolves with the OpenAI-shaped completion, or rejects with a `GatewayError`. */
+  complete(request: UpstreamRequest): Promise<ChatCompletion>;
+  /**
+   * Streaming call. Yields normalized chunks as they arrive (never buffering the whole answer). Throws a
+   * `GatewayError` for an HTTP error status, an in-band error event (whenever it comes: the first event
+   * is classified exactly like the same error returned as an HTTP status), a malformed event, or a stream
+   * that stops without its terminator (`[DONE]` / `message_stop` / `messageStop`). A stream that ends
+   * properly but carried no content simply ends: judging emptiness is the router's job.
+   */
+  stream(request: UpstreamRequest): AsyncIterable<ChatCompletionChunk>;
+  /** Releases pooled connections and clients. */
+  close(): Promise<void>;
+}
