@@ -14,13 +14,18 @@ import { compileRequestValidator, validateChatCompletionRequest } from './reques
 import { ResponseWriter } from './response-writer.js';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage } from './types.js';
 
-/** Checks or transforms the input before (or while) the model is called. Rejecting stops the request. */
+/**
+ * Checks the input while the model is called (a `during_call` guardrail). Started once per request with the
+ * first upstream call; nothing is committed until it resolves, and a rejection aborts the upstream call and
+ * fails the request with that error.
+ */
 export type InputHook = (ctx: GatewayContext, signal: AbortSignal) => Promise<void>;
 
 /**
  * Sees the output before the client does. Streaming: `chunk` returns the chunks to release now (none while
- * it holds text back to check it), `end` releases what is left. Non-streaming: `completion` gets the whole
- * answer. Throwing (a guardrail block) ends the response with that error, in-band if already committed.
+ * it holds text back to check it; order is kept: a held chunk also holds every later one), `end` releases
+ * what is left. Non-streaming: `completion` gets the whole answer. Throwing (a guardrail block) ends the
+ * response with that error, in-band if already committed.
  */
 export interface OutputFilter {
   chunk(chunk: ChatCompletionChunk): ChatCompletionChunk[] | Promise<ChatCompletionChunk[]>;
@@ -28,13 +33,22 @@ export interface OutputFilter {
   completion(completion: ChatCompletion): ChatCompletion | Promise<ChatCompletion>;
 }
 
-/** Creates the per-attempt state of an output check (each upstream attempt starts from a clean window). */
-export type OutputHook = (ctx: GatewayContext, signal: AbortSignal) => OutputFilter;
+/** The upstream attempt an output filter belongs to. */
+export interface AttemptControl {
+  /** Aborts when the attempt ends early (client gone, timeout, another filter's block). */
+  readonly signal: AbortSignal;
+  /**
+   * Stops the attempt from outside the chunk flow (a check running behind the stream found a violation):
+   * the upstream call is aborted and the request fails with `reason`.
+   */
+  abort(reason: Error): void;
+}
+
+/** Creates the per-attempt state of an output check (each upstream attempt starts from a clean slate). */
+export type OutputHook = (ctx: GatewayContext, attempt: AttemptControl) => OutputFilter;
 
 export interface ContextHooks {
-  /** Awaited, in order, before the first upstream call (a `pre_call` guardrail, input masking). */
-  readonly beforeCall: InputHook[];
-  /** Started with the upstream call; nothing is committed until they pass, and a rejection aborts the call. */
+  /** Input checks run alongside the upstream call (see `InputHook`). */
   readonly duringCall: InputHook[];
   /** Output checks, applied in order to every answer (a `post_call` guardrail). */
   readonly output: OutputHook[];
@@ -187,7 +201,7 @@ function createContext(
     startedAt: performance.now(),
     attempts,
     guardrails: [],
-    hooks: { beforeCall: [], duringCall: [], output: [] },
+    hooks: { duringCall: [], output: [] },
     writer: new ResponseWriter(res, () => attemptHeaders(attempts)),
     usage: undefined,
   };

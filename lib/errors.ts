@@ -110,13 +110,19 @@ export class ContentPolicyViolationError extends GatewayError {
   readonly retryable = false;
 }
 
-/** 400: a gateway guardrail (Bedrock Guardrails) blocked the input or the output. */
+/**
+ * 400: a gateway guardrail (Bedrock Guardrails) blocked the input or the output. With `softMessage`, the
+ * block is a *soft* one: the client gets that text as a normal completion ending with
+ * `finish_reason: "content_filter"` instead of an error.
+ */
 export class GuardrailViolationError extends GatewayError {
   readonly status = 400;
   readonly type = 'guardrail_violation';
   readonly retryable = false;
-  constructor(message = 'Violated guardrail policy', options: GatewayErrorOptions = {}) {
+  readonly softMessage: string | undefined;
+  constructor(message = 'Violated guardrail policy', options: GatewayErrorOptions & { softMessage?: string } = {}) {
     super(message, options);
+    this.softMessage = options.softMessage;
   }
 }
 

@@ -1,5 +1,6 @@
 export { gatewayContext, getContext } from './context.js';
 export type {
+  AttemptControl,
   ContextHooks,
   GatewayContext,
   GatewayContextOptions,

@@ -123,6 +123,39 @@ export class ResponseWriter {
     else this.res.end(); // someone else committed a non-SSE response; no frame would be understood there
   }
 
+  /**
+   * Ends the response with `text` as a normal answer whose `finish_reason` is `content_filter` (a soft
+   * guardrail block): a whole completion before commit without streaming, otherwise chunks then `[DONE]`.
+   */
+  softStop(text: string, answer: { stream: boolean; model: string; id: string }): void {
+    if (this.finished || this.res.destroyed) {
+      this.state = 'finished';
+      return;
+    }
+    const created = Math.floor(Date.now() / 1000);
+    const id = `chatcmpl-${answer.id}`;
+    if (this.state === 'pending' && !answer.stream) {
+      this.state = 'finished';
+      const completion: ChatCompletion = {
+        id,
+        object: 'chat.completion',
+        created,
+        model: answer.model,
+        choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'content_filter' }],
+      };
+      const body = JSON.stringify(completion);
+      this.res.writeHead(200, { ...this.headers(), 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+      this.res.end(body);
+      return;
+    }
+    if (this.state === 'pending') this.res.writeHead(200, { ...this.headers(), ...SSE_HEADERS });
+    const frame = (delta: ChatCompletionChunk['choices'][number]['delta'], finish: 'content_filter' | null): string =>
+      `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: answer.model, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+    const opening = this.state === 'pending' ? { role: 'assistant' as const, content: text } : { content: text };
+    this.state = 'finished';
+    this.res.end(frame(opening, null) + frame({}, 'content_filter') + DONE_FRAME);
+  }
+
   private async commitStream(): Promise<void> {
     await this.awaitHolds();
     if (this.state !== 'pending') return;

@@ -6,7 +6,14 @@
  */
 import type { ErrorRequestHandler, NextFunction, Request, Response } from 'express';
 import { attemptHeaders } from './attempts.js';
-import { ClientDisconnectedError, type ErrorBodyForm, ERROR_BODY_FORMS, type GatewayError, toGatewayError } from './errors.js';
+import {
+  ClientDisconnectedError,
+  type ErrorBodyForm,
+  ERROR_BODY_FORMS,
+  type GatewayError,
+  GuardrailViolationError,
+  toGatewayError,
+} from './errors.js';
 import { type Logger, consoleLogger } from './logger.js';
 import { assertCalledAsFactory, definedOnly, optionsValidator } from './options.js';
 import { ResponseWriter } from './response-writer.js';
@@ -60,6 +67,10 @@ export function sseErrorWriter(options?: SseErrorWriterOptions): ErrorRequestHan
     const writer = ctx?.writer ?? new ResponseWriter(res, () => attemptHeaders([]));
     if (error instanceof ClientDisconnectedError) {
       if (!res.writableEnded) res.end(); // nobody is listening; just release the response
+      return;
+    }
+    if (error instanceof GuardrailViolationError && error.softMessage !== undefined && ctx) {
+      writer.softStop(error.softMessage, { stream: ctx.stream, model: ctx.model, id: ctx.id });
       return;
     }
     writer.fail(error, config.errorBodyForm);
