@@ -27,8 +27,9 @@ export interface SseErrorWriterOptions {
    */
   errorBodyForm?: ErrorBodyForm;
   /**
-   * Where errors are logged (pino-compatible): 5xx at `error` (with the original error), 4xx at `warn`,
-   * client disconnects at `debug`. Prompts and completions are never logged.
+   * Where errors are logged (pino-compatible): 5xx at `error` (with the original error), 4xx at `info`
+   * (they are the client's or the provider's answer, not the gateway's failure), client disconnects at
+   * `debug`. Prompts and completions are never logged.
    * @default console, for warnings and errors only
    */
   logger?: Logger;
@@ -86,5 +87,5 @@ function logError(logger: Logger, error: GatewayError, requestId: string | undef
   const entry = { requestId, status: error.status, type: error.type, message: error.message };
   if (error instanceof ClientDisconnectedError) logger.debug(entry, 'client disconnected');
   else if (error.status >= 500) logger.error({ ...entry, err: error.cause ?? error }, 'request failed');
-  else logger.warn(entry, 'request failed');
+  else logger.info(entry, 'request failed');
 }

@@ -125,7 +125,7 @@ describe(`SSE error writer (Express ${EXPRESS_MAJOR})`, () => {
 
   it('is safe when the response already ended: nothing more is written and nothing throws', async () => {
     const logged: object[] = [];
-    const logger: Logger = { ...silentLogger, warn: (o) => logged.push(o) };
+    const logger: Logger = { ...silentLogger, info: (o) => logged.push(o) };
     server = await serve(
       async (req, _res, next) => {
         const ctx = getContext(req);
