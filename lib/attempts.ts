@@ -4,7 +4,7 @@
  */
 
 export type AttemptKind = 'first' | 'retry' | 'fallback';
-export type AttemptOutcome = 'success' | 'error' | 'aborted';
+export type AttemptOutcome = 'pending' | 'success' | 'error' | 'aborted';
 
 export interface Attempt {
   /** The model group the attempt served (the requested one, or a fallback group). */

@@ -1,0 +1,404 @@
+/**
+ * The router: picks a deployment of the requested model group, calls it through its provider adapter,
+ * retries inside the group, and streams the answer out through the context's writer. It never writes an
+ * error itself: every failure goes to `next(err)` as a classified error (the fallback handler and the SSE
+ * error writer take it from there).
+ *
+ * Lazy commit in practice: leading chunks without content (the role chunk) are held back, so an upstream
+ * that fails before its first content (an in-band error, an empty stream, `content_filter` before any
+ * text, a first-token timeout) is still a pre-commit failure, retried and answered exactly as without
+ * streaming.
+ */
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { type Attempt, type AttemptKind } from './attempts.js';
+import { UpstreamAttempt } from './attempt-control.js';
+import { Balancer, deploymentKey } from './balancer.js';
+import { type GatewayContext, type OutputFilter, getContext } from './context.js';
+import {
+  ClientDisconnectedError,
+  ContentPolicyViolationError,
+  type GatewayError,
+  NotFoundError,
+  RateLimitError,
+  UpstreamError,
+  toGatewayError,
+} from './errors.js';
+import { assertCalledAsFactory } from './options.js';
+import { createAdapter } from './providers/index.js';
+import type { Deployment, ProviderAdapter } from './providers/types.js';
+import { type ModelGroup, type ResolvedRouterConfig, type RouterOptions, parseRouterOptions } from './router-config.js';
+import type { ChatCompletion, ChatCompletionChunk, Usage } from './types.js';
+
+export interface GatewayRouter extends RequestHandler {
+  /**
+   * Serves the request's context from `group` (used by the fallback handler to re-dispatch). Resolves when
+   * the answer was written; rejects with a classified error otherwise.
+   */
+  dispatch(ctx: GatewayContext, group: string, kind: AttemptKind): Promise<void>;
+  /** `GET /v1/models`: the configured groups and aliases in OpenAI's list format. */
+  readonly listModels: RequestHandler;
+  /** Whether `name` is a configured group or alias (a wildcard group accepts every name). */
+  hasGroup(name: string): boolean;
+  /** Releases the adapters' connection pools. */
+  close(): Promise<void>;
+}
+
+/** Per-request router state, kept across re-dispatches (fallbacks) of the same request. */
+interface RequestState {
+  /** Aborts every attempt of the request: client gone, or a during-call check failed. */
+  readonly abort: AbortController;
+  duringStarted: boolean;
+  /** Epoch ms after which no new attempt starts (each attempt is bounded by its own total timeout). */
+  readonly deadline: number;
+}
+
+const states = new WeakMap<GatewayContext, RequestState>();
+
+export function createRouter(options: RouterOptions): GatewayRouter {
+  assertCalledAsFactory(options, 'createRouter');
+  const config = parseRouterOptions(options);
+  const adapters = createAdapters(config, options.adapterFactory);
+  const balancer = new Balancer(config);
+  const engine = new RouterEngine(config, adapters, balancer);
+
+  const router = function llmGatewayRouter(req: Request, _res: Response, next: NextFunction): void {
+    let ctx: GatewayContext;
+    try {
+      ctx = getContext(req);
+    } catch (err) {
+      next(err);
+      return;
+    }
+    engine.dispatch(ctx, ctx.model, 'first').catch(next);
+  } as GatewayRouter;
+  router.dispatch = (ctx, group, kind) => engine.dispatch(ctx, group, kind);
+  router.hasGroup = (name) => config.byName.has(name) || config.wildcard !== undefined;
+  router.close = async () => {
+    await Promise.all([...adapters.values()].map((a) => a.close()));
+  };
+  const modelList = JSON.stringify({
+    object: 'list',
+    data: [...config.byName.keys()].filter((n) => n !== '*').map((id) => ({ id, object: 'model', created: 0, owned_by: 'express-llm-gateway' })),
+  });
+  Object.defineProperty(router, 'listModels', {
+    value: function llmGatewayModels(_req: Request, res: Response): void {
+      res.setHeader('content-type', 'application/json; charset=utf-8');
+      res.end(modelList);
+    },
+  });
+  return router;
+}
+
+function createAdapters(
+  config: ResolvedRouterConfig,
+  factory: RouterOptions['adapterFactory'],
+): Map<string, ProviderAdapter> {
+  const adapters = new Map<string, ProviderAdapter>();
+  for (const group of config.groups.values()) {
+    for (const deployment of group.deployments) {
+      adapters.set(deploymentKey(deployment), factory?.(deployment) ?? createAdapter(deployment));
+    }
+  }
+  return adapters;
+}
+
+class RouterEngine {
+  constructor(
+    private readonly config: ResolvedRouterConfig,
+    private readonly adapters: Map<string, ProviderAdapter>,
+    private readonly balancer: Balancer,
+  ) {}
+
+  async dispatch(ctx: GatewayContext, groupName: string, kind: AttemptKind): Promise<void> {
+    const group = this.config.byName.get(groupName) ?? this.config.wildcard;
+    if (!group) {
+      throw new NotFoundError(`The model '${groupName}' does not exist on this gateway.`, { param: 'model' });
+    }
+    const state = this.stateOf(ctx);
+    const tried = new Set<string>();
+    let attemptKind = kind;
+    let retries = 0;
+    let lastError: GatewayError | undefined;
+    for (;;) {
+      if (lastError && Date.now() >= state.deadline) throw lastError;
+      const choice = await this.balancer.choose(group, tried, Date.now());
+      if (!('deployment' in choice)) throw lastError ?? noDeploymentError(group, choice.cooldownEndsAt);
+      if (!choice.untried && lastError) await this.backoff(retries, state, lastError);
+      tried.add(deploymentKey(choice.deployment));
+      try {
+        await this.attempt(ctx, state, choice.deployment, group, attemptKind);
+        return;
+      } catch (err) {
+        const error = toGatewayError(err);
+        if (ctx.writer.committed || ctx.signal.aborted || !this.isRetryable(error) || retries >= this.config.maxRetries) {
+          throw error;
+        }
+        retries++;
+        attemptKind = 'retry';
+        lastError = error;
+      }
+    }
+  }
+
+  private stateOf(ctx: GatewayContext): RequestState {
+    let state = states.get(ctx);
+    if (state) return state;
+    const abort = new AbortController();
+    const forward = (): void => abort.abort(ctx.signal.reason);
+    if (ctx.signal.aborted) forward();
+    else ctx.signal.addEventListener('abort', forward, { once: true });
+    state = { abort, duringStarted: false, deadline: Date.now() + this.config.deadlineMs };
+    states.set(ctx, state);
+    return state;
+  }
+
+  private isRetryable(error: GatewayError): boolean {
+    return error.retryable && this.config.retryOn.has(error.type);
+  }
+
+  /** Full-jitter exponential backoff, never past the request deadline (then the last error stands). */
+  private async backoff(retries: number, state: RequestState, lastError: GatewayError): Promise<void> {
+    const { backoffInitialMs, backoffMaxMs } = this.config;
+    const ceiling = Math.min(backoffMaxMs, backoffInitialMs * 2 ** (retries - 1));
+    const wait = Math.max(Math.random() * ceiling, lastError.retryAfterMs ?? 0);
+    if (Date.now() + wait >= state.deadline) throw lastError;
+    await sleep(wait, state.abort.signal);
+  }
+
+  private async attempt(
+    ctx: GatewayContext,
+    state: RequestState,
+    deployment: Deployment,
+    group: ModelGroup,
+    kind: AttemptKind,
+  ): Promise<void> {
+    const key = deploymentKey(deployment);
+    const adapter = this.adapters.get(key)!;
+    const record: Attempt = { group: group.name, deployment: deployment.id, provider: deployment.provider, kind, outcome: 'pending', latencyMs: 0 };
+    ctx.attempts.push(record);
+    const started = performance.now();
+    const finished = this.balancer.track(deployment);
+    const control = new UpstreamAttempt(state.abort.signal, deployment, ctx.stream);
+    this.startDuringHooks(ctx, state);
+    if (deployment.rpm !== undefined || deployment.tpm !== undefined) {
+      void this.safely(this.config.store.addUsage(key, 1, 0, Date.now()));
+    }
+    try {
+      const firstTokenMs = ctx.stream
+        ? await streamAnswer(ctx, adapter, control)
+        : await completeAnswer(ctx, adapter, control);
+      record.outcome = 'success';
+      record.latencyMs = performance.now() - started;
+      this.recordSuccess(deployment, key, firstTokenMs ?? record.latencyMs, ctx.usage);
+    } catch (err) {
+      const error = toGatewayError(control.signal.aborted ? (control.signal.reason ?? err) : err);
+      record.latencyMs = performance.now() - started;
+      record.outcome = error instanceof ClientDisconnectedError ? 'aborted' : 'error';
+      record.status = error.status;
+      record.errorType = error.type;
+      this.recordFailure(key, error);
+      throw error;
+    } finally {
+      control.dispose();
+      finished();
+    }
+  }
+
+  /** `during_call` checks start with the first upstream call of the request, once. */
+  private startDuringHooks(ctx: GatewayContext, state: RequestState): void {
+    if (state.duringStarted || ctx.hooks.duringCall.length === 0) return;
+    state.duringStarted = true;
+    for (const hook of ctx.hooks.duringCall) {
+      const check = hook(ctx, state.abort.signal);
+      ctx.writer.holdCommitUntil(check);
+      check.catch((err: unknown) => state.abort.abort(toGatewayError(err)));
+    }
+  }
+
+  private recordSuccess(deployment: Deployment, key: string, latencyMs: number, usage: Usage | undefined): void {
+    const { store } = this.config;
+    void this.safely(store.resetFailures(key));
+    if (this.config.strategy === 'lowest-latency') void this.safely(store.recordLatency(key, latencyMs));
+    if (deployment.tpm !== undefined && usage) void this.safely(store.addUsage(key, 0, usage.total_tokens, Date.now()));
+  }
+
+  /** Only failures that say something about the deployment's health count towards a cooldown. */
+  private recordFailure(key: string, error: GatewayError): void {
+    if (!error.retryable) return;
+    const { store } = this.config;
+    const now = Date.now();
+    if (error instanceof RateLimitError) {
+      void this.safely(store.setCooldown(key, now + (error.retryAfterMs ?? this.config.cooldownMs)));
+      return;
+    }
+    void this.safely(
+      Promise.resolve(store.recordFailure(key, this.config.failureWindowMs, now)).then((failures) => {
+        if (failures >= this.config.failureThreshold) return store.setCooldown(key, now + this.config.cooldownMs);
+        return undefined;
+      }),
+    );
+  }
+
+  /** Store writes never fail a request: a broken store only costs shared state. */
+  private async safely(result: unknown): Promise<void> {
+    try {
+      await result;
+    } catch (err) {
+      this.config.logger.warn({ err: (err as Error).message }, 'state store write failed');
+    }
+  }
+}
+
+function noDeploymentError(group: ModelGroup, cooldownEndsAt: number | undefined): GatewayError {
+  const retryAfterMs = cooldownEndsAt === undefined ? undefined : Math.max(0, cooldownEndsAt - Date.now());
+  return new RateLimitError(`No deployment of '${group.name}' is available right now (cooling down or over its rate limit).`, {
+    ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+  });
+}
+
+/**
+ * Streams one attempt to the client. Resolves with the time to first content (ms) once the stream finished
+ * normally; throws a classified error otherwise (the writer decides whether that is still pre-commit).
+ */
+async function streamAnswer(ctx: GatewayContext, adapter: ProviderAdapter, control: UpstreamAttempt): Promise<number | undefined> {
+  const started = performance.now();
+  const filters = ctx.hooks.output.length === 0 ? undefined : ctx.hooks.output.map((hook) => hook(ctx, control));
+  const wantsUsage = ctx.body.stream_options?.include_usage === true;
+  let held: ChatCompletionChunk[] | undefined = [];
+  let heldFinish = false;
+  let firstTokenMs: number | undefined;
+  let completionChars = 0;
+  try {
+    for await (const chunk of adapter.stream({ body: ctx.body, signal: control.signal, requestId: ctx.id })) {
+      control.chunk();
+      if (chunk.usage) ctx.usage = chunk.usage;
+      if (chunk.choices.length === 0 && !wantsUsage) continue; // the usage-only chunk the client did not ask for
+      if (held !== undefined) {
+        const kind = classifyLeadingChunk(chunk);
+        if (kind === 'blocked') {
+          throw new ContentPolicyViolationError('The provider filtered the answer before any content (finish_reason: content_filter).');
+        }
+        if (kind !== 'content') {
+          heldFinish ||= kind === 'finish';
+          held.push(chunk);
+          continue;
+        }
+        firstTokenMs = performance.now() - started;
+        control.firstContent();
+        const release = held;
+        held = undefined;
+        for (const leading of release) await emit(ctx, filters, leading);
+      }
+      completionChars += contentLength(chunk);
+      await emit(ctx, filters, chunk);
+    }
+  } catch (err) {
+    if (control.signal.aborted && control.signal.reason instanceof ClientDisconnectedError) {
+      ctx.usage ??= estimatedUsage(ctx, completionChars);
+    }
+    throw err;
+  }
+  if (held !== undefined) {
+    // Nothing with content came. A stream that still finished properly is a (rare) empty answer;
+    // one that did not is an upstream failure, handled before commit like any other.
+    if (!heldFinish) throw new UpstreamError('The provider ended the stream without any content.');
+    for (const leading of held) await emit(ctx, filters, leading);
+  }
+  if (filters) for (const chunk of await endFilters(filters)) await send(ctx, chunk);
+  ctx.writer.finish();
+  return firstTokenMs;
+}
+
+async function completeAnswer(ctx: GatewayContext, adapter: ProviderAdapter, control: UpstreamAttempt): Promise<undefined> {
+  let completion: ChatCompletion = await adapter.complete({ body: ctx.body, signal: control.signal, requestId: ctx.id });
+  if (completion.usage) ctx.usage = completion.usage;
+  if (completion.choices.length === 0) throw new UpstreamError('The provider answered with no choices.');
+  if (completion.choices.every((c) => c.finish_reason === 'content_filter' && !hasMessageContent(c.message))) {
+    throw new ContentPolicyViolationError('The provider filtered the answer before any content (finish_reason: content_filter).');
+  }
+  for (const hook of ctx.hooks.output) completion = await hook(ctx, control).completion(completion);
+  await ctx.writer.json(completion);
+  return undefined;
+}
+
+type LeadingKind = 'content' | 'finish' | 'blocked' | 'empty';
+
+/** What a chunk before the first content means for the commit decision. */
+function classifyLeadingChunk(chunk: ChatCompletionChunk): LeadingKind {
+  let finish = false;
+  for (const choice of chunk.choices) {
+    const delta = choice.delta;
+    if ((delta.content !== undefined && delta.content !== null && delta.content !== '') || delta.tool_calls?.length || delta.refusal) {
+      return 'content';
+    }
+    if (choice.finish_reason === 'content_filter') return 'blocked';
+    if (choice.finish_reason) finish = true;
+  }
+  return finish ? 'finish' : 'empty';
+}
+
+function hasMessageContent(message: ChatCompletion['choices'][number]['message']): boolean {
+  const content = message.content;
+  return (typeof content === 'string' ? content.length > 0 : Array.isArray(content) && content.length > 0) || Boolean(message.tool_calls?.length);
+}
+
+function contentLength(chunk: ChatCompletionChunk): number {
+  let n = 0;
+  for (const choice of chunk.choices) n += choice.delta.content?.length ?? 0;
+  return n;
+}
+
+/** Rough usage for a stream the client cut short (about 4 characters a token), so it is still accounted. */
+function estimatedUsage(ctx: GatewayContext, completionChars: number): Usage {
+  let promptChars = 0;
+  for (const m of ctx.body.messages) promptChars += typeof m.content === 'string' ? m.content.length : JSON.stringify(m.content ?? '').length;
+  const prompt = Math.ceil(promptChars / 4);
+  const completion = Math.ceil(completionChars / 4);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, estimated: true };
+}
+
+/** Passes a chunk through the output filters (in order) and sends what comes out. */
+async function emit(ctx: GatewayContext, filters: OutputFilter[] | undefined, chunk: ChatCompletionChunk): Promise<void> {
+  if (!filters) return send(ctx, chunk);
+  let batch = [chunk];
+  for (const filter of filters) {
+    const next: ChatCompletionChunk[] = [];
+    for (const c of batch) next.push(...(await filter.chunk(c)));
+    batch = next;
+  }
+  for (const c of batch) await send(ctx, c);
+}
+
+/** Ends the filters in order: what one releases at its end still goes through the ones after it. */
+async function endFilters(filters: OutputFilter[]): Promise<ChatCompletionChunk[]> {
+  let carried: ChatCompletionChunk[] = [];
+  for (const filter of filters) {
+    const next: ChatCompletionChunk[] = [];
+    for (const c of carried) next.push(...(await filter.chunk(c)));
+    next.push(...(await filter.end()));
+    carried = next;
+  }
+  return carried;
+}
+
+function send(ctx: GatewayContext, chunk: ChatCompletionChunk): Promise<void> | undefined {
+  return ctx.writer.send(chunk);
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
