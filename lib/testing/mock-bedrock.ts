@@ -477,7 +477,7 @@ interface ResponseSink {
   writeHead(status: number, headers: Record<string, string>): unknown;
   write(chunk: Uint8Array, callback?: () => void): unknown;
   end(chunk?: Uint8Array | string): unknown;
-  once(event: 'close' | 'finish', listener: () => void): unknown;
+  once(event: 'close', listener: () => void): unknown;
 }
 
 const ROUTE = /^\/model\/([^/]+)\/(converse|converse-stream)$/;
@@ -490,7 +490,8 @@ const CORAL_NAMESPACE = 'http://internal.amazon.com/coral/com.amazon.bedrock/';
 class Exchange {
   private readonly timers = new Set<NodeJS.Timeout>();
   private closed = false;
-  private finished = false;
+  /** The mock called `end()`: HTTP/2's compat response also emits `finish` when the client resets the stream. */
+  private ended = false;
   private droppedByServer = false;
   private readonly sink: ResponseSink;
   private readonly requestId = randomUUID();
@@ -501,9 +502,6 @@ class Exchange {
     private readonly onChange: () => void,
   ) {
     this.sink = res as unknown as ResponseSink;
-    this.sink.once('finish', () => {
-      this.finished = true;
-    });
     this.sink.once('close', () => this.onClose());
   }
 
@@ -519,7 +517,7 @@ class Exchange {
   sendJson(status: number, body: object, headers: Record<string, string> = {}): void {
     const text = JSON.stringify(body);
     this.writeHead(status, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), ...headers });
-    this.sink.end(text);
+    this.end(text);
   }
 
   sendFailure(failure: Failure): void {
@@ -542,7 +540,7 @@ class Exchange {
     const writeFrom = (index: number): void => {
       const message = messages[index];
       if (message === undefined) {
-        if (ending === 'end') this.sink.end();
+        if (ending === 'end') this.end();
         return;
       }
       const isLast = index === messages.length - 1;
@@ -551,6 +549,11 @@ class Exchange {
       this.later(delayMs, () => writeFrom(index + 1));
     };
     writeFrom(0);
+  }
+
+  private end(data?: string): void {
+    this.ended = true;
+    this.sink.end(data);
   }
 
   /** Node corks the socket for the current tick, so dropping at once would lose the data written with it. */
@@ -574,7 +577,7 @@ class Exchange {
     for (const timer of this.timers) clearTimeout(timer);
     this.timers.clear();
     this.call.closedAt = Date.now();
-    this.call.clientAborted = !this.finished && !this.droppedByServer;
+    this.call.clientAborted = !this.ended && !this.droppedByServer;
     this.onChange();
   }
 }
