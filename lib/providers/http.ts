@@ -1,0 +1,206 @@
+/**
+ * Upstream HTTP for the provider adapters, over undici: one keep-alive pool per adapter, JSON POSTs, and
+ * the failure rules every adapter shares.
+ *
+ * - A non-2xx answer is read (at most 64 KB) and classified (`classify.ts`) before the adapter sees it.
+ * - A network failure becomes a `ConnectionError` (refused, reset, DNS, TLS) or a `TimeoutError`
+ *   (connect timeout), with the original as `cause` and a message without the URL.
+ * - When the request's signal is aborted, the reason the router put there is what gets thrown, always,
+ *   and undici destroys the socket at once (the signal stays attached until the body is consumed).
+ * - The first-token, idle and total timers belong to the router (through the signal); undici's own
+ *   headers/body timeouts are only a generous backstop against a caller that never aborts.
+ */
+import type { Readable } from 'node:stream';
+import { Agent, request, type Dispatcher } from 'undici';
+import { ConnectionError, GatewayError, InternalError, TimeoutError, UpstreamError } from '../errors.js';
+import { classifyUpstreamError } from './classify.js';
+import type { Credential } from './types.js';
+
+/** The body of an upstream response (undici's `BodyReadable`). */
+export type UpstreamBody = Dispatcher.ResponseData['body'];
+
+export interface UpstreamResponse {
+  status: number;
+  headers: Dispatcher.ResponseData['headers'];
+  body: UpstreamBody;
+}
+
+export interface UpstreamPost {
+  url: string;
+  headers: Record<string, string>;
+  /** The JSON text to send. */
+  body: string;
+  signal: AbortSignal;
+}
+
+export interface UpstreamClientOptions {
+  /** Milliseconds to establish the TCP/TLS connection. */
+  connectMs: number;
+  /** Backstop for a response that never starts or stalls, when no signal ends it first. */
+  backstopMs: number;
+  /**
+   * Concurrent connections per origin. Streams hold theirs for the whole answer, so this is high.
+   * @default 256
+   */
+  connections?: number;
+}
+
+export interface UpstreamClient {
+  /** POSTs JSON. Resolves with a 2xx response; rejects with a classified `GatewayError`, or the signal's reason. */
+  post(post: UpstreamPost): Promise<UpstreamResponse>;
+  /** Closes the pool; requests still in flight are aborted. */
+  close(): Promise<void>;
+}
+
+/** Error bodies are small; a provider sending more is not telling us anything more useful. */
+const ERROR_BODY_LIMIT = 64 * 1024;
+/** Under Node's default server keep-alive (5 s); an upstream's `Keep-Alive: timeout` hint still wins. */
+const KEEP_ALIVE_MS = 4_000;
+
+export function createUpstreamClient(options: UpstreamClientOptions): UpstreamClient {
+  const agent = new Agent({
+    connections: options.connections ?? 256,
+    keepAliveTimeout: KEEP_ALIVE_MS,
+    headersTimeout: options.backstopMs,
+    bodyTimeout: options.backstopMs,
+    connect: { timeout: options.connectMs },
+  });
+  return {
+    async post({ url, headers, body, signal }) {
+      let response: Dispatcher.ResponseData;
+      try {
+        response = await request(url, { dispatcher: agent, method: 'POST', headers, body, signal });
+      } catch (error) {
+        throw upstreamFailure(error, signal);
+      }
+      const { statusCode: status, headers: responseHeaders } = response;
+      if (status >= 200 && status < 300) return { status, headers: responseHeaders, body: response.body };
+      const errorBody = await readErrorBody(response.body, signal);
+      throw classifyUpstreamError({ status, body: errorBody, headers: responseHeaders });
+    },
+    close: () => agent.destroy(),
+  };
+}
+
+/**
+ * What to throw for anything that went wrong talking to the upstream: the signal's reason when it was
+ * aborted (the router's classified error), our own classified errors as they are, network failures as
+ * `ConnectionError`/`TimeoutError`, anything else as an `InternalError` (a bug, not the upstream).
+ */
+export function upstreamFailure(error: unknown, signal: AbortSignal): unknown {
+  if (signal.aborted) return signal.reason;
+  if (error instanceof GatewayError) return error;
+  return networkError(error);
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+/** Thrown by undici for a request it refuses to send: our bug or bad configuration, not the network. */
+const USAGE_CODES = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 'ERR_INVALID_URL', 'ERR_INVALID_ARG_TYPE']);
+
+function networkError(error: unknown): GatewayError {
+  const code = errorCode(error);
+  if (code === undefined || USAGE_CODES.has(code)) return new InternalError(undefined, { cause: error });
+  if (TIMEOUT_CODES.has(code)) return new TimeoutError(`Timed out talking to the upstream (${code}).`, { cause: error });
+  return new ConnectionError(`The upstream connection failed (${code}).`, { cause: error });
+}
+
+/** The errno/undici code, also from Node's AggregateError (several addresses) and wrapped causes. */
+function errorCode(error: unknown): string | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const { code, errors, cause } = error as { code?: unknown; errors?: unknown; cause?: unknown };
+  if (typeof code === 'string') return code;
+  if (Array.isArray(errors) && errors.length > 0) return errorCode(errors[0]);
+  return cause === undefined ? undefined : errorCode(cause);
+}
+
+/** Reads at most 64 KB of an error body: JSON when it parses, else the text. A broken body still leaves the status. */
+async function readErrorBody(body: UpstreamBody, signal: AbortSignal): Promise<unknown> {
+  const decoder = new TextDecoder();
+  let text = '';
+  let size = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Uint8Array>) {
+      size += chunk.byteLength;
+      text += decoder.decode(chunk, { stream: true });
+      if (size >= ERROR_BODY_LIMIT) break;
+    }
+    text += decoder.decode();
+  } catch {
+    if (signal.aborted) throw signal.reason;
+  }
+  return parseJsonOrText(text);
+}
+
+/** An error payload: JSON when it parses, else the text itself (a message). */
+export function parseJsonOrText(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
+
+/** Reads a whole 2xx JSON answer. A body that is not JSON is the upstream's failure, not ours. */
+export async function readJsonBody(response: UpstreamResponse): Promise<unknown> {
+  const text = await response.body.text();
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (error) {
+    throw new UpstreamError('The upstream answered with a body that is not JSON.', { cause: error, upstreamStatus: response.status });
+  }
+}
+
+/**
+ * Checks that a streaming request got a stream. Some OpenAI-compatible servers answer a streaming request
+ * with a JSON error (or a JSON answer) under HTTP 200: the error is classified like its HTTP form.
+ */
+export async function expectEventStream(response: UpstreamResponse, signal: AbortSignal): Promise<void> {
+  const contentType = response.headers['content-type'];
+  if (typeof contentType !== 'string' || !contentType.startsWith('application/json')) return;
+  const body = await readErrorBody(response.body, signal);
+  if (typeof body === 'object' && body !== null && 'error' in body) throw classifyUpstreamError({ body });
+  throw new UpstreamError('The upstream answered a streaming request without an event stream.', { upstreamStatus: response.status });
+}
+
+/**
+ * Hands the connection back once the adapter is done with a body. After a complete stream (`[DONE]`,
+ * `message_stop`) only the end of the chunked body may be left: reading it keeps the socket in the pool.
+ * Otherwise (abandoned, failed) the socket is destroyed, which also stops the upstream generating.
+ */
+export function releaseBody(body: UpstreamBody, complete: boolean): void {
+  if (complete) {
+    body.dump().catch(ignore);
+    return;
+  }
+  // undici reports a destroyed unfinished body as an 'error' event; nobody is reading it any more.
+  body.on('error', ignore);
+  body.destroy();
+}
+
+function ignore(): void {}
+
+/** Resolves a credential (a value, or a function called per request so keys can rotate). */
+export async function resolveCredential(credential: Credential | undefined): Promise<string | undefined> {
+  if (typeof credential !== 'function') return credential;
+  try {
+    return await credential();
+  } catch (error) {
+    throw new InternalError('The credential function for the upstream failed.', { cause: error });
+  }
+}
+
+/** Header names lower-cased, so the user's `Authorization` and ours are one header, not two. */
+export function lowerCaseHeaders(headers: Record<string, string> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers ?? {})) out[name.toLowerCase()] = value;
+  return out;
+}
+
+export function withoutTrailingSlash(url: string): string {
+  return url.endsWith('/') ? withoutTrailingSlash(url.slice(0, -1)) : url;
+}
+
+/** For `readSse`: iterating with this leaves the body open when the loop stops, so `releaseBody` decides. */
+export function bodyChunks(body: UpstreamBody): AsyncIterable<Uint8Array> {
+  return (body as Readable).iterator({ destroyOnReturn: false }) as AsyncIterable<Uint8Array>;
+}

@@ -1,0 +1,171 @@
+/**
+ * The OpenAI-compatible adapter: OpenAI, Azure OpenAI, and every server that speaks the same API
+ * (DashScope compatible mode, vLLM, SGLang, Mistral, deepseek…). Requests and answers are already in the
+ * gateway's shape, so the adapter only routes, authenticates and polices the stream.
+ */
+import { UpstreamError } from '../errors.js';
+import { GatewayConfigError } from '../options.js';
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from '../types.js';
+import { classifyUpstreamError } from './classify.js';
+import {
+  bodyChunks,
+  createUpstreamClient,
+  expectEventStream,
+  lowerCaseHeaders,
+  parseJsonOrText,
+  readJsonBody,
+  releaseBody,
+  resolveCredential,
+  upstreamFailure,
+  withoutTrailingSlash,
+  type UpstreamBody,
+  type UpstreamResponse,
+} from './http.js';
+import { parseEventJson, readSse } from './sse.js';
+import type { Deployment, ProviderAdapter, UpstreamRequest } from './types.js';
+
+const DEFAULT_BASE_URL = 'https://api.openai.com/v1';
+const DEFAULT_AZURE_API_VERSION = '2024-10-21';
+
+/** Where and how one deployment is called, worked out once when the adapter is created. */
+interface Target {
+  url: string;
+  /** `authorization` (as `Bearer <key>`) or Azure's `api-key`. */
+  keyHeader: 'authorization' | 'api-key';
+  /** The `model` field sent upstream; Azure routes by the deployment in the path and gets none. */
+  model: string | undefined;
+}
+
+/**
+ * Creates the adapter for a deployment with `provider: 'openai'` (POST `${baseUrl}/chat/completions`,
+ * `Authorization: Bearer`) or `provider: 'azure'` (POST `${baseUrl}/openai/deployments/${model}/chat/completions
+ * ?api-version=…`, `api-key`). The client's body goes upstream with `model` set to `deployment.model`,
+ * plus `deployment.headers` and the gateway's `x-request-id`.
+ *
+ * What `stream()` yields, exactly:
+ * - Every upstream chunk as it came, **including the usage-only chunk** (`choices: []`, `usage` set) near
+ *   the end. Upstream is always asked for `stream_options.include_usage`, so usage is known even when the
+ *   client did not ask; the router strips that chunk (and the `usage: null` OpenAI then puts on every other
+ *   chunk) when the client did not ask for `include_usage`.
+ * - Not yielded: a chunk with no choices and no usage (Azure's leading `prompt_filter_results` chunk). It is
+ *   not content, and dropping it keeps "the first chunk" meaning the first real one.
+ * - A `finish_reason: "content_filter"` chunk is yielded like any other: the router decides what it means.
+ * - `[DONE]` ends the iteration. A stream that ends without `[DONE]` ends quietly if a choice finished,
+ *   and throws `UpstreamError` ("ended before it finished") if none did. A body with no event at all ends
+ *   quietly: an empty answer, for the router to judge.
+ * - An in-band error (`data: {"error":…}` or an `event: error` frame), first or later, throws the error
+ *   classified exactly as the same error with its HTTP status would be. A data line that is not a JSON
+ *   object throws `UpstreamError` (502, "malformed chunk").
+ * - When `request.signal` aborts, the upstream socket is destroyed and `signal.reason` is thrown.
+ */
+export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
+  const target = targetOf(deployment);
+  const baseHeaders = { 'content-type': 'application/json', ...lowerCaseHeaders(deployment.headers) };
+  const client = createUpstreamClient({ connectMs: deployment.timeouts.connectMs, backstopMs: deployment.timeouts.totalMs });
+
+  async function send(request: UpstreamRequest, streaming: boolean): Promise<UpstreamResponse> {
+    const key = await resolveCredential(deployment.apiKey);
+    const headers: Record<string, string> = { ...baseHeaders, 'x-request-id': request.requestId };
+    if (key !== undefined) headers[target.keyHeader] = target.keyHeader === 'authorization' ? `Bearer ${key}` : key;
+    const body = JSON.stringify(upstreamBody(request.body, target.model, streaming));
+    return client.post({ url: target.url, headers, body, signal: request.signal });
+  }
+
+  async function* streamChunks(request: UpstreamRequest): AsyncGenerator<ChatCompletionChunk, void, undefined> {
+    let body: UpstreamBody | undefined;
+    let complete = false;
+    try {
+      const response = await send(request, true);
+      body = response.body;
+      await expectEventStream(response, request.signal);
+      complete = yield* openAIChunks(bodyChunks(body), request.signal);
+    } catch (error) {
+      throw upstreamFailure(error, request.signal);
+    } finally {
+      if (body !== undefined) releaseBody(body, complete);
+    }
+  }
+
+  return {
+    provider: deployment.provider,
+    async complete(request) {
+      try {
+        const response = await send(request, false);
+        return completionOf(await readJsonBody(response));
+      } catch (error) {
+        throw upstreamFailure(error, request.signal);
+      }
+    },
+    stream: streamChunks,
+    close: () => client.close(),
+  };
+}
+
+function targetOf(deployment: Deployment): Target {
+  if (deployment.provider === 'azure') {
+    if (deployment.baseUrl === undefined) {
+      throw new GatewayConfigError(`${deployment.id}.baseUrl`, 'Azure deployments need the resource origin, e.g. https://NAME.openai.azure.com.');
+    }
+    const path = `/openai/deployments/${encodeURIComponent(deployment.model)}/chat/completions`;
+    const version = encodeURIComponent(deployment.apiVersion ?? DEFAULT_AZURE_API_VERSION);
+    return { url: `${withoutTrailingSlash(deployment.baseUrl)}${path}?api-version=${version}`, keyHeader: 'api-key', model: undefined };
+  }
+  if (deployment.provider !== 'openai') {
+    throw new GatewayConfigError(`${deployment.id}.provider`, `the OpenAI adapter serves 'openai' and 'azure', not '${deployment.provider}'.`);
+  }
+  const base = withoutTrailingSlash(deployment.baseUrl ?? DEFAULT_BASE_URL);
+  return { url: `${base}/chat/completions`, keyHeader: 'authorization', model: deployment.model };
+}
+
+/** The client's body for upstream: our model, and for streams always `include_usage` (see the adapter's JSDoc). */
+function upstreamBody(body: ChatCompletionRequest, model: string | undefined, streaming: boolean): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...body };
+  if (model === undefined) delete out.model;
+  else out.model = model;
+  if (streaming) {
+    out.stream = true;
+    out.stream_options = { ...body.stream_options, include_usage: true };
+  } else {
+    // OpenAI rejects `stream_options` without `stream: true`.
+    delete out.stream;
+    delete out.stream_options;
+  }
+  return out;
+}
+
+/** A 200 body: a completion, or (some compatible servers) an error object under 200. */
+function completionOf(value: unknown): ChatCompletion {
+  if (!isRecord(value)) throw new UpstreamError('The upstream answered with JSON that is not a completion.');
+  if (value.error != null) throw classifyUpstreamError({ body: value });
+  if (!Array.isArray(value.choices)) throw new UpstreamError('The upstream answered with JSON that is not a completion.');
+  return value as ChatCompletion;
+}
+
+/** Yields the stream's chunks (see the adapter's JSDoc); returns whether it completed, so the socket can be reused. */
+async function* openAIChunks(chunks: AsyncIterable<Uint8Array>, signal: AbortSignal): AsyncGenerator<ChatCompletionChunk, boolean, undefined> {
+  let sawEvent = false;
+  let finished = false;
+  for await (const event of readSse(chunks, signal)) {
+    sawEvent = true;
+    if (event.data === '[DONE]') return true;
+    if (event.event === 'error') throw classifyUpstreamError({ body: parseJsonOrText(event.data) });
+    const data = parseEventJson(event.data);
+    if (data.error != null) throw classifyUpstreamError({ body: data });
+    if (!Array.isArray(data.choices)) throw new UpstreamError('The upstream sent a malformed chunk (no choices).');
+    const chunk = data as ChatCompletionChunk;
+    if (chunk.choices.length === 0 && chunk.usage == null) continue;
+    if (!finished) finished = hasFinishReason(chunk);
+    yield chunk;
+  }
+  if (sawEvent && !finished) throw new UpstreamError('The upstream stream ended before it finished.');
+  return true;
+}
+
+function hasFinishReason(chunk: ChatCompletionChunk): boolean {
+  for (const choice of chunk.choices) if (choice.finish_reason != null) return true;
+  return false;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

@@ -1,0 +1,65 @@
+/**
+ * Incremental Server-Sent Events reading for the adapters: network chunks in, `{ event, data }` out, as
+ * they complete. Nothing but the current partial event is ever buffered, and that is bounded.
+ */
+import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import { UpstreamError } from '../errors.js';
+
+export interface SseEvent {
+  /** The `event:` field, when the frame had one. */
+  event?: string | undefined;
+  data: string;
+}
+
+/** One event this large is a broken or hostile upstream, not an answer. */
+const MAX_EVENT_CHARS = 8 * 1024 * 1024;
+
+/**
+ * Yields the events of an SSE body. The decoder runs in streaming mode, so a multi-byte UTF-8 character
+ * split across two network chunks comes out whole. At the end, an event missing only its blank line is
+ * still delivered (lenient with `data: [DONE]` at the very end); judging truncation is the adapter's job.
+ * The caller owns `chunks`: stopping the loop early neither drains nor destroys it. Once `signal` is
+ * aborted, no further event comes out (events already received included): its reason is thrown.
+ */
+export async function* readSse(chunks: AsyncIterable<Uint8Array>, signal: AbortSignal): AsyncGenerator<SseEvent, void, undefined> {
+  const pending: EventSourceMessage[] = [];
+  let tooLarge = false;
+  const parser = createParser({
+    onEvent: (event) => pending.push(event),
+    onError: (error) => {
+      if (error.type === 'max-buffer-size-exceeded') tooLarge = true;
+    },
+    maxBufferSize: MAX_EVENT_CHARS,
+  });
+  const decoder = new TextDecoder();
+  for await (const chunk of chunks) {
+    parser.feed(decoder.decode(chunk, { stream: true }));
+    if (tooLarge) throw new UpstreamError(`The upstream sent an event larger than ${MAX_EVENT_CHARS} characters.`);
+    if (pending.length === 0) continue;
+    for (const event of pending) {
+      signal.throwIfAborted();
+      yield event;
+    }
+    pending.length = 0;
+  }
+  parser.feed(decoder.decode());
+  parser.reset({ consume: true });
+  for (const event of pending) {
+    signal.throwIfAborted();
+    yield event;
+  }
+}
+
+/** Parses one event's data as a JSON object: one `JSON.parse` per event, anything else is a malformed chunk. */
+export function parseEventJson(data: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(data);
+  } catch (error) {
+    throw new UpstreamError('The upstream sent a malformed chunk (not JSON).', { cause: error });
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new UpstreamError('The upstream sent a malformed chunk (not a JSON object).');
+  }
+  return value as Record<string, unknown>;
+}
