@@ -27,6 +27,8 @@ export const HEADER_DEPLOYMENT = 'x-gateway-deployment';
 export const HEADER_ATTEMPTS = 'x-gateway-attempts';
 export const HEADER_RETRIES = 'x-gateway-retries';
 export const HEADER_FALLBACKS = 'x-gateway-fallbacks';
+/** Every attempt, in order: `group/deployment:status:type` (`:200` for a success), comma-separated. */
+export const HEADER_ATTEMPT_LOG = 'x-gateway-attempt-log';
 
 /** The headers describing the attempts so far; empty before the first attempt. */
 export function attemptHeaders(attempts: readonly Attempt[]): Record<string, string> {
@@ -44,5 +46,16 @@ export function attemptHeaders(attempts: readonly Attempt[]): Record<string, str
     [HEADER_ATTEMPTS]: String(attempts.length),
     [HEADER_RETRIES]: String(retries),
     [HEADER_FALLBACKS]: String(fallbacks),
+    [HEADER_ATTEMPT_LOG]: attempts.map(describeAttempt).join(', '),
   };
+}
+
+function describeAttempt(a: Attempt): string {
+  const result = a.outcome === 'error' || a.outcome === 'aborted' ? `${a.status ?? 0}:${a.errorType ?? 'error'}` : a.outcome === 'success' ? '200' : a.outcome;
+  return `${a.group}/${a.deployment}:${result}`;
+}
+
+/** The attempt list carried in the final error body when more than one attempt was made. */
+export function attemptSummary(attempts: readonly Attempt[]): { group: string; deployment: string; status: number; type: string }[] {
+  return attempts.map((a) => ({ group: a.group, deployment: a.deployment, status: a.status ?? 200, type: a.errorType ?? 'success' }));
 }

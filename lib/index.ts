@@ -37,6 +37,7 @@ export { GatewayConfigError } from './options.js';
 export { consoleLogger, silentLogger } from './logger.js';
 export type { Logger } from './logger.js';
 export {
+  HEADER_ATTEMPT_LOG,
   HEADER_ATTEMPTS,
   HEADER_DEPLOYMENT,
   HEADER_FALLBACKS,
@@ -44,7 +45,17 @@ export {
   HEADER_REQUEST_ID,
   HEADER_RETRIES,
   attemptHeaders,
+  attemptSummary,
 } from './attempts.js';
 export type { Attempt, AttemptKind, AttemptOutcome } from './attempts.js';
 export { chatCompletionRequestSchema } from './request-schema.js';
 export type * from './types.js';
+export { createRouter } from './router.js';
+export type { GatewayRouter } from './router.js';
+export { routerOptionsSchema } from './router-config.js';
+export type { CooldownOptions, ModelGroupOptions, RetryableType, RetryOptions, RouterOptions, RoutingStrategy } from './router-config.js';
+export { fallbackHandler } from './fallback-handler.js';
+export type { ContinuationOptions, FallbackHandlerOptions, FallbackMap } from './fallback-handler.js';
+export { MemoryStore } from './store.js';
+export type { MaybePromise, Store, UsageWindow } from './store.js';
+export type { Credential, Deployment, DeploymentOptions, ProviderAdapter, ProviderName, TimeoutOptions, UpstreamRequest } from './providers/types.js';

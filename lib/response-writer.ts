@@ -38,6 +38,8 @@ export class ResponseWriter {
   private commit: Promise<void> | undefined;
   private readonly res: FlushableResponse;
   private readonly headers: HeaderSource;
+  /** The content deltas of choice 0 that reached the client (a continuation must not repeat them). */
+  private readonly sent: string[] = [];
 
   constructor(res: ServerResponse, headers: HeaderSource = noHeaders) {
     this.res = res;
@@ -69,11 +71,16 @@ export class ResponseWriter {
    * has to wait: for the commit, or for the socket to drain (backpressure from a slow client).
    */
   send(chunk: ChatCompletionChunk): Promise<void> | undefined {
-    if (this.state === 'streaming') return this.writeFrame(`data: ${JSON.stringify(chunk)}\n\n`);
+    if (this.state === 'streaming') return this.writeChunk(chunk);
     if (this.state === 'finished') return undefined;
     // Chunks sent while the commit is pending queue behind it in order.
     this.commit ??= this.commitStream();
-    return this.commit.then(() => this.writeFrame(`data: ${JSON.stringify(chunk)}\n\n`));
+    return this.commit.then(() => this.writeChunk(chunk));
+  }
+
+  /** The text of choice 0 the client has received so far. */
+  sentText(): string {
+    return this.sent.join('');
   }
 
   /** Ends a stream normally with `data: [DONE]`. A stream that never committed has nothing to end. */
@@ -170,8 +177,15 @@ export class ResponseWriter {
     await Promise.all(holds);
   }
 
-  private writeFrame(frame: string): Promise<void> | undefined {
+  private writeChunk(chunk: ChatCompletionChunk): Promise<void> | undefined {
     if (this.state !== 'streaming') return undefined;
+    for (const choice of chunk.choices) {
+      if (choice.index === 0 && choice.delta.content) this.sent.push(choice.delta.content);
+    }
+    return this.writeFrame(`data: ${JSON.stringify(chunk)}\n\n`);
+  }
+
+  private writeFrame(frame: string): Promise<void> | undefined {
     const res = this.res;
     const flushedAll = res.write(frame);
     res.flush?.();

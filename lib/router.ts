@@ -39,6 +39,8 @@ export interface GatewayRouter extends RequestHandler {
   readonly listModels: RequestHandler;
   /** Whether `name` is a configured group or alias (a wildcard group accepts every name). */
   hasGroup(name: string): boolean;
+  /** The group that serves `name` (aliases resolved; `'*'` when the wildcard group would), if any. */
+  canonicalGroup(name: string): string | undefined;
   /** Releases the adapters' connection pools. */
   close(): Promise<void>;
 }
@@ -73,6 +75,7 @@ export function createRouter(options: RouterOptions): GatewayRouter {
   } as GatewayRouter;
   router.dispatch = (ctx, group, kind) => engine.dispatch(ctx, group, kind);
   router.hasGroup = (name) => config.byName.has(name) || config.wildcard !== undefined;
+  router.canonicalGroup = (name) => (config.byName.get(name) ?? config.wildcard)?.name;
   router.close = async () => {
     await Promise.all([...adapters.values()].map((a) => a.close()));
   };

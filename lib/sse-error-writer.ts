@@ -5,7 +5,7 @@
  * never a destroyed socket, never a silent end, never Express's default HTML error page.
  */
 import type { ErrorRequestHandler, NextFunction, Request, Response } from 'express';
-import { attemptHeaders } from './attempts.js';
+import { attemptHeaders, attemptSummary } from './attempts.js';
 import {
   ClientDisconnectedError,
   type ErrorBodyForm,
@@ -74,7 +74,10 @@ export function sseErrorWriter(options?: SseErrorWriterOptions): ErrorRequestHan
       writer.softStop(error.softMessage, { stream: ctx.stream, model: ctx.model, id: ctx.id });
       return;
     }
-    writer.fail(error, config.errorBodyForm);
+    // After several attempts (retries, fallbacks) the final error carries the list, so the client can see
+    // what was tried; a failure on the first and only attempt keeps the plain error object.
+    const attempts = ctx?.attempts;
+    writer.fail(error, config.errorBodyForm, attempts && attempts.length > 1 ? { attempts: attemptSummary(attempts) } : undefined);
   };
 }
 

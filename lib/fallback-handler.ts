@@ -1,0 +1,339 @@
+/**
+ * The fallback handler: an error middleware, mounted after the router, that re-dispatches a failed request
+ * to the next configured model group through the router, so the whole pipeline (guardrail hooks, output
+ * checks, the writer) applies to the fallback too.
+ *
+ * Parity by construction: before the first byte is committed, a streaming request is just a request. The
+ * handler decides from the error's class and the context's attempt log alone, never from the `stream`
+ * flag, so `stream: true` and `stream: false` fall back identically (LiteLLM's streaming path raises
+ * every non-429 4xx straight to the client, so its content-policy and context-window fallbacks never fire
+ * while streaming).
+ *
+ * Order of candidates (depth first): the failed group's own list (the specific list for its error kind,
+ * then the general list when `generalForSpecific` is on), then the remaining entries of the list of the
+ * group it fell back from, and so on up to the requested group. A group's list is its own entry, or the
+ * `'*'` entry when it has none. Each group is served at most once per request.
+ */
+import type { ErrorRequestHandler, NextFunction, Request, Response } from 'express';
+import type { ChatCompletionChunk } from './types.js';
+import type { GatewayContext, OutputFilter } from './context.js';
+import {
+  ClientDisconnectedError,
+  ContentPolicyViolationError,
+  ContextWindowExceededError,
+  type GatewayError,
+  GuardrailViolationError,
+  toGatewayError,
+} from './errors.js';
+import { assertCalledAsFactory, definedOnly, GatewayConfigError, optionsValidator } from './options.js';
+import type { GatewayRouter } from './router.js';
+
+/** Fallback lists: group name (or `'*'` for every group without its own entry) → ordered fallback groups. */
+export type FallbackMap = Record<string, string[]>;
+
+export interface ContinuationOptions {
+  /** The groups able to continue an answer another group started. Only these are used after commit. */
+  groups: string[];
+  /**
+   * The instruction added after the partial answer.
+   * @default 'Continue your previous answer exactly where it stopped. Do not repeat anything already written.'
+   */
+  instruction?: string;
+}
+
+export interface FallbackHandlerOptions {
+  /** The router to re-dispatch through (the one mounted before this handler). */
+  router: GatewayRouter;
+  /** For rate limits, timeouts, 5xx and connection failures (after the group's own retries). */
+  fallbacks?: FallbackMap;
+  /** For content-policy violations (provider moderation, `content_filter` before any content). */
+  contentPolicyFallbacks?: FallbackMap;
+  /** For context-window errors. */
+  contextWindowFallbacks?: FallbackMap;
+  /**
+   * Also use the general `fallbacks` for content-policy and context-window errors when their own list has
+   * no (more) entries. LiteLLM silently skips them; we do not, unless told to.
+   * @default true
+   */
+  generalForSpecific?: boolean;
+  /**
+   * Most fallback groups tried for one request, across nested fallbacks.
+   * @default 3
+   */
+  maxFallbacks?: number;
+  /**
+   * A request header that turns fallbacks off for that request when it is `true`, `1`, `yes` or `on`.
+   * @default 'x-gateway-disable-fallbacks'
+   */
+  disableHeader?: string;
+  /**
+   * Fall back on a guardrail block too (as on a content-policy violation). Off by default: a guardrail
+   * block is the gateway's own decision, and another model would see the same blocked input.
+   * @default false
+   */
+  fallbackOnGuardrail?: boolean;
+  /**
+   * Opt-in: after the first byte, resume on a continuation-capable fallback group with the partial answer
+   * as context, without repeating text the client already has. Off: after commit the request ends with
+   * the error frame and `[DONE]`, never splicing two answers.
+   */
+  continuation?: ContinuationOptions;
+}
+
+type FallbackKind = 'general' | 'contentPolicy' | 'contextWindow';
+
+interface ResolvedFallbackOptions {
+  router: GatewayRouter;
+  lists: Record<FallbackKind, FallbackMap>;
+  generalForSpecific: boolean;
+  maxFallbacks: number;
+  disableHeader: string;
+  fallbackOnGuardrail: boolean;
+  continuation: { groups: ReadonlySet<string>; instruction: string } | undefined;
+}
+
+interface FallbackState {
+  /** Every group served so far, the requested one included. */
+  readonly used: Set<string>;
+  /** For nested fallbacks: the group each fallback group was reached from. */
+  readonly parent: Map<string, string>;
+  count: number;
+}
+
+const states = new WeakMap<GatewayContext, FallbackState>();
+const DISABLED_VALUES = new Set(['true', '1', 'yes', 'on']);
+const DEFAULT_INSTRUCTION = 'Continue your previous answer exactly where it stopped. Do not repeat anything already written.';
+
+const fallbackMapSchema = { type: 'object', additionalProperties: { type: 'array', items: { type: 'string', minLength: 1 } } } as const;
+const validateOptions = optionsValidator(
+  {
+    type: 'object',
+    additionalProperties: false,
+    required: ['router'],
+    properties: {
+      router: {},
+      fallbacks: fallbackMapSchema,
+      contentPolicyFallbacks: fallbackMapSchema,
+      contextWindowFallbacks: fallbackMapSchema,
+      generalForSpecific: { type: 'boolean' },
+      maxFallbacks: { type: 'integer', minimum: 0, maximum: 20 },
+      disableHeader: { type: 'string', pattern: '^[A-Za-z0-9-]+$' },
+      fallbackOnGuardrail: { type: 'boolean' },
+      continuation: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['groups'],
+        properties: { groups: { type: 'array', items: { type: 'string', minLength: 1 } }, instruction: { type: 'string', minLength: 1 } },
+      },
+    },
+  },
+  'fallbackHandler',
+);
+
+function parseFallbackOptions(options: FallbackHandlerOptions): ResolvedFallbackOptions {
+  const given = definedOnly(options);
+  validateOptions(given);
+  const router = given.router;
+  if (typeof router !== 'function' || typeof router.dispatch !== 'function') {
+    throw new GatewayConfigError('fallbackHandler.router', 'expected the router returned by createRouter().');
+  }
+  const copy = (map: FallbackMap | undefined): FallbackMap => ({ ...map });
+  const lists = { general: copy(given.fallbacks), contentPolicy: copy(given.contentPolicyFallbacks), contextWindow: copy(given.contextWindowFallbacks) };
+  const names: [string, FallbackMap][] = [['fallbacks', lists.general], ['contentPolicyFallbacks', lists.contentPolicy], ['contextWindowFallbacks', lists.contextWindow]];
+  for (const [option, map] of names) {
+    for (const [from, targets] of Object.entries(map)) {
+      if (from !== '*' && !router.hasGroup(from)) throw new GatewayConfigError(`fallbackHandler.${option}.${from}`, `'${from}' is not a configured model group or alias.`);
+      targets.forEach((target, i) => {
+        if (!router.hasGroup(target)) throw new GatewayConfigError(`fallbackHandler.${option}.${from}[${i}]`, `'${target}' is not a configured model group or alias.`);
+      });
+    }
+  }
+  // Work with canonical group names, so an alias or a name served by '*' cannot sneak a group in twice.
+  for (const map of Object.values(lists)) {
+    for (const [from, targets] of Object.entries(map)) map[from] = targets.map((t) => router.canonicalGroup(t) ?? t);
+  }
+  const continuation = given.continuation;
+  continuation?.groups.forEach((group, i) => {
+    if (!router.hasGroup(group)) throw new GatewayConfigError(`fallbackHandler.continuation.groups[${i}]`, `'${group}' is not a configured model group or alias.`);
+  });
+  return {
+    router,
+    lists,
+    generalForSpecific: given.generalForSpecific ?? true,
+    maxFallbacks: given.maxFallbacks ?? 3,
+    disableHeader: (given.disableHeader ?? 'x-gateway-disable-fallbacks').toLowerCase(),
+    fallbackOnGuardrail: given.fallbackOnGuardrail ?? false,
+    continuation: continuation && {
+      groups: new Set(continuation.groups.map((g) => router.canonicalGroup(g) ?? g)),
+      instruction: continuation.instruction ?? DEFAULT_INSTRUCTION,
+    },
+  };
+}
+
+export function fallbackHandler(options: FallbackHandlerOptions): ErrorRequestHandler {
+  assertCalledAsFactory(options, 'fallbackHandler');
+  const config = parseFallbackOptions(options);
+
+  const handle = function llmGatewayFallbacks(err: unknown, req: Request, _res: Response, next: NextFunction): void {
+    const ctx = req.llmGateway;
+    if (!ctx) {
+      next(err);
+      return;
+    }
+    const error = toGatewayError(err);
+    const target = nextStep(config, ctx, req, error);
+    if (!target) {
+      next(error);
+      return;
+    }
+    if (target.continuation) prepareContinuation(ctx, config.continuation!.instruction);
+    config.router.dispatch(ctx, target.group, 'fallback').then(
+      () => undefined,
+      (fallbackError: unknown) => handle(fallbackError, req, _res, next),
+    );
+  };
+  return handle;
+}
+
+/** The group to try next for this failure, or undefined when the error should go to the client. */
+function nextStep(
+  config: ResolvedFallbackOptions,
+  ctx: GatewayContext,
+  req: Request,
+  error: GatewayError,
+): { group: string; continuation: boolean } | undefined {
+  if (error instanceof ClientDisconnectedError || ctx.signal.aborted) return undefined;
+  if (isDisabled(req, config.disableHeader)) return undefined;
+  const kind = fallbackKindOf(error, config.fallbackOnGuardrail);
+  if (!kind) return undefined;
+  const committed = ctx.writer.committed;
+  if (committed && (!config.continuation || ctx.writer.finished || (ctx.body.n ?? 1) > 1 || ctx.writer.sentText() === '')) return undefined;
+  const state = stateOf(ctx);
+  if (state.count >= config.maxFallbacks) return undefined;
+  const failed = ctx.attempts.at(-1)?.group ?? config.router.canonicalGroup(ctx.model) ?? ctx.model;
+  state.used.add(failed);
+  const group = nextFallbackGroup(config, state, failed, kind, committed ? config.continuation?.groups : undefined);
+  if (!group) return undefined;
+  state.used.add(group);
+  state.parent.set(group, failed);
+  state.count++;
+  return { group, continuation: committed };
+}
+
+function isDisabled(req: Request, header: string): boolean {
+  const value = req.headers[header];
+  return typeof value === 'string' && DISABLED_VALUES.has(value.trim().toLowerCase());
+}
+
+/** Which list applies: rate limits, timeouts, 5xx and connection failures use the general one. */
+export function fallbackKindOf(error: GatewayError, onGuardrail: boolean): FallbackKind | undefined {
+  if (error instanceof ContentPolicyViolationError) return 'contentPolicy';
+  if (error instanceof ContextWindowExceededError) return 'contextWindow';
+  if (error instanceof GuardrailViolationError) return onGuardrail && error.softMessage === undefined ? 'contentPolicy' : undefined;
+  return error.retryable ? 'general' : undefined;
+}
+
+function stateOf(ctx: GatewayContext): FallbackState {
+  let state = states.get(ctx);
+  if (!state) {
+    state = { used: new Set(), parent: new Map(), count: 0 };
+    states.set(ctx, state);
+  }
+  return state;
+}
+
+/** Depth first: the failed group's own candidates, then those of the group it was reached from, and so on. */
+export function nextFallbackGroup(
+  config: Pick<ResolvedFallbackOptions, 'lists' | 'generalForSpecific'>,
+  state: Pick<FallbackState, 'used' | 'parent'>,
+  failed: string,
+  kind: FallbackKind,
+  allowed?: ReadonlySet<string>,
+): string | undefined {
+  const seen = new Set<string>();
+  for (let group: string | undefined = failed; group !== undefined && !seen.has(group); group = state.parent.get(group)) {
+    seen.add(group);
+    for (const candidate of candidatesOf(config, group, kind)) {
+      if (!state.used.has(candidate) && (!allowed || allowed.has(candidate))) return candidate;
+    }
+  }
+  return undefined;
+}
+
+function candidatesOf(config: Pick<ResolvedFallbackOptions, 'lists' | 'generalForSpecific'>, group: string, kind: FallbackKind): string[] {
+  const listFor = (map: FallbackMap): string[] => map[group] ?? map['*'] ?? [];
+  const specific = listFor(config.lists[kind]);
+  if (kind === 'general' || !config.generalForSpecific) return specific;
+  return [...specific, ...listFor(config.lists.general)];
+}
+
+/**
+ * Sets up a continuation after commit: the fallback sees the partial answer and is asked to go on; its
+ * output loses the role chunk and any text that repeats what the client already has.
+ */
+function prepareContinuation(ctx: GatewayContext, instruction: string): void {
+  const partial = ctx.writer.sentText();
+  ctx.body = {
+    ...ctx.body,
+    messages: [...ctx.body.messages, { role: 'assistant', content: partial }, { role: 'user', content: instruction }],
+  };
+  ctx.hooks.output.push(() => new ContinuationFilter(partial));
+}
+
+/** Longest overlap looked for between the end of the partial answer and the start of the continuation. */
+const MAX_OVERLAP = 200;
+/** Shorter matches are likely chance (a space, a letter), and cutting them would damage the text. */
+const MIN_OVERLAP = 4;
+
+/**
+ * Drops the continuation's role chunk and strips, from the start of its text, the longest piece that
+ * repeats the end of what the client already has (models often restate the last words when resuming).
+ */
+export class ContinuationFilter implements OutputFilter {
+  private held: ChatCompletionChunk[] = [];
+  private heldText = '';
+  private deciding = true;
+
+  constructor(private readonly partial: string) {}
+
+  chunk(chunk: ChatCompletionChunk): ChatCompletionChunk[] {
+    for (const choice of chunk.choices) delete choice.delta.role;
+    if (!this.deciding) return [chunk];
+    this.held.push(chunk);
+    for (const choice of chunk.choices) if (choice.index === 0) this.heldText += choice.delta.content ?? '';
+    if (this.heldText.length < Math.min(MAX_OVERLAP, this.partial.length) && !chunk.choices.some((c) => c.finish_reason)) return [];
+    return this.release();
+  }
+
+  end(): ChatCompletionChunk[] {
+    return this.deciding ? this.release() : [];
+  }
+
+  completion(): never {
+    throw new Error('a continuation only exists for a committed stream');
+  }
+
+  private release(): ChatCompletionChunk[] {
+    this.deciding = false;
+    let strip = repeatedPrefixLength(this.partial, this.heldText);
+    const out = this.held;
+    this.held = [];
+    for (const chunk of out) {
+      for (const choice of chunk.choices) {
+        if (choice.index !== 0 || strip === 0 || !choice.delta.content) continue;
+        const cut = Math.min(strip, choice.delta.content.length);
+        choice.delta.content = choice.delta.content.slice(cut);
+        strip -= cut;
+      }
+    }
+    return out;
+  }
+}
+
+/** Length of the longest suffix of `before` that `after` starts with (0 below `MIN_OVERLAP`). */
+export function repeatedPrefixLength(before: string, after: string): number {
+  for (let n = Math.min(before.length, after.length, MAX_OVERLAP); n >= MIN_OVERLAP; n--) {
+    if (before.endsWith(after.slice(0, n))) return n;
+  }
+  return 0;
+}

@@ -1,0 +1,38 @@
+/**
+ * A gateway app for tests, composed by hand from the pieces (context → router → error writer), served on
+ * 127.0.0.1. It also keeps every request's context so tests can look at attempts and usage.
+ */
+import type { RequestHandler } from 'express';
+import { gatewayContext, getContext, sseErrorWriter, silentLogger, type GatewayContext } from '../../lib/index.js';
+import { createRouter, type GatewayRouter } from '../../lib/router.js';
+import type { RouterOptions } from '../../lib/router-config.js';
+import { createApp } from './express.js';
+import { listen, type RunningServer } from './http.js';
+
+export interface TestGateway extends RunningServer {
+  router: GatewayRouter;
+  contexts: GatewayContext[];
+}
+
+export async function startGateway(options: RouterOptions, extra: { before?: RequestHandler[]; after?: RequestHandler[] } = {}): Promise<TestGateway> {
+  const router = createRouter({ logger: silentLogger, ...options });
+  const contexts: GatewayContext[] = [];
+  const keep: RequestHandler = (req, _res, next) => {
+    contexts.push(getContext(req));
+    next();
+  };
+  const app = createApp();
+  app.get('/v1/models', router.listModels);
+  app.post('/v1/chat/completions', gatewayContext(), keep, ...(extra.before ?? []), router, ...(extra.after ?? []));
+  app.use(sseErrorWriter({ logger: silentLogger }));
+  const server = await listen(app);
+  return {
+    ...server,
+    router,
+    contexts,
+    close: async () => {
+      await server.close();
+      await router.close();
+    },
+  };
+}
