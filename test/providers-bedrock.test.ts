@@ -524,6 +524,8 @@ describe('classifyBedrockError', () => {
     ['invalid security token', new BedrockRuntimeServiceException({ name: 'UnrecognizedClientException', $fault: 'client', message: 'The security token included in the request is invalid.', $metadata: $metadata(403) }), AuthenticationError, 401],
     ['no credentials', Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError' }), AuthenticationError, 401],
     ['"Unable to locate credentials"', new Error('Unable to locate credentials'), AuthenticationError, 401],
+    ['ThrottlingException on tokens (not a context-window text)', new ThrottlingException({ message: 'Too many tokens, please wait before trying again.', $metadata: $metadata(429) }), RateLimitError, 429],
+    ['"too many tokens" in a validation error', new ValidationException({ message: 'Too many tokens in the prompt for this model', $metadata: $metadata(400) }), ContextWindowExceededError, 400],
     ['ThrottlingException', new ThrottlingException({ message: 'Too many requests, please wait before trying again.', $metadata: $metadata(429) }), RateLimitError, 429],
     ['ServiceQuotaExceededException', new ServiceQuotaExceededException({ message: 'Your request exceeds the service quota for your account.', $metadata: $metadata(400) }), RateLimitError, 429],
     ['lower-case throttlingException text', new Error('An error occurred (throttlingException) when calling the ConverseStream operation'), RateLimitError, 429],

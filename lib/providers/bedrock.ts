@@ -53,6 +53,7 @@ import type {
   ToolCall,
   Usage,
 } from '../types.js';
+import { retryAfterMs } from './classify.js';
 import type { Deployment, ProviderAdapter, UpstreamRequest } from './types.js';
 
 export interface BedrockAdapterOptions {
@@ -567,9 +568,10 @@ interface SdkErrorShape {
 
 /**
  * Turns anything the Bedrock SDK throws (or yields as an in-stream exception) into a `GatewayError`.
- * Order: message tables that override the name (context window, auth, transient server texts), the
- * exception name, the remaining message tables, Node network codes, the HTTP status. Errors that are
- * none of these (bugs) become an `InternalError` that hides the original.
+ * Order: throttling names, message tables that override the name (context window, auth, transient
+ * server texts), the exception name, the remaining message tables, Node network codes, the HTTP status.
+ * Something that went through the SDK but fits none of these is an `UpstreamError`; anything else (a bug)
+ * becomes an `InternalError` that hides the original.
  */
 export function classifyBedrockError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
@@ -579,10 +581,13 @@ export function classifyBedrockError(err: unknown): GatewayError {
   if (facts.retryAfterMs !== undefined) options.retryAfterMs = facts.retryAfterMs;
   const message = facts.message || facts.name;
 
+  const byName = Object.hasOwn(BEDROCK_ERRORS_BY_NAME, facts.name) ? BEDROCK_ERRORS_BY_NAME[facts.name] : undefined;
+  // Throttling is decided by the name before any text: Bedrock's token-rate throttling says
+  // "Too many tokens, please wait before trying again.", which the context-window table would claim.
+  if (byName === RateLimitError) return new RateLimitError(message, options);
   if (includesAny(facts.message, BEDROCK_CONTEXT_WINDOW_MESSAGES)) return new ContextWindowExceededError(message, options);
   if (includesAny(facts.message, BEDROCK_AUTH_MESSAGES)) return new AuthenticationError(message, options);
   if (includesAny(facts.message, BEDROCK_SERVER_ERROR_MESSAGES)) return upstreamError(message, facts, options);
-  const byName = Object.hasOwn(BEDROCK_ERRORS_BY_NAME, facts.name) ? BEDROCK_ERRORS_BY_NAME[facts.name] : undefined;
   if (byName === UpstreamError) return upstreamError(message, facts, options);
   if (byName !== undefined) return new byName(message, options);
   if (includesAny(facts.message, BEDROCK_BAD_REQUEST_MESSAGES)) return new BadRequestError(message, options);
@@ -637,7 +642,7 @@ function readFacts(err: unknown): ErrorFacts {
     code: networkCodeIn(message) ?? (typeof shape.code === 'string' ? shape.code : undefined),
     fromService: shape.$fault === 'client' || shape.$fault === 'server',
     viaSdk: shape.$metadata !== undefined,
-    retryAfterMs: retryAfterMsOf(shape.$response?.headers),
+    retryAfterMs: retryAfterMsOf(shape.$response?.headers, message),
   };
 }
 
@@ -656,14 +661,9 @@ function networkCodeIn(message: string): string | undefined {
   return undefined;
 }
 
-/** `x-amz-retry-after` is in milliseconds; `retry-after` in seconds or an HTTP date. */
-function retryAfterMsOf(headers: Record<string, string | undefined> | undefined): number | undefined {
+/** The SDK's own hint `x-amz-retry-after` (milliseconds) first, then the shared `retry-after` rules. */
+function retryAfterMsOf(headers: Record<string, string | undefined> | undefined, message: string): number | undefined {
   const amz = headers?.['x-amz-retry-after'];
-  if (amz !== undefined && amz !== '' && Number(amz) >= 0) return Number(amz);
-  const value = headers?.['retry-after'];
-  if (value === undefined || value === '') return undefined;
-  const seconds = Number(value);
-  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
-  const date = Date.parse(value);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
+  if (amz !== undefined && /^\d+$/.test(amz)) return Number(amz);
+  return retryAfterMs(headers, message);
 }
