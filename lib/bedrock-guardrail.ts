@@ -1,0 +1,349 @@
+/**
+ * The Bedrock guardrail middleware: checks the input before (`pre_call`) or alongside (`during_call`) the
+ * model call and the output after it (`post_call`) with AWS Bedrock's `ApplyGuardrail`, blocking or masking.
+ *
+ * ```ts
+ * app.post('/v1/chat/completions', gatewayContext(),
+ *   bedrockGuardrail({ guardrailIdentifier: 'gr1abc', guardrailVersion: '3', region: 'us-east-1' }),
+ *   router, fallbackHandler, sseErrorWriter());
+ * ```
+ */
+import { BedrockRuntimeClient, type BedrockRuntimeClientConfig } from '@aws-sdk/client-bedrock-runtime';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { type GatewayContext, type GuardrailRecord, type InputHook, getContext } from './context.js';
+import { GuardrailChecker, type MaskHandling } from './guardrail/checker.js';
+import { inputSpotsOf, maskedMessages } from './guardrail/extract.js';
+import { type StreamingMode, outputHook } from './guardrail/output-filters.js';
+import { type Logger, consoleLogger } from './logger.js';
+import { GatewayConfigError, assertCalledAsFactory, definedOnly, optionsValidator } from './options.js';
+import type { ChatRole } from './types.js';
+
+export type GuardrailHook = 'pre_call' | 'during_call' | 'post_call';
+export type { StreamingMode } from './guardrail/output-filters.js';
+
+export interface GuardrailStreamingOptions {
+  /**
+   * How streamed output is checked:
+   * - `'window'`: text goes out window by window, each checked before it is released; first byte after
+   *   about one window plus one guardrail round trip.
+   * - `'buffer'`: the whole answer is checked once at the end, then released.
+   * - `'async'`: text goes out at once and is checked behind the stream; a block stops the stream with
+   *   the error frame. **Text that violates the policy can reach the client** before the check catches up
+   *   (as in Bedrock's own async mode). Masking is not possible (`onIntervention` must be `'block'`).
+   * @default 'window'
+   */
+  mode?: StreamingMode;
+  /**
+   * Largest text checked in one call, in characters (per choice and field). 1,000 characters is one text
+   * unit per configured policy, the billing granularity.
+   * @default 1000
+   */
+  windowSize?: number;
+  /**
+   * Characters at the end of a checked window that are held back and checked again at the start of the
+   * next one, so a violation or a PII entity across the edge is seen whole. At most `windowSize / 2`.
+   * In `async` mode: characters of already-checked text sent as context with the next window.
+   * @default 100
+   */
+  overlap?: number;
+}
+
+export interface BedrockGuardrailOptions {
+  /** The guardrail id (`gr1abc2def3`) or its ARN. Required. */
+  guardrailIdentifier: string;
+  /** The guardrail version: `'DRAFT'` or a number such as `'3'`. Required. */
+  guardrailVersion: string;
+  /**
+   * Name used in accounting records, logs and the `x-gateway-guardrail` header.
+   * @default guardrailIdentifier
+   */
+  name?: string;
+  /**
+   * The Bedrock Runtime client to use. When given, `region`, `endpoint`, `credentials`, `maxAttempts` and
+   * `connectionTimeoutMs` must not be (configure the client instead).
+   * @default a client built from the options below
+   */
+  client?: BedrockRuntimeClient;
+  /** AWS region of the client this middleware builds. Required unless `client` is given. */
+  region?: string;
+  /** Endpoint override (a VPC endpoint, or the local emulator from `express-llm-gateway/testing`). */
+  endpoint?: string;
+  /**
+   * Credentials of the built client.
+   * @default the AWS SDK's default provider chain (environment, profile, instance role)
+   */
+  credentials?: BedrockRuntimeClientConfig['credentials'];
+  /**
+   * Attempts per call of the built client (retries throttling, 5xx and per-attempt timeouts). The whole
+   * call, retries included, still ends at `timeoutMs`.
+   * @default 2
+   */
+  maxAttempts?: number;
+  /**
+   * TCP connect timeout of the built client, in ms.
+   * @default 1000
+   */
+  connectionTimeoutMs?: number;
+  /**
+   * Hard deadline of one guardrail call, retries included, in ms. Past it the call is aborted and counts
+   * as a failure (see `failOpen`).
+   * @default 3000
+   */
+  timeoutMs?: number;
+  /**
+   * When to check: `pre_call` checks the input before the model is called (the model sees only passed,
+   * possibly masked, input); `during_call` checks it while the model call runs (lower latency; nothing is
+   * sent to the client before it passes; the model has seen the input); `post_call` checks the output.
+   * `pre_call` and `during_call` exclude each other.
+   * @default ['pre_call', 'post_call']
+   */
+  hooks?: GuardrailHook[];
+  /**
+   * What an intervention does. `'block'`: any intervention blocks. `'mask'`: an intervention that only
+   * masks (PII set to ANONYMIZE) replaces the text with the guardrail's masked text; a BLOCKED one blocks.
+   * @default 'mask' ('block' when `streaming.mode` is 'async')
+   */
+  onIntervention?: 'block' | 'mask';
+  /**
+   * `during_call` only: what to do when the guardrail wants the input masked. The model already has the
+   * unmasked input by the time the verdict arrives, so masking is impossible: `'block'` refuses the answer
+   * (nothing was sent to the client yet); `'allow'` accepts that the model saw it and lets the answer through.
+   * Use `pre_call` to have the input masked.
+   * @default 'block'
+   */
+  maskedInputDuringCall?: 'block' | 'allow';
+  /**
+   * Soft block: instead of an error, the client gets the guardrail's own blocked message as a normal
+   * answer ending with `finish_reason: "content_filter"`. The blocked text is never sent to the model (input)
+   * or to the client (output).
+   * @default false
+   */
+  softBlock?: boolean;
+  /**
+   * When the guardrail call fails (throttled, 5xx, past `timeoutMs`, an unreadable answer): `false` fails
+   * the request with 503 `guardrail_unavailable` (in-band after commit); `true` lets the text through
+   * unchecked and logs a warning once per outage.
+   * @default false
+   */
+  failOpen?: boolean;
+  /**
+   * Roles whose messages are checked on input. String and text-part content, refusals, tool-call and
+   * function-call arguments, tool and function results are checked; images, audio and files are skipped.
+   * @default ['system', 'developer', 'user', 'assistant', 'tool', 'function']
+   */
+  roles?: ChatRole[];
+  /** How streamed output is checked (`post_call`). */
+  streaming?: GuardrailStreamingOptions;
+  /**
+   * Where fail-open incidents are logged (pino-compatible). Prompts and completions are never logged.
+   * @default console, warnings and errors only
+   */
+  logger?: Logger;
+}
+
+const ALL_ROLES: readonly ChatRole[] = ['system', 'developer', 'user', 'assistant', 'tool', 'function'];
+const HOOKS: readonly GuardrailHook[] = ['pre_call', 'during_call', 'post_call'];
+/** Options that configure the client this middleware builds, so they conflict with a given `client`. */
+const CLIENT_OPTIONS = ['region', 'endpoint', 'credentials', 'maxAttempts', 'connectionTimeoutMs'] as const;
+
+const validateOptions = optionsValidator(
+  {
+    type: 'object',
+    additionalProperties: false,
+    required: ['guardrailIdentifier', 'guardrailVersion'],
+    properties: {
+      guardrailIdentifier: {
+        type: 'string',
+        pattern: '^([a-z0-9]+|arn:aws(-[a-z-]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]+)$',
+      },
+      guardrailVersion: { type: 'string', pattern: '^(DRAFT|[1-9][0-9]{0,7})$' },
+      name: { type: 'string', minLength: 1 },
+      client: { type: 'object' },
+      region: { type: 'string', minLength: 1 },
+      endpoint: { type: 'string', minLength: 1 },
+      credentials: {},
+      maxAttempts: { type: 'integer', minimum: 1, maximum: 10 },
+      connectionTimeoutMs: { type: 'integer', minimum: 1 },
+      timeoutMs: { type: 'integer', minimum: 1 },
+      hooks: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: HOOKS } },
+      onIntervention: { enum: ['block', 'mask'] },
+      maskedInputDuringCall: { enum: ['block', 'allow'] },
+      softBlock: { type: 'boolean' },
+      failOpen: { type: 'boolean' },
+      roles: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: ALL_ROLES } },
+      streaming: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          mode: { enum: ['buffer', 'window', 'async'] },
+          windowSize: { type: 'integer', minimum: 1 },
+          overlap: { type: 'integer', minimum: 0 },
+        },
+      },
+      logger: { type: 'object' },
+    },
+  },
+  'bedrockGuardrail',
+);
+
+interface ResolvedGuardrailConfig {
+  hooks: ReadonlySet<GuardrailHook>;
+  roles: ReadonlySet<ChatRole>;
+  onIntervention: 'block' | 'mask';
+  maskedInputDuringCall: 'block' | 'allow';
+  streaming: Required<GuardrailStreamingOptions>;
+  checker: GuardrailChecker;
+}
+
+function parseGuardrailOptions(options: BedrockGuardrailOptions): ResolvedGuardrailConfig {
+  const given = definedOnly(options);
+  validateOptions(given);
+  const hooks = new Set<GuardrailHook>(given.hooks ?? ['pre_call', 'post_call']);
+  if (hooks.has('pre_call') && hooks.has('during_call')) {
+    throw new GatewayConfigError('bedrockGuardrail.hooks', "use either 'pre_call' or 'during_call' for the input, not both.");
+  }
+  const streaming = parseStreaming(given.streaming);
+  const onIntervention = given.onIntervention ?? (streaming.mode === 'async' ? 'block' : 'mask');
+  if (onIntervention === 'mask' && streaming.mode === 'async') {
+    throw new GatewayConfigError(
+      'bedrockGuardrail.streaming.mode',
+      "'async' cannot mask (the text is already sent when the verdict arrives); set onIntervention: 'block' or use 'window'.",
+    );
+  }
+  const name = given.name ?? given.guardrailIdentifier ?? '';
+  return {
+    hooks,
+    roles: new Set(given.roles ?? ALL_ROLES),
+    onIntervention,
+    maskedInputDuringCall: given.maskedInputDuringCall ?? 'block',
+    streaming,
+    checker: new GuardrailChecker({
+      client: clientFrom(given),
+      guardrailIdentifier: given.guardrailIdentifier ?? '',
+      guardrailVersion: given.guardrailVersion ?? '',
+      name,
+      timeoutMs: given.timeoutMs ?? 3000,
+      failOpen: given.failOpen ?? false,
+      softBlock: given.softBlock ?? false,
+      logger: given.logger ?? consoleLogger,
+    }),
+  };
+}
+
+function parseStreaming(given: GuardrailStreamingOptions | undefined): Required<GuardrailStreamingOptions> {
+  const streaming = { mode: 'window' as const, windowSize: 1000, overlap: 100, ...definedOnly(given) };
+  if (streaming.overlap > streaming.windowSize / 2) {
+    throw new GatewayConfigError('bedrockGuardrail.streaming.overlap', `must be at most half of windowSize (${streaming.windowSize / 2}).`);
+  }
+  return streaming;
+}
+
+/**
+ * The given client, or one built for this middleware. It uses HTTP/1.1 (`NodeHttpHandler`) rather than the
+ * SDK's default HTTP/2 handler: the default opens one session per concurrent request anyway
+ * (`disableConcurrentStreams`), fails against HTTP/1.1-only endpoints and proxies, and its timeouts are idle
+ * timeouts. HTTP/1.1 keeps pooled keep-alive sockets, and an abort closes just that request's socket.
+ * `throwOnRequestTimeout` makes the per-attempt timeout fail the attempt (it only warns otherwise), so a
+ * stuck attempt is retried within the `timeoutMs` budget.
+ */
+function clientFrom(given: Partial<BedrockGuardrailOptions>): BedrockRuntimeClient {
+  if (given.client !== undefined) {
+    if (typeof (given.client as { send?: unknown }).send !== 'function') {
+      throw new GatewayConfigError('bedrockGuardrail.client', 'expected a BedrockRuntimeClient.');
+    }
+    const conflicting = CLIENT_OPTIONS.find((key) => given[key] !== undefined);
+    if (conflicting) throw new GatewayConfigError(`bedrockGuardrail.${conflicting}`, 'cannot be combined with client; configure the client instead.');
+    return given.client;
+  }
+  if (given.region === undefined) throw new GatewayConfigError('bedrockGuardrail.region', 'is required unless a client is given.');
+  const timeoutMs = given.timeoutMs ?? 3000;
+  return new BedrockRuntimeClient({
+    region: given.region,
+    ...(given.endpoint === undefined ? {} : { endpoint: given.endpoint }),
+    ...(given.credentials === undefined ? {} : { credentials: given.credentials }),
+    maxAttempts: given.maxAttempts ?? 2,
+    requestHandler: new NodeHttpHandler({
+      connectionTimeout: given.connectionTimeoutMs ?? 1000,
+      requestTimeout: timeoutMs,
+      throwOnRequestTimeout: true,
+    }),
+  });
+}
+
+/**
+ * Creates the guardrail middleware. Mount it after `gatewayContext()` and before the router. It checks the
+ * input itself (`pre_call`) and registers the `during_call` and `post_call` checks on the request context
+ * for the router to run.
+ */
+export function bedrockGuardrail(options: BedrockGuardrailOptions): RequestHandler {
+  assertCalledAsFactory(options, 'bedrockGuardrail');
+  const config = parseGuardrailOptions(options);
+  const { checker } = config;
+  const duringCall = config.hooks.has('during_call') ? duringCallHook(config) : undefined;
+  const postCall = config.hooks.has('post_call')
+    ? outputHook(checker, { ...config.streaming, onMask: config.onIntervention === 'mask' ? 'apply' : 'block' })
+    : undefined;
+  const preCall = config.hooks.has('pre_call');
+
+  return function llmGatewayBedrockGuardrail(req: Request, _res: Response, next: NextFunction): void {
+    let ctx: GatewayContext;
+    try {
+      ctx = getContext(req);
+    } catch (err) {
+      next(err);
+      return;
+    }
+    if (duringCall) ctx.hooks.duringCall.push(duringCall);
+    if (postCall) ctx.hooks.output.push(postCall);
+    if (!preCall) {
+      next();
+      return;
+    }
+    checkInput(config, ctx, ctx.signal, config.onIntervention === 'mask' ? 'apply' : 'block').then(() => next(), next);
+  };
+}
+
+function duringCallHook(config: ResolvedGuardrailConfig): InputHook {
+  const onMask: MaskHandling = config.onIntervention === 'mask' && config.maskedInputDuringCall === 'allow' ? 'pass' : 'block';
+  return (ctx, signal) => checkInput(config, ctx, signal, onMask);
+}
+
+/** Checks the request's messages in one call (one content block per text); applies the masked texts. */
+async function checkInput(config: ResolvedGuardrailConfig, ctx: GatewayContext, signal: AbortSignal, onMask: MaskHandling): Promise<void> {
+  const spots = inputSpotsOf(ctx.body.messages, config.roles);
+  if (spots.length === 0) return;
+  const verdict = await config.checker.check(ctx, 'INPUT', spots.map((s) => s.text), signal, onMask);
+  if (verdict.kind === 'mask') ctx.body = { ...ctx.body, messages: maskedMessages(ctx.body.messages, spots, verdict.outputs) };
+}
+
+export const HEADER_GUARDRAIL = 'x-gateway-guardrail';
+export const HEADER_GUARDRAIL_UNITS = 'x-gateway-guardrail-units';
+
+/** The strongest action per guardrail and side: a block outranks an error, which outranks a mask. */
+const ACTION_RANK: Readonly<Record<GuardrailRecord['action'], number>> = { NONE: 0, MASKED: 1, ERROR: 2, BLOCKED: 3 };
+
+/**
+ * Response headers describing the guardrail checks so far: `x-gateway-guardrail: <name>=<SOURCE>:<ACTION>;…`
+ * (the strongest action per guardrail and side, in first-check order) and `x-gateway-guardrail-units: <N>`
+ * (text units of every call). Empty without records. Headers go out at commit, so they cover the checks
+ * made before the first byte (input checks, the first output window, a whole buffered answer).
+ */
+export function guardrailHeaders(records: readonly GuardrailRecord[]): Record<string, string> {
+  if (records.length === 0) return {};
+  const strongest = new Map<string, GuardrailRecord['action']>();
+  let units = 0;
+  for (const r of records) {
+    units += r.units;
+    const key = `${headerToken(r.guardrail)}=${r.source}`;
+    const seen = strongest.get(key);
+    if (seen === undefined || ACTION_RANK[r.action] > ACTION_RANK[seen]) strongest.set(key, r.action);
+  }
+  const entries = [...strongest].map(([key, action]) => `${key}:${action}`);
+  return { [HEADER_GUARDRAIL]: entries.join(';'), [HEADER_GUARDRAIL_UNITS]: String(units) };
+}
+
+/** A name that cannot break the header's syntax: visible ASCII without the separators `;`, `=` and `,`. */
+function headerToken(name: string): string {
+  return name.replace(/[^\x21-\x7e]|[;=,]/g, '_');
+}
