@@ -413,6 +413,15 @@ describe('cancellation', () => {
     expect(await pending).toBe(reason);
   });
 
+  it('aborting a non-streaming call whose body never comes (headers sent)', async () => {
+    const controller = new AbortController();
+    const reason = new Error('total timeout');
+    const pending = rejectionOf(adapter('hang-after-first').complete(request({}, controller.signal)));
+    await server.waitForCall((call) => call.model === 'hang-after-first' && call.respondedAt !== undefined);
+    await abortAndExpectClosed(controller, reason, 'hang-after-first');
+    expect(await pending).toBe(reason);
+  });
+
   it('aborting a hung stream before its headers', async () => {
     const controller = new AbortController();
     const reason = new Error('first-token timeout');
@@ -472,7 +481,9 @@ describe('connections', () => {
       req.resume();
       req.on('end', () => {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.end('data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n');
+        res.write('data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n');
+        // The end of the chunked body comes a little after [DONE], as it can over a real network.
+        setTimeout(() => res.end(), 20);
       });
     });
     counting.on('connection', () => connections++);
@@ -491,7 +502,7 @@ describe('connections', () => {
       const { chunks, error } = await readStream(pooled.stream(request({ stream: true })));
       expect(error).toBeUndefined();
       expect(streamedText(chunks)).toBe('hi');
-      await new Promise((resolve) => setImmediate(resolve));
+      await new Promise((resolve) => setTimeout(resolve, 50));
     }
     expect(connections).toBe(1);
   });
