@@ -50,9 +50,13 @@ export function attemptHeaders(attempts: readonly Attempt[]): Record<string, str
   };
 }
 
+/**
+ * A failed attempt shows its status and type. A pending one shows 200: headers go out at commit, which
+ * happens only once that attempt's upstream answered with content.
+ */
 function describeAttempt(a: Attempt): string {
-  const result = a.outcome === 'error' || a.outcome === 'aborted' ? `${a.status ?? 0}:${a.errorType ?? 'error'}` : a.outcome === 'success' ? '200' : a.outcome;
-  return `${a.group}/${a.deployment}:${result}`;
+  const failed = a.outcome === 'error' || a.outcome === 'aborted';
+  return `${a.group}/${a.deployment}:${failed ? `${a.status ?? 0}:${a.errorType ?? 'error'}` : '200'}`;
 }
 
 /** The attempt list carried in the final error body when more than one attempt was made. */

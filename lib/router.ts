@@ -268,7 +268,6 @@ async function streamAnswer(ctx: GatewayContext, adapter: ProviderAdapter, contr
   const filters = ctx.hooks.output.length === 0 ? undefined : ctx.hooks.output.map((hook) => hook(ctx, control));
   const wantsUsage = ctx.body.stream_options?.include_usage === true;
   let held: ChatCompletionChunk[] | undefined = [];
-  let heldFinish = false;
   let firstTokenMs: number | undefined;
   let completionChars = 0;
   try {
@@ -278,11 +277,8 @@ async function streamAnswer(ctx: GatewayContext, adapter: ProviderAdapter, contr
       if (chunk.choices.length === 0 && !wantsUsage) continue; // the usage-only chunk the client did not ask for
       if (held !== undefined) {
         const kind = classifyLeadingChunk(chunk);
-        if (kind === 'blocked') {
-          throw new ContentPolicyViolationError('The provider filtered the answer before any content (finish_reason: content_filter).');
-        }
+        if (kind === 'blocked') throw contentFilteredError();
         if (kind !== 'content') {
-          heldFinish ||= kind === 'finish';
           held.push(chunk);
           continue;
         }
@@ -301,12 +297,9 @@ async function streamAnswer(ctx: GatewayContext, adapter: ProviderAdapter, contr
     }
     throw err;
   }
-  if (held !== undefined) {
-    // Nothing with content came. A stream that still finished properly is a (rare) empty answer;
-    // one that did not is an upstream failure, handled before commit like any other.
-    if (!heldFinish) throw new UpstreamError('The provider ended the stream without any content.');
-    for (const leading of held) await emit(ctx, filters, leading);
-  }
+  // An answer without any content or tool call is a provider failure (an engine glitch, a dropped
+  // generation), handled before commit like any other, the same way without streaming.
+  if (held !== undefined) throw emptyAnswerError();
   if (filters) for (const chunk of await endFilters(filters)) await send(ctx, chunk);
   ctx.writer.finish();
   return firstTokenMs;
@@ -315,34 +308,42 @@ async function streamAnswer(ctx: GatewayContext, adapter: ProviderAdapter, contr
 async function completeAnswer(ctx: GatewayContext, adapter: ProviderAdapter, control: UpstreamAttempt): Promise<undefined> {
   let completion: ChatCompletion = await adapter.complete({ body: ctx.body, signal: control.signal, requestId: ctx.id });
   if (completion.usage) ctx.usage = completion.usage;
-  if (completion.choices.length === 0) throw new UpstreamError('The provider answered with no choices.');
-  if (completion.choices.every((c) => c.finish_reason === 'content_filter' && !hasMessageContent(c.message))) {
-    throw new ContentPolicyViolationError('The provider filtered the answer before any content (finish_reason: content_filter).');
+  if (!completion.choices.some((c) => hasMessageContent(c.message))) {
+    if (completion.choices.some((c) => c.finish_reason === 'content_filter')) throw contentFilteredError();
+    throw emptyAnswerError();
   }
   for (const hook of ctx.hooks.output) completion = await hook(ctx, control).completion(completion);
   await ctx.writer.json(completion);
   return undefined;
 }
 
-type LeadingKind = 'content' | 'finish' | 'blocked' | 'empty';
+function contentFilteredError(): ContentPolicyViolationError {
+  return new ContentPolicyViolationError('The provider filtered the answer before any content (finish_reason: content_filter).');
+}
+
+function emptyAnswerError(): UpstreamError {
+  return new UpstreamError('The provider answered without any content.');
+}
+
+type LeadingKind = 'content' | 'blocked' | 'other';
 
 /** What a chunk before the first content means for the commit decision. */
 function classifyLeadingChunk(chunk: ChatCompletionChunk): LeadingKind {
-  let finish = false;
   for (const choice of chunk.choices) {
     const delta = choice.delta;
-    if ((delta.content !== undefined && delta.content !== null && delta.content !== '') || delta.tool_calls?.length || delta.refusal) {
-      return 'content';
-    }
+    if (delta.content || delta.tool_calls?.length || delta.refusal) return 'content';
     if (choice.finish_reason === 'content_filter') return 'blocked';
-    if (choice.finish_reason) finish = true;
   }
-  return finish ? 'finish' : 'empty';
+  return 'other';
 }
 
 function hasMessageContent(message: ChatCompletion['choices'][number]['message']): boolean {
   const content = message.content;
-  return (typeof content === 'string' ? content.length > 0 : Array.isArray(content) && content.length > 0) || Boolean(message.tool_calls?.length);
+  return Boolean(
+    (typeof content === 'string' ? content.length > 0 : Array.isArray(content) && content.length > 0) ||
+      message.tool_calls?.length ||
+      message.refusal,
+  );
 }
 
 function contentLength(chunk: ChatCompletionChunk): number {

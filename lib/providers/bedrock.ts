@@ -55,6 +55,7 @@ import type {
 } from '../types.js';
 import { retryAfterMs } from './classify.js';
 import type { Deployment, ProviderAdapter, UpstreamRequest } from './types.js';
+import { upstreamModel } from './model.js';
 
 export interface BedrockAdapterOptions {
   /**
@@ -78,7 +79,7 @@ export function createBedrockAdapter(deployment: Deployment, options: BedrockAda
       const input = toConverseInput(request.body, deployment);
       try {
         const output = await client.send(withHeaders(new ConverseCommand(input), deployment.headers), { abortSignal: request.signal });
-        return toChatCompletion(output, deployment.model);
+        return toChatCompletion(output, input.modelId!);
       } catch (err) {
         throw callFailure(err, request.signal);
       }
@@ -144,7 +145,7 @@ function toConverseInput(body: ChatCompletionRequest, deployment: Deployment): C
     throw new BadRequestError('n: Bedrock Converse returns one choice; n must be 1.', { param: 'n' });
   }
   const { system, messages } = toConverseMessages(body.messages);
-  const input: ConverseCommandInput = { modelId: deployment.model, messages, inferenceConfig: toInferenceConfig(body, deployment) };
+  const input: ConverseCommandInput = { modelId: upstreamModel(deployment, body), messages, inferenceConfig: toInferenceConfig(body, deployment) };
   if (system.length > 0) input.system = system;
   const toolConfig = toToolConfig(body);
   if (toolConfig !== undefined) input.toolConfig = toolConfig;
@@ -367,7 +368,7 @@ async function* streamCompletion(
   } catch (err) {
     throw callFailure(err, signal);
   }
-  const translator = new StreamTranslator(deployment.model);
+  const translator = new StreamTranslator(upstreamModel(deployment, request.body));
   try {
     for await (const event of events) {
       const chunk = translator.translate(event);

@@ -4,3 +4,4 @@
  */
 export * from './bedrock-emulator.js';
 export * from './mock-providers.js';
+export * from './mock-bedrock.js';

@@ -3,7 +3,7 @@
  * 127.0.0.1. It also keeps every request's context so tests can look at attempts and usage.
  */
 import type { RequestHandler } from 'express';
-import { gatewayContext, getContext, sseErrorWriter, silentLogger, type GatewayContext } from '../../lib/index.js';
+import { fallbackHandler, gatewayContext, getContext, sseErrorWriter, silentLogger, type FallbackHandlerOptions, type GatewayContext } from '../../lib/index.js';
 import { createRouter, type GatewayRouter } from '../../lib/router.js';
 import type { RouterOptions } from '../../lib/router-config.js';
 import { createApp } from './express.js';
@@ -14,7 +14,14 @@ export interface TestGateway extends RunningServer {
   contexts: GatewayContext[];
 }
 
-export async function startGateway(options: RouterOptions, extra: { before?: RequestHandler[]; after?: RequestHandler[] } = {}): Promise<TestGateway> {
+export interface GatewayExtras {
+  /** Middlewares between the context and the router (guardrails). */
+  before?: RequestHandler[];
+  /** Mounts the fallback handler with these options. */
+  fallbacks?: Omit<FallbackHandlerOptions, 'router'>;
+}
+
+export async function startGateway(options: RouterOptions, extra: GatewayExtras = {}): Promise<TestGateway> {
   const router = createRouter({ logger: silentLogger, ...options });
   const contexts: GatewayContext[] = [];
   const keep: RequestHandler = (req, _res, next) => {
@@ -23,7 +30,8 @@ export async function startGateway(options: RouterOptions, extra: { before?: Req
   };
   const app = createApp();
   app.get('/v1/models', router.listModels);
-  app.post('/v1/chat/completions', gatewayContext(), keep, ...(extra.before ?? []), router, ...(extra.after ?? []));
+  app.post('/v1/chat/completions', gatewayContext(), keep, ...(extra.before ?? []), router);
+  if (extra.fallbacks) app.use(fallbackHandler({ router, ...extra.fallbacks }));
   app.use(sseErrorWriter({ logger: silentLogger }));
   const server = await listen(app);
   return {
