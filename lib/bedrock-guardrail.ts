@@ -75,8 +75,8 @@ export interface BedrockGuardrailOptions {
    */
   credentials?: BedrockRuntimeClientConfig['credentials'];
   /**
-   * Attempts per call of the built client (retries throttling, 5xx and per-attempt timeouts). The whole
-   * call, retries included, still ends at `timeoutMs`.
+   * Attempts per call of the built client (retries throttling, 5xx and per-attempt timeouts). Each attempt
+   * times out at `timeoutMs / maxAttempts`; the whole call, retries included, ends at `timeoutMs`.
    * @default 2
    */
   maxAttempts?: number;
@@ -142,6 +142,7 @@ export interface BedrockGuardrailOptions {
   logger?: Logger;
 }
 
+const DEFAULT_TIMEOUT_MS = 3000;
 const ALL_ROLES: readonly ChatRole[] = ['system', 'developer', 'user', 'assistant', 'tool', 'function'];
 const HOOKS: readonly GuardrailHook[] = ['pre_call', 'during_call', 'post_call'];
 /** Options that configure the client this middleware builds, so they conflict with a given `client`. */
@@ -223,7 +224,7 @@ function parseGuardrailOptions(options: BedrockGuardrailOptions): ResolvedGuardr
       guardrailIdentifier: given.guardrailIdentifier ?? '',
       guardrailVersion: given.guardrailVersion ?? '',
       name,
-      timeoutMs: given.timeoutMs ?? 3000,
+      timeoutMs: given.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       failOpen: given.failOpen ?? false,
       softBlock: given.softBlock ?? false,
       logger: given.logger ?? consoleLogger,
@@ -244,8 +245,8 @@ function parseStreaming(given: GuardrailStreamingOptions | undefined): Required<
  * SDK's default HTTP/2 handler: the default opens one session per concurrent request anyway
  * (`disableConcurrentStreams`), fails against HTTP/1.1-only endpoints and proxies, and its timeouts are idle
  * timeouts. HTTP/1.1 keeps pooled keep-alive sockets, and an abort closes just that request's socket.
- * `throwOnRequestTimeout` makes the per-attempt timeout fail the attempt (it only warns otherwise), so a
- * stuck attempt is retried within the `timeoutMs` budget.
+ * `throwOnRequestTimeout` makes the per-attempt timeout (`timeoutMs / maxAttempts`) fail the attempt (it only
+ * warns otherwise), so a stuck attempt is retried within the `timeoutMs` budget.
  */
 function clientFrom(given: Partial<BedrockGuardrailOptions>): BedrockRuntimeClient {
   if (given.client !== undefined) {
@@ -257,15 +258,16 @@ function clientFrom(given: Partial<BedrockGuardrailOptions>): BedrockRuntimeClie
     return given.client;
   }
   if (given.region === undefined) throw new GatewayConfigError('bedrockGuardrail.region', 'is required unless a client is given.');
-  const timeoutMs = given.timeoutMs ?? 3000;
+  const maxAttempts = given.maxAttempts ?? 2;
   return new BedrockRuntimeClient({
     region: given.region,
     ...(given.endpoint === undefined ? {} : { endpoint: given.endpoint }),
     ...(given.credentials === undefined ? {} : { credentials: given.credentials }),
-    maxAttempts: given.maxAttempts ?? 2,
+    maxAttempts,
     requestHandler: new NodeHttpHandler({
       connectionTimeout: given.connectionTimeoutMs ?? 1000,
-      requestTimeout: timeoutMs,
+      // Each attempt gets its share of the budget, so a stuck first attempt leaves time for a retry.
+      requestTimeout: Math.ceil((given.timeoutMs ?? DEFAULT_TIMEOUT_MS) / maxAttempts),
       throwOnRequestTimeout: true,
     }),
   });

@@ -43,10 +43,16 @@ const FALLBACK_SOFT_MESSAGE = 'Sorry, this content was blocked by a guardrail.';
 const PASS: Verdict = { kind: 'pass' };
 
 /** The deadline's abort reason, to tell a timeout from the caller's own abort. */
-class DeadlineExceeded extends Error {}
+class DeadlineExceeded extends Error {
+  constructor(timeoutMs: number) {
+    super(`deadline of ${timeoutMs} ms exceeded`);
+  }
+}
 
 /** Thrown for a 200 answer without a usable `action` (the SDK does not enforce required members). */
-class MalformedAnswer extends Error {}
+class MalformedAnswer extends Error {
+  override name = 'MalformedAnswer';
+}
 
 export class GuardrailChecker {
   private readonly config: CheckerConfig;
@@ -203,7 +209,7 @@ export async function withDeadline<T>(parent: AbortSignal, timeoutMs: number, ca
   const controller = new AbortController();
   const onParentAbort = (): void => controller.abort(parent.reason);
   parent.addEventListener('abort', onParentAbort, { once: true });
-  const timer = setTimeout(() => controller.abort(new DeadlineExceeded()), timeoutMs);
+  const timer = setTimeout(() => controller.abort(new DeadlineExceeded(timeoutMs)), timeoutMs);
   try {
     return await call(controller.signal);
   } catch (err) {

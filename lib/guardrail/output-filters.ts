@@ -102,7 +102,8 @@ interface HeldChunk {
   parts: HeldPart[];
 }
 
-const NOTHING: ChatCompletionChunk[] = [];
+/** Shared by every call that releases nothing; frozen, so a caller that mutates it fails loudly. */
+const NOTHING = Object.freeze([]) as unknown as ChatCompletionChunk[];
 
 export class HeldWindowFilter implements OutputFilter {
   private readonly lanes = new Map<string, HeldLane>();
@@ -122,7 +123,11 @@ export class HeldWindowFilter implements OutputFilter {
     if (this.busy) return this.busy.then(() => this.chunk(chunk));
     const parts = this.partsOf(chunk);
     // Nothing to check and nothing ahead of it: a finish or usage chunk after the text went out.
-    if (parts.length === 0 && this.held.length === 0 && this.releasedAny) return [chunk];
+    if (parts.length === 0) {
+      if (this.held.length === 0 && this.releasedAny) return [chunk];
+      this.held.push({ chunk, parts });
+      return NOTHING;
+    }
     const closing = this.lanesWhere(parts, (p) => this.closesBefore(p));
     if (closing.length > 0) return this.track(this.closeThenHold(chunk, parts, closing));
     this.hold(chunk, parts);
