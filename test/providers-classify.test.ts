@@ -457,6 +457,12 @@ describe('provider bodies', () => {
       expect(error.message).not.toContain('secret123');
     });
 
+    it('cuts very long messages (an HTML error page) to 1,000 characters', () => {
+      const error = classify({ status: 502, body: `<html>${'x'.repeat(5000)}</html>` });
+      expect(error.message).toHaveLength(1001);
+      expect(error.message.endsWith('…')).toBe(true);
+    });
+
     it('FastAPI-style {detail}', () => {
       expectClass(classify({ status: 400, body: { detail: 'prompt is too long for this model' } }), CONTEXT_WINDOW);
     });

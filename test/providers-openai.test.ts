@@ -4,6 +4,7 @@ import {
   BadRequestError,
   ConnectionError,
   ContentPolicyViolationError,
+  ContextWindowExceededError,
   GatewayError,
   InternalError,
   RateLimitError,
@@ -468,6 +469,86 @@ describe('cancellation', () => {
     const call = await server.waitForCall((c) => c.model === 'slow:500' && c.closedAt !== undefined, 1000);
     expect(call.closedAt! - stoppedAt).toBeLessThan(100);
     expect(call.clientAborted).toBe(true);
+  });
+});
+
+describe('wire details no mock scenario covers', () => {
+  let scripted: Server;
+  /** What the scripted upstream sends next: status, content type, and body pieces written 10 ms apart. */
+  let script: { status: number; contentType: string; pieces: (string | Buffer)[] };
+
+  beforeAll(async () => {
+    scripted = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(script.status, { 'content-type': script.contentType });
+        const write = (index: number): void => {
+          const piece = script.pieces[index];
+          if (piece === undefined) return void res.end();
+          res.write(piece);
+          setTimeout(() => write(index + 1), 10);
+        };
+        write(0);
+      });
+    });
+    await new Promise<void>((resolve) => scripted.listen(0, '127.0.0.1', resolve));
+  });
+
+  afterAll(async () => {
+    scripted.closeAllConnections();
+    await new Promise((resolve) => scripted.close(resolve));
+  });
+
+  function scriptedAdapter(): ProviderAdapter {
+    return adapter('m', { baseUrl: `http://127.0.0.1:${(scripted.address() as AddressInfo).port}/v1` });
+  }
+
+  const chunkData = (content: string, finish: string | null = null): string =>
+    `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content }, finish_reason: finish }] })}\n\n`;
+
+  it('a UTF-8 character split across network chunks comes out whole', async () => {
+    const frame = Buffer.from(chunkData('Grüße 👋'));
+    const emoji = frame.indexOf(Buffer.from('👋'));
+    script = { status: 200, contentType: 'text/event-stream', pieces: [frame.subarray(0, emoji + 2), frame.subarray(emoji + 2), chunkData('', 'stop'), 'data: [DONE]\n\n'] };
+    const { chunks, error } = await readStream(scriptedAdapter().stream(request({ stream: true })));
+    expect(error).toBeUndefined();
+    expect(streamedText(chunks)).toBe('Grüße 👋');
+  });
+
+  it('an event split across network chunks, and CRLF line endings', async () => {
+    const frame = chunkData('split').replaceAll('\n', '\r\n');
+    script = { status: 200, contentType: 'text/event-stream', pieces: [frame.slice(0, 20), frame.slice(20), chunkData('', 'stop'), 'data: [DONE]\n\n'] };
+    const { chunks, error } = await readStream(scriptedAdapter().stream(request({ stream: true })));
+    expect(error).toBeUndefined();
+    expect(streamedText(chunks)).toBe('split');
+  });
+
+  it('in-band errors in the other forms: a bare vLLM error object, an event: error frame', async () => {
+    const bare = { object: 'error', message: "This model's maximum context length is 4096 tokens.", type: 'BadRequestError', param: null, code: 400 };
+    script = { status: 200, contentType: 'text/event-stream', pieces: [`data: ${JSON.stringify(bare)}\n\n`] };
+    expect((await readStream(scriptedAdapter().stream(request({ stream: true })))).error).toBeInstanceOf(ContextWindowExceededError);
+    const named = { error: { message: 'Rate limit reached. Please try again in 2s.', type: 'requests', code: 'rate_limit_exceeded' } };
+    script = { status: 200, contentType: 'text/event-stream', pieces: [chunkData('Hel'), `event: error\ndata: ${JSON.stringify(named)}\n\n`] };
+    const { chunks, error } = await readStream(scriptedAdapter().stream(request({ stream: true })));
+    expect(streamedText(chunks)).toBe('Hel');
+    expect(error).toBeInstanceOf(RateLimitError);
+    expect((error as RateLimitError).retryAfterMs).toBe(2000);
+  });
+
+  it('a JSON error under 200 to a streaming request is classified like its HTTP form', async () => {
+    const body = { error: { message: 'Input data may contain inappropriate content.', type: 'data_inspection_failed', code: 'data_inspection_failed' } };
+    script = { status: 200, contentType: 'application/json', pieces: [JSON.stringify(body)] };
+    expect((await readStream(scriptedAdapter().stream(request({ stream: true })))).error).toBeInstanceOf(ContentPolicyViolationError);
+    script = { status: 200, contentType: 'application/json', pieces: [JSON.stringify(body)] };
+    expect(await rejectionOf(scriptedAdapter().complete(request()))).toBeInstanceOf(ContentPolicyViolationError);
+  });
+
+  it('an error body larger than 64 KB is cut, not buffered whole, and still classified by status', async () => {
+    script = { status: 503, contentType: 'text/html', pieces: ['<html>'.padEnd(100_000, 'x'), '</html>'] };
+    const error = await rejectionOf(scriptedAdapter().complete(request()));
+    expect(error).toBeInstanceOf(UpstreamError);
+    expect((error as UpstreamError).status).toBe(503);
+    expect((error as Error).message.length).toBeLessThanOrEqual(1001);
   });
 });
 

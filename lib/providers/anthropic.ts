@@ -323,10 +323,10 @@ function toChatCompletion(value: unknown): ChatCompletion {
   const message: ChatMessage = { role: 'assistant', content: text === '' && toolCalls.length > 0 ? null : text };
   if (toolCalls.length > 0) message.tool_calls = toolCalls;
   return {
-    id: String(value.id),
+    id: String(value.id ?? ''),
     object: 'chat.completion',
     created: nowSeconds(),
-    model: String(value.model),
+    model: String(value.model ?? ''),
     choices: [{ index: 0, message, finish_reason: finishReasonOf(value.stop_reason), logprobs: null }],
     usage: usageOf(value.usage),
   };

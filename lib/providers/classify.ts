@@ -251,7 +251,7 @@ const SERVER_ERROR = compile(SERVER_ERROR_SIGNALS);
 export function classifyUpstreamError(failure: UpstreamFailure): GatewayError {
   const facts = readFacts(failure);
   const kind = errorKind(facts);
-  const message = facts.message === '' ? defaultMessage(facts.status) : facts.message;
+  const message = facts.message === '' ? defaultMessage(facts.status) : truncate(facts.message);
   const options = { upstreamStatus: facts.status, param: facts.param };
   switch (kind) {
     case 'timeout':
@@ -326,6 +326,13 @@ function matches(facts: ErrorFacts, signals: CompiledSignals): boolean {
   for (const code of facts.codes) if (signals.codes.has(code)) return true;
   for (const text of signals.texts) if (facts.text.includes(text)) return true;
   return false;
+}
+
+/** Some upstreams answer errors with a whole HTML page; a client needs the gist, not 64 KB. */
+const MAX_MESSAGE_CHARS = 1000;
+
+function truncate(message: string): string {
+  return message.length <= MAX_MESSAGE_CHARS ? message : `${message.slice(0, MAX_MESSAGE_CHARS)}…`;
 }
 
 function defaultMessage(status: number | undefined): string {

@@ -53,9 +53,9 @@ interface Target {
  * - `[DONE]` ends the iteration. A stream that ends without `[DONE]` ends quietly if a choice finished,
  *   and throws `UpstreamError` ("ended before it finished") if none did. A body with no event at all ends
  *   quietly: an empty answer, for the router to judge.
- * - An in-band error (`data: {"error":…}` or an `event: error` frame), first or later, throws the error
- *   classified exactly as the same error with its HTTP status would be. A data line that is not a JSON
- *   object throws `UpstreamError` (502, "malformed chunk").
+ * - An in-band error (`data: {"error":…}`, a bare `{"object":"error",…}`, or an `event: error` frame),
+ *   first or later, throws the error classified exactly as the same error with its HTTP status would be.
+ *   A data line that is not a JSON object throws `UpstreamError` (502, "malformed chunk").
  * - When `request.signal` aborts, the upstream socket is destroyed and `signal.reason` is thrown.
  */
 export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
@@ -150,7 +150,8 @@ async function* openAIChunks(chunks: AsyncIterable<Uint8Array>, signal: AbortSig
     if (event.data === '[DONE]') return true;
     if (event.event === 'error') throw classifyUpstreamError({ body: parseJsonOrText(event.data) });
     const data = parseEventJson(event.data);
-    if (data.error != null) throw classifyUpstreamError({ body: data });
+    // `{"error":…}` as OpenAI sends it; a bare `{"object":"error",…}` as some vLLM-style servers do.
+    if (data.error != null || data.object === 'error') throw classifyUpstreamError({ body: data });
     if (!Array.isArray(data.choices)) throw new UpstreamError('The upstream sent a malformed chunk (no choices).');
     const chunk = data as ChatCompletionChunk;
     if (chunk.choices.length === 0 && chunk.usage == null) continue;
