@@ -1,0 +1,300 @@
+/**
+ * Load generation and client-side timing.
+ *
+ * - `runLoad()`: closed-loop load at N connections for a fixed time, with wrk when it is installed
+ *   (`which wrk`), autocannon otherwise (or as chosen with `--loader`). Both report req/s and latency
+ *   percentiles; autocannon's latencies have 1 ms resolution, wrk's 10 µs.
+ * - `timedLoop()`: one keep-alive connection, requests one after another, each timed with
+ *   `performance.now()`: time to first byte (autocannon does not report it), full latency with µs
+ *   resolution, and optionally the time until the answer carried more than N characters of content.
+ * - `checkAnswer()`: one request, parsed, to make sure a target really answers what the mock sent.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import autocannon from 'autocannon';
+import { Client } from 'undici';
+import { CHAT_PATH, REQUEST_HEADERS } from './workload.js';
+
+export type LoaderName = 'wrk' | 'autocannon';
+
+export interface LoadOptions {
+  /** The target's origin, e.g. `http://127.0.0.1:40000`. */
+  origin: string;
+  body: string;
+  connections: number;
+  durationS: number;
+  warmupS: number;
+  loader: LoaderName;
+}
+
+export interface LoadResult {
+  tool: LoaderName;
+  connections: number;
+  durationS: number;
+  requests: number;
+  reqPerSec: number;
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+  latencyMeanMs: number;
+  /** Socket errors and timeouts. */
+  errors: number;
+  non2xx: number;
+}
+
+export function wrkAvailable(): boolean {
+  return spawnSync('sh', ['-c', 'command -v wrk'], { stdio: 'ignore' }).status === 0;
+}
+
+export async function runLoad(options: LoadOptions): Promise<LoadResult> {
+  const run = options.loader === 'wrk' ? runWrk : runAutocannon;
+  if (options.warmupS > 0) await run({ ...options, durationS: options.warmupS });
+  return run(options);
+}
+
+async function runAutocannon(options: LoadOptions): Promise<LoadResult> {
+  const result = await autocannon({
+    url: options.origin + CHAT_PATH,
+    method: 'POST',
+    headers: REQUEST_HEADERS,
+    body: options.body,
+    connections: options.connections,
+    pipelining: 1,
+    duration: options.durationS,
+    timeout: 10,
+  });
+  const durationS = result.duration > 0 ? result.duration : options.durationS;
+  return {
+    tool: 'autocannon',
+    connections: options.connections,
+    durationS,
+    requests: result.requests.total,
+    reqPerSec: result.requests.total / durationS,
+    latencyP50Ms: result.latency.p50,
+    latencyP99Ms: result.latency.p99,
+    latencyMeanMs: result.latency.mean,
+    errors: result.errors + result.timeouts,
+    non2xx: result.non2xx,
+  };
+}
+
+async function runWrk(options: LoadOptions): Promise<LoadResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'llm-gateway-bench-'));
+  try {
+    const script = join(dir, 'post.lua');
+    const headers = Object.entries(REQUEST_HEADERS).map(([name, value]) => `wrk.headers[${luaString(name)}] = ${luaString(value)}`);
+    writeFileSync(script, [`wrk.method = "POST"`, `wrk.body = ${luaString(options.body)}`, ...headers, ''].join('\n'));
+    const args = ['-t1', `-c${options.connections}`, `-d${options.durationS}s`, '--latency', '--timeout', '10s', '-s', script, options.origin + CHAT_PATH];
+    const output = await capture('wrk', args);
+    return parseWrk(output, options);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function luaString(text: string): string {
+  return `[==[${text}]==]`;
+}
+
+function capture(command: string, args: string[]): Promise<string> {
+  return new Promise((resolveOutput, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolveOutput(out) : reject(new Error(`${command} exited with ${code}: ${out}`))));
+  });
+}
+
+/** Parses wrk's `--latency` report. */
+export function parseWrk(output: string, options: Pick<LoadOptions, 'connections' | 'durationS'>): LoadResult {
+  const number = (pattern: RegExp): number => {
+    const match = pattern.exec(output);
+    return match?.[1] === undefined ? 0 : Number(match[1]);
+  };
+  const duration = (pattern: RegExp): number => {
+    const match = pattern.exec(output);
+    if (match?.[1] === undefined || match[2] === undefined) return Number.NaN;
+    const scale: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000 };
+    return Number(match[1]) * (scale[match[2]] ?? Number.NaN);
+  };
+  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
+  const errors = socketErrors ? socketErrors.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0;
+  const requests = number(/(\d+) requests in/);
+  const durationS = duration(/requests in ([\d.]+)(us|ms|s|m),/) / 1000;
+  return {
+    tool: 'wrk',
+    connections: options.connections,
+    durationS: Number.isFinite(durationS) ? durationS : options.durationS,
+    requests,
+    reqPerSec: number(/Requests\/sec:\s+([\d.]+)/),
+    latencyP50Ms: duration(/^\s+50%\s+([\d.]+)(us|ms|s|m)\s*$/m),
+    latencyP99Ms: duration(/^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$/m),
+    latencyMeanMs: duration(/Latency\s+([\d.]+)(us|ms|s|m)/),
+    errors,
+    non2xx: number(/Non-2xx or 3xx responses: (\d+)/),
+  };
+}
+
+export interface TimedOptions {
+  origin: string;
+  body: string;
+  /** Upper bounds: the loop stops at whichever comes first. */
+  requests: number;
+  maxSeconds: number;
+  /** Untimed requests first (connection set up, JIT). */
+  warmupRequests: number;
+  /** Also time when the answer's content first exceeds this many characters (streams only). */
+  contentChars?: number;
+}
+
+export interface TimedResult {
+  requests: number;
+  reqPerSec: number;
+  ttfbP50Ms: number;
+  ttfbP99Ms: number;
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+  latencyMeanMs: number;
+  /** With `contentChars`: p50 time until that much content had arrived. */
+  contentP50Ms: number | undefined;
+  errors: number;
+}
+
+/** Sequential requests over one keep-alive connection, each timed from send to first byte and to end. */
+export async function timedLoop(options: TimedOptions): Promise<TimedResult> {
+  const client = new Client(options.origin, { pipelining: 1, keepAliveTimeout: 10_000 });
+  const ttfb: number[] = [];
+  const total: number[] = [];
+  const content: number[] = [];
+  let errors = 0;
+  try {
+    for (let i = 0; i < options.warmupRequests; i++) await timedRequest(client, options);
+    const started = performance.now();
+    const deadline = started + options.maxSeconds * 1000;
+    while (total.length + errors < options.requests && performance.now() < deadline) {
+      const timing = await timedRequest(client, options);
+      if (timing === undefined) {
+        errors++;
+        continue;
+      }
+      ttfb.push(timing.ttfb);
+      total.push(timing.total);
+      if (timing.content !== undefined) content.push(timing.content);
+    }
+    const elapsedS = (performance.now() - started) / 1000;
+    return {
+      requests: total.length,
+      reqPerSec: total.length / elapsedS,
+      ttfbP50Ms: percentile(ttfb, 50),
+      ttfbP99Ms: percentile(ttfb, 99),
+      latencyP50Ms: percentile(total, 50),
+      latencyP99Ms: percentile(total, 99),
+      latencyMeanMs: total.reduce((a, b) => a + b, 0) / Math.max(1, total.length),
+      contentP50Ms: options.contentChars === undefined ? undefined : percentile(content, 50),
+      errors,
+    };
+  } finally {
+    await client.close();
+  }
+}
+
+interface Timing {
+  ttfb: number;
+  total: number;
+  content: number | undefined;
+}
+
+async function timedRequest(client: Client, options: TimedOptions): Promise<Timing | undefined> {
+  const start = performance.now();
+  let first: number | undefined;
+  let contentAt: number | undefined;
+  const counter = options.contentChars === undefined ? undefined : new ContentCounter();
+  try {
+    const { statusCode, body } = await client.request({ path: CHAT_PATH, method: 'POST', headers: REQUEST_HEADERS, body: options.body });
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      first ??= performance.now();
+      if (counter && contentAt === undefined && counter.add(chunk) > options.contentChars!) contentAt = performance.now();
+    }
+    const end = performance.now();
+    if (statusCode !== 200) return undefined;
+    return { ttfb: (first ?? end) - start, total: end - start, content: contentAt === undefined ? undefined : contentAt - start };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Counts the characters of `delta.content` in an SSE byte stream, event by event. */
+class ContentCounter {
+  private buffer = '';
+  private chars = 0;
+
+  add(chunk: Buffer): number {
+    this.buffer += chunk.toString('utf8');
+    let end: number;
+    while ((end = this.buffer.indexOf('\n\n')) >= 0) {
+      const event = this.buffer.slice(0, end);
+      this.buffer = this.buffer.slice(end + 2);
+      this.chars += contentOfEvent(event).length;
+    }
+    return this.chars;
+  }
+}
+
+function contentOfEvent(event: string): string {
+  const data = event
+    .split('\n')
+    .filter((line) => line.startsWith('data:'))
+    .map((line) => line.slice(5).trimStart())
+    .join('\n');
+  if (data === '' || data === '[DONE]') return '';
+  try {
+    const parsed = JSON.parse(data) as { choices?: { delta?: { content?: string | null } }[] };
+    return (parsed.choices ?? []).map((c) => c.delta?.content ?? '').join('');
+  } catch {
+    return '';
+  }
+}
+
+export interface Answer {
+  status: number;
+  /** The answer's text: the message content, or the streamed content deltas joined. */
+  content: string;
+  /** Streams: content chunks received, and whether the stream ended with `data: [DONE]`. */
+  contentChunks: number;
+  done: boolean;
+  raw: string;
+}
+
+/** Sends one request and reads the whole answer. */
+export async function checkAnswer(origin: string, body: string, stream: boolean): Promise<Answer> {
+  const client = new Client(origin);
+  try {
+    const { statusCode, body: answer } = await client.request({ path: CHAT_PATH, method: 'POST', headers: REQUEST_HEADERS, body });
+    const raw = await answer.text();
+    if (!stream) {
+      let content = '';
+      try {
+        content = (JSON.parse(raw) as { choices?: { message?: { content?: string } }[] }).choices?.[0]?.message?.content ?? '';
+      } catch {
+        content = '';
+      }
+      return { status: statusCode, content, contentChunks: 0, done: false, raw };
+    }
+    const events = raw.split('\n\n').filter((e) => e.trim() !== '');
+    const pieces = events.map(contentOfEvent).filter((c) => c !== '');
+    return { status: statusCode, content: pieces.join(''), contentChunks: pieces.length, done: raw.endsWith('data: [DONE]\n\n'), raw };
+  } finally {
+    await client.close();
+  }
+}
+
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[index]!;
+}

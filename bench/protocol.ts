@@ -1,0 +1,35 @@
+/** Messages between the orchestrator and the server processes (see `servers/child.ts`). */
+export interface StatsMessage {
+  type: 'stats';
+  /** Bytes. */
+  rss: number;
+  heapUsed: number;
+  external: number;
+  arrayBuffers: number;
+  /** Peak RSS of the process so far, bytes. */
+  maxRss: number;
+  /** Cumulative CPU time of the process, microseconds. */
+  cpuUserUs: number;
+  cpuSystemUs: number;
+  gcAvailable: boolean;
+  /** Live counters a server reports (e.g. the mock's upstream streams in flight). */
+  live: Record<string, number>;
+}
+
+export interface ReadyMessage {
+  type: 'ready';
+  url: string;
+  info: Record<string, unknown>;
+}
+
+export interface FailedMessage {
+  type: 'failed';
+  error: string;
+}
+
+export type ChildMessage = StatsMessage | ReadyMessage | FailedMessage | SkippedMessage;
+
+export interface SkippedMessage {
+  type: 'skipped';
+  reason: string;
+}

@@ -1,0 +1,67 @@
+/**
+ * The child side of the orchestrator's IPC protocol, shared by every server under test.
+ *
+ * - `{ type: 'ready', url, info }` once listening;
+ * - on `{ type: 'stats', gc }`: `{ type: 'stats', ... }` with this process's RSS, heap and CPU time
+ *   (optionally after a full GC, when run with `--expose-gc`);
+ * - exits when the parent says `{ type: 'stop' }`, when the IPC channel closes (parent gone: Ctrl-C,
+ *   crash) or on SIGTERM, so no server outlives a run.
+ */
+import type { StatsMessage } from '../protocol.js';
+
+export interface Started {
+  url: string;
+  info?: Record<string, unknown>;
+  /** Live counters sent with every stats answer. */
+  live?: () => Record<string, number>;
+  close(): Promise<void>;
+}
+
+export async function runChild(name: string, start: () => Promise<Started>): Promise<void> {
+  if (!process.send) throw new Error(`${name}: start me through bench/run.ts (needs an IPC channel)`);
+  let started: Started | undefined;
+  const exit = (code: number): void => {
+    const closing = started?.close().catch(() => undefined) ?? Promise.resolve();
+    // A close that hangs (a stream still open) must not keep the process alive.
+    setTimeout(() => process.exit(code), 500).unref();
+    void closing.then(() => process.exit(code));
+  };
+  process.on('disconnect', () => exit(0));
+  process.on('SIGTERM', () => exit(0));
+  process.on('SIGINT', () => undefined); // the parent handles Ctrl-C and tells us to stop
+  process.on('message', (message: { type?: string; gc?: boolean }) => {
+    if (message.type === 'stop') exit(0);
+    if (message.type === 'stats') process.send?.(stats(message.gc === true, started?.live));
+  });
+  try {
+    started = await start();
+  } catch (err) {
+    process.stderr.write(`${name}: failed to start: ${(err as Error).stack ?? String(err)}\n`);
+    process.send({ type: 'failed', error: (err as Error).message });
+    setTimeout(() => process.exit(1), 100);
+    return;
+  }
+  process.send({ type: 'ready', url: started.url, info: started.info ?? {} });
+}
+
+function stats(gc: boolean, live: (() => Record<string, number>) | undefined): StatsMessage {
+  const collect = (globalThis as { gc?: () => void }).gc;
+  if (gc && collect) {
+    collect();
+    collect();
+  }
+  const memory = process.memoryUsage();
+  const cpu = process.cpuUsage();
+  return {
+    type: 'stats',
+    rss: memory.rss,
+    heapUsed: memory.heapUsed,
+    external: memory.external,
+    arrayBuffers: memory.arrayBuffers,
+    maxRss: process.resourceUsage().maxRSS * 1024,
+    cpuUserUs: cpu.user,
+    cpuSystemUs: cpu.system,
+    gcAvailable: collect !== undefined,
+    live: live?.() ?? {},
+  };
+}

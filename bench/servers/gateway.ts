@@ -1,0 +1,34 @@
+/**
+ * A gateway setup under test: `gateway.ts <setup name> <mock url> [emulator url]`. The setup itself (which
+ * middlewares, with what options) is defined in `bench/setups.ts`; this file only mounts it:
+ * `POST /v1/chat/completions` → `gatewayContext()` → the setup's handlers → `sseErrorWriter()`.
+ */
+import express from 'express';
+import { gatewayContext, sseErrorWriter, silentLogger } from '../../lib/index.js';
+import { setupNamed } from '../setups.js';
+import { CHAT_PATH } from '../workload.js';
+import { runChild } from './child.js';
+import { listen } from './listen.js';
+
+const [setupName, mockUrl, emulatorUrl] = process.argv.slice(2);
+if (!setupName || !mockUrl) throw new Error('gateway.ts <setup name> <mock url> [emulator url]');
+
+void runChild(`gateway ${setupName}`, async () => {
+  const setup = setupNamed(setupName);
+  if (!setup.build) throw new Error(`'${setupName}' is not a gateway setup`);
+  const built = await setup.build({ mockUrl, emulatorUrl });
+  if ('skip' in built) {
+    process.send?.({ type: 'skipped', reason: built.skip });
+    return new Promise<never>(() => undefined); // the parent stops us
+  }
+  const app = express();
+  app.post(CHAT_PATH, gatewayContext(), ...built.handlers, sseErrorWriter({ logger: silentLogger }));
+  const server = await listen(app);
+  return {
+    url: server.url,
+    close: async () => {
+      await server.close();
+      await built.close();
+    },
+  };
+});

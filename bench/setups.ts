@@ -1,0 +1,174 @@
+/**
+ * Every target the benchmark measures, in one place. `baseline` and `direct` are the references; the
+ * gateway setups are built inside `servers/gateway.ts` (one child process each) from `build()` below.
+ *
+ * Pieces that are not in the tree yet (the fallback handler, the Bedrock guardrail) are loaded at run
+ * time: when the export is missing (or its module does not load while someone is mid-change), that setup
+ * is skipped with a printed note instead of breaking the run. Their option types are checked statically.
+ */
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import type { BedrockGuardrailOptions } from '../lib/bedrock-guardrail.js';
+import type { FallbackHandlerOptions } from '../lib/fallback-handler.js';
+import { silentLogger } from '../lib/logger.js';
+import type { GatewayRouter } from '../lib/router.js';
+import type { RouterOptions } from '../lib/router-config.js';
+import { DEFAULT_GUARDRAIL } from '../lib/testing/bedrock-emulator.js';
+import { BENCH_MODELS, MODEL_FAST } from './workload.js';
+
+/** Guardrail window in characters (one Bedrock text unit); also used for the window TTFB target. */
+export const GUARDRAIL_WINDOW_CHARS = 1000;
+/** Added by the Bedrock emulator to every ApplyGuardrail answer: a network + service round trip. */
+export const GUARDRAIL_LATENCY_MS = 10;
+
+export type TargetKind = 'baseline' | 'direct' | 'gateway';
+
+export interface SetupEnv {
+  /** The mock OpenAI upstream, e.g. `http://127.0.0.1:41234`. */
+  mockUrl: string;
+  /** The Bedrock emulator, for setups with `needsEmulator`. */
+  emulatorUrl: string | undefined;
+}
+
+/** The middlewares mounted between `gatewayContext()` and `sseErrorWriter()`, and how to release them. */
+export interface BuiltSetup {
+  handlers: (RequestHandler | ErrorRequestHandler)[];
+  close(): Promise<void>;
+}
+
+export interface Skipped {
+  skip: string;
+}
+
+export interface Setup {
+  name: string;
+  kind: TargetKind;
+  description: string;
+  needsEmulator: boolean;
+  /** Included in `--quick` runs. */
+  quick: boolean;
+  /** Gateway setups only: builds the middlewares (runs inside the gateway child process). */
+  build?: (env: SetupEnv) => Promise<BuiltSetup | Skipped>;
+}
+
+export const SETUPS: Setup[] = [
+  {
+    name: 'baseline',
+    kind: 'baseline',
+    description: 'Express 5 + express.json() + keep-alive undici forward, answer piped back (the ceiling)',
+    needsEmulator: false,
+    quick: true,
+  },
+  {
+    name: 'direct',
+    kind: 'direct',
+    description: 'client straight to the mock upstream (no server in between)',
+    needsEmulator: false,
+    quick: true,
+  },
+  {
+    name: 'router',
+    kind: 'gateway',
+    description: 'gatewayContext() + createRouter() + sseErrorWriter()',
+    needsEmulator: false,
+    quick: true,
+    build: async (env) => {
+      const router = await loadRouter(env);
+      return { handlers: [router], close: () => router.close() };
+    },
+  },
+  {
+    name: 'router+fallbacks',
+    kind: 'gateway',
+    description: 'router + fallbackHandler() with fallbacks configured for every group, never triggered',
+    needsEmulator: false,
+    quick: false,
+    build: async (env) => {
+      const fallbackHandler = await optionalExport<FallbackHandlerOptions, ErrorRequestHandler>('fallbackHandler', ['../lib/index.js', '../lib/fallback-handler.js']);
+      if (typeof fallbackHandler === 'string') return { skip: fallbackHandler };
+      const router = await loadRouter(env, FALLBACK_GROUPS);
+      const handler = fallbackHandler({
+        router,
+        fallbacks: Object.fromEntries(BENCH_MODELS.map((name) => [name, [`${name}-fallback`]])),
+      });
+      return { handlers: [router, handler], close: () => router.close() };
+    },
+  },
+  guardrailSetup('guardrail-window', 'window', true),
+  guardrailSetup('guardrail-buffer', 'buffer', false),
+];
+
+/** A spare group per model, the target of the (untriggered) fallbacks. */
+const FALLBACK_GROUPS = BENCH_MODELS.map((name) => `${name}-fallback`);
+
+export function setupNamed(name: string): Setup {
+  const setup = SETUPS.find((s) => s.name === name);
+  if (!setup) throw new Error(`unknown setup '${name}' (known: ${SETUPS.map((s) => s.name).join(', ')})`);
+  return setup;
+}
+
+/** One group per benchmark model, forwarding the same model name to the mock. */
+export function routerOptions(mockUrl: string, extraGroups: readonly string[] = []): RouterOptions {
+  const deployment = (model: string) => ({ provider: 'openai' as const, baseUrl: `${mockUrl}/v1`, model, apiKey: 'bench-key' });
+  return {
+    models: [
+      ...BENCH_MODELS.map((name) => ({ name, deployments: [deployment(name)] })),
+      ...extraGroups.map((name) => ({ name, deployments: [deployment(MODEL_FAST)] })),
+    ],
+    logger: silentLogger,
+  };
+}
+
+async function loadRouter(env: SetupEnv, extraGroups: readonly string[] = []): Promise<GatewayRouter> {
+  const { createRouter } = await import('../lib/router.js');
+  return createRouter(routerOptions(env.mockUrl, extraGroups));
+}
+
+function guardrailSetup(name: string, mode: 'window' | 'buffer', quick: boolean): Setup {
+  return {
+    name,
+    kind: 'gateway',
+    description: `bedrockGuardrail() post_call, ${mode} mode (window ${GUARDRAIL_WINDOW_CHARS} chars), emulator +${GUARDRAIL_LATENCY_MS} ms, + router`,
+    needsEmulator: true,
+    quick,
+    build: async (env) => {
+      const bedrockGuardrail = await optionalExport<BedrockGuardrailOptions, RequestHandler>('bedrockGuardrail', ['../lib/index.js', '../lib/bedrock-guardrail.js']);
+      if (typeof bedrockGuardrail === 'string') return { skip: bedrockGuardrail };
+      if (!env.emulatorUrl) throw new Error(`${name} needs the Bedrock emulator's url`);
+      // Output only: the window target is one window's generation + one round trip (an input check
+      // would add its own round trip before the model call, or run beside it with during_call).
+      const guardrail = bedrockGuardrail({
+        guardrailIdentifier: DEFAULT_GUARDRAIL.id,
+        guardrailVersion: DEFAULT_GUARDRAIL.version,
+        region: 'us-east-1',
+        endpoint: env.emulatorUrl,
+        credentials: { accessKeyId: 'BENCHKEY', secretAccessKey: 'bench-secret' },
+        hooks: ['post_call'],
+        streaming: { mode, windowSize: GUARDRAIL_WINDOW_CHARS },
+        logger: silentLogger,
+      });
+      const router = await loadRouter(env);
+      return { handlers: [guardrail, router], close: () => router.close() };
+    },
+  };
+}
+
+/**
+ * The first of `modules` (relative to this file) that exports `name` as a function; otherwise a note
+ * saying why the setup is skipped. A variable specifier keeps the type check independent of files that
+ * are still being written.
+ */
+async function optionalExport<Options, Handler>(name: string, modules: string[]): Promise<((options: Options) => Handler) | string> {
+  const problems: string[] = [];
+  for (const specifier of modules) {
+    try {
+      const loaded = (await import(specifier)) as Record<string, unknown>;
+      const value = loaded[name];
+      if (typeof value === 'function') return value as (options: Options) => Handler;
+      problems.push(`${specifier} has no '${name}'`);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      problems.push(code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND' ? `${specifier} not found` : `${specifier}: ${(err as Error).message}`);
+    }
+  }
+  return `'${name}' is not available yet (${problems.join('; ')})`;
+}
