@@ -105,7 +105,7 @@ interface HeldChunk {
 /** Shared by every call that releases nothing; frozen, so a caller that mutates it fails loudly. */
 const NOTHING = Object.freeze([]) as unknown as ChatCompletionChunk[];
 
-export class HeldWindowFilter implements OutputFilter {
+class HeldWindowFilter implements OutputFilter {
   private readonly lanes = new Map<string, HeldLane>();
   private held: HeldChunk[] = [];
   private releasedAny = false;
@@ -274,7 +274,7 @@ export class HeldWindowFilter implements OutputFilter {
     lane.text = lane.text.slice(decided);
     lane.checkedLength = Math.max(0, lane.checkedLength - decided);
     lane.decidedTo = upTo;
-    if (mask && lane.text.length === 0) lane.lastMask = undefined;
+    if (lane.text.length === 0) lane.lastMask = undefined;
   }
 
   /**
@@ -324,7 +324,7 @@ interface AsyncLane {
   text: string;
 }
 
-export class AsyncWindowFilter implements OutputFilter {
+class AsyncWindowFilter implements OutputFilter {
   private readonly lanes = new Map<string, AsyncLane>();
   private readonly running = new Set<Promise<void>>();
   private failure: unknown;
