@@ -59,3 +59,9 @@ export type { ContinuationOptions, FallbackHandlerOptions, FallbackMap } from '.
 export { MemoryStore } from './store.js';
 export type { MaybePromise, Store, UsageWindow } from './store.js';
 export type { Credential, Deployment, DeploymentOptions, ProviderAdapter, ProviderName, TimeoutOptions, UpstreamRequest } from './providers/types.js';
+export { createGateway } from './create-gateway.js';
+export type { Gateway, GatewayOptions } from './create-gateway.js';
+export { gatewayConfigSchema, loadGatewayConfig, parseGatewayConfig, validateGatewayConfig } from './gateway-config.js';
+export type { GatewayFallbackConfig, GatewayFileConfig, GatewayGuardrailConfig, GatewayStoreConfig, LoadConfigOptions } from './gateway-config.js';
+export { passThrough } from './passthrough.js';
+export type { PassThroughOptions } from './passthrough.js';

@@ -59,9 +59,13 @@ export function parseSize(value: number | string, field: string): number {
   return Math.floor(parsed);
 }
 
-/** Compiles a JSON Schema for an options object once; the returned function throws naming the first bad field. */
-export function optionsValidator(schema: object, prefix = ''): (options: unknown) => void {
-  const ajv = new Ajv({ allErrors: false, strict: false });
+/**
+ * Compiles a JSON Schema for an options object once; the returned function throws naming the first bad
+ * field. `coerceTypes` turns scalar strings into the numbers and booleans the schema asks for (in place):
+ * for config files, where `${ENV}` substitution can only produce strings.
+ */
+export function optionsValidator(schema: object, prefix = '', { coerceTypes = false } = {}): (options: unknown) => void {
+  const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes });
   const validate = ajv.compile(schema);
   return (options) => {
     if (validate(options)) return;

@@ -1,0 +1,146 @@
+/**
+ * `createGateway(config)`: the pieces mounted in the right order, in one call. Returns an Express router
+ * that serves `POST /v1/chat/completions` (context → guardrails → router → fallback handler → SSE error
+ * writer), `GET /v1/models`, and, when configured, passes every other path through to an upstream.
+ * Each piece stays exported for teams who compose by hand.
+ */
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
+import { bedrockGuardrail } from './bedrock-guardrail.js';
+import { gatewayContext, getContext } from './context.js';
+import { fallbackHandler } from './fallback-handler.js';
+import { type GatewayFileConfig, type GatewayGuardrailConfig, type GatewayStoreConfig, validateGatewayConfig } from './gateway-config.js';
+import { type Logger, consoleLogger } from './logger.js';
+import { GatewayConfigError, assertCalledAsFactory } from './options.js';
+import { passThrough } from './passthrough.js';
+import type { Deployment, ProviderAdapter } from './providers/types.js';
+import { RedisStore } from './redis-store.js';
+import { createRouter, type GatewayRouter } from './router.js';
+import { sseErrorWriter } from './sse-error-writer.js';
+import { MemoryStore, type Store } from './store.js';
+
+export interface GatewayOptions extends Omit<GatewayFileConfig, 'store'> {
+  /**
+   * The state store: a `Store` instance (e.g. `new RedisStore({ client })`), or a store config
+   * (`{ type: 'redis', url }` needs the optional `ioredis` package installed).
+   * @default { type: 'memory' }
+   */
+  store?: GatewayStoreConfig | Store;
+  /**
+   * Where every piece logs (pino-compatible).
+   * @default console, warnings and errors only
+   */
+  logger?: Logger;
+  /** Custom or replacement provider adapters (see `RouterOptions.adapterFactory`). */
+  adapterFactory?: (deployment: Deployment) => ProviderAdapter | undefined;
+}
+
+export interface Gateway extends Router {
+  /** The router inside (its `dispatch`, `listModels`, …). */
+  readonly router: GatewayRouter;
+  /** Releases connection pools and, when the gateway created it, the Redis connection. */
+  close(): Promise<void>;
+}
+
+export function createGateway(options: GatewayOptions): Gateway {
+  assertCalledAsFactory(options, 'createGateway');
+  const { store: storeOption, logger = consoleLogger, adapterFactory, ...serializable } = options;
+  const isStoreInstance = storeOption !== undefined && typeof (storeOption as Store).getCooldowns === 'function';
+  validateGatewayConfig({ ...serializable, ...(isStoreInstance || storeOption === undefined ? {} : { store: storeOption }) });
+  const config = serializable as Omit<GatewayFileConfig, 'store'>;
+  const { store, release } = isStoreInstance ? { store: storeOption as Store, release: undefined } : buildStore(storeOption as GatewayStoreConfig | undefined, logger);
+
+  const router = atPath(
+    { 'router.models': 'models', router: 'router' },
+    () => createRouter({ models: config.models, ...config.router, store, logger, ...(adapterFactory ? { adapterFactory } : {}) }),
+  );
+  const fallbacks = config.fallbacks ?? {};
+  const fallback = atPath({ 'fallbackHandler.fallbacks': 'fallbacks.general', 'fallbackHandler.contentPolicyFallbacks': 'fallbacks.contentPolicy', 'fallbackHandler.contextWindowFallbacks': 'fallbacks.contextWindow', 'fallbackHandler.fallbackOnGuardrail': 'fallbacks.onGuardrail', fallbackHandler: 'fallbacks' }, () =>
+    fallbackHandler({
+      router,
+      ...(fallbacks.general ? { fallbacks: fallbacks.general } : {}),
+      ...(fallbacks.contentPolicy ? { contentPolicyFallbacks: fallbacks.contentPolicy } : {}),
+      ...(fallbacks.contextWindow ? { contextWindowFallbacks: fallbacks.contextWindow } : {}),
+      ...(fallbacks.generalForSpecific !== undefined ? { generalForSpecific: fallbacks.generalForSpecific } : {}),
+      ...(fallbacks.maxFallbacks !== undefined ? { maxFallbacks: fallbacks.maxFallbacks } : {}),
+      ...(fallbacks.disableHeader ? { disableHeader: fallbacks.disableHeader } : {}),
+      ...(fallbacks.onGuardrail !== undefined ? { fallbackOnGuardrail: fallbacks.onGuardrail } : {}),
+      ...(fallbacks.continuation ? { continuation: fallbacks.continuation } : {}),
+    }),
+  );
+  const guardrails = (config.guardrails ?? []).map((guardrail, i) => guardrailFor(guardrail, i, router, logger));
+  const form = config.errors?.bodyForm ?? 'gateway';
+  const errors = sseErrorWriter({ errorBodyForm: form, logger });
+
+  const gateway = express.Router() as Gateway;
+  gateway.post('/v1/chat/completions', atPath({ gatewayContext: 'context' }, () => gatewayContext(config.context)), ...guardrails, router, fallback);
+  gateway.get('/v1/models', router.listModels);
+  if (config.passthrough) gateway.use(passThrough({ ...config.passthrough, errorBodyForm: form }));
+  gateway.use(errors);
+  Object.defineProperty(gateway, 'router', { value: router });
+  gateway.close = async () => {
+    await router.close();
+    await release?.();
+  };
+  return gateway;
+}
+
+/** A guardrail restricted to the groups it names (compared by canonical group, so aliases count). */
+function guardrailFor(guardrail: GatewayGuardrailConfig, index: number, router: GatewayRouter, logger: Logger): RequestHandler {
+  const { groups, ...options } = guardrail;
+  groups?.forEach((group, g) => {
+    if (!router.hasGroup(group)) throw new GatewayConfigError(`guardrails[${index}].groups[${g}]`, `'${group}' is not a configured model group or alias.`);
+  });
+  const middleware = atPath({ bedrockGuardrail: `guardrails[${index}]` }, () => bedrockGuardrail({ ...options, logger }));
+  if (!groups) return middleware;
+  const applies = new Set(groups.map((g) => router.canonicalGroup(g)));
+  return function llmGatewayGroupGuardrail(req: Request, res: Response, next: NextFunction): void {
+    if (applies.has(router.canonicalGroup(getContext(req).model))) middleware(req, res, next);
+    else next();
+  };
+}
+
+function buildStore(config: GatewayStoreConfig | undefined, logger: Logger): { store: Store; release?: () => Promise<void> } {
+  if (!config || config.type === 'memory') return { store: new MemoryStore() };
+  const Redis = loadIoredis();
+  // Fail fast while disconnected: the store falls back to local state instead of queueing commands.
+  const client = new Redis(config.url!, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false });
+  client.on('error', () => {}); // outages are reported once by the store itself
+  return {
+    store: new RedisStore({ client, logger, ...(config.prefix !== undefined ? { prefix: config.prefix } : {}) }),
+    release: async () => {
+      client.disconnect();
+    },
+  };
+}
+
+type IoredisConstructor = new (url: string, options: object) => ConstructorParameters<typeof RedisStore>[0]['client'] & {
+  on(event: 'error', listener: () => void): unknown;
+  disconnect(): void;
+};
+
+/** ioredis is an optional peer: resolved from the application, only when a Redis store is configured. */
+function loadIoredis(): IoredisConstructor {
+  try {
+    const required = createRequire(join(process.cwd(), 'package.json'))('ioredis') as { default?: IoredisConstructor } & IoredisConstructor;
+    return required.default ?? required;
+  } catch {
+    throw new GatewayConfigError('store.type', "'redis' needs the ioredis package: npm install ioredis.");
+  }
+}
+
+/** Runs a factory and renames its option paths to where they live in the gateway config. */
+function atPath<T>(renames: Record<string, string>, build: () => T): T {
+  try {
+    return build();
+  } catch (err) {
+    if (!(err instanceof GatewayConfigError)) throw err;
+    const prefix = Object.keys(renames)
+      .sort((a, b) => b.length - a.length)
+      .find((from) => err.field === from || err.field.startsWith(`${from}.`) || err.field.startsWith(`${from}[`));
+    if (prefix === undefined) throw err;
+    const field = renames[prefix]! + err.field.slice(prefix.length);
+    throw new GatewayConfigError(field, err.message.replace(/^.*?': /, ''), err.code);
+  }
+}

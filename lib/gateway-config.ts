@@ -1,0 +1,266 @@
+/**
+ * The gateway configuration: one object (or a YAML/JSON file) describing model groups, routing,
+ * fallbacks, guardrails, the error body form and the state store. `createGateway()` takes the object; the
+ * file loader substitutes `${ENV_VAR}` references from an environment the caller passes in, then both
+ * validate against `gatewayConfigSchema`, the JSON Schema shipped in the package, and fail at start-up
+ * with the path and what was expected.
+ */
+import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import type { ErrorBodyForm } from './errors.js';
+import { ERROR_BODY_FORMS } from './errors.js';
+import type { FallbackMap } from './fallback-handler.js';
+import { GatewayConfigError, optionsValidator } from './options.js';
+import { routerOptionsSchema, type ModelGroupOptions, type RetryOptions, type CooldownOptions, type RoutingStrategy } from './router-config.js';
+import type { TimeoutOptions } from './providers/types.js';
+
+export interface GatewayGuardrailConfig {
+  /** Name used in records, logs and headers. @default guardrailIdentifier */
+  name?: string;
+  guardrailIdentifier: string;
+  guardrailVersion: string;
+  region?: string;
+  /** Endpoint override (a VPC endpoint, or the local emulator). */
+  endpoint?: string;
+  /** Static credentials; otherwise the AWS SDK's default provider chain. */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  hooks?: ('pre_call' | 'during_call' | 'post_call')[];
+  onIntervention?: 'block' | 'mask';
+  maskedInputDuringCall?: 'block' | 'allow';
+  softBlock?: boolean;
+  failOpen?: boolean;
+  timeoutMs?: number;
+  maxAttempts?: number;
+  connectionTimeoutMs?: number;
+  roles?: ('system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function')[];
+  streaming?: { mode?: 'buffer' | 'window' | 'async'; windowSize?: number; overlap?: number };
+  /**
+   * The model groups (names or aliases, as clients request them) this guardrail applies to.
+   * @default every group
+   */
+  groups?: string[];
+}
+
+export interface GatewayFallbackConfig {
+  general?: FallbackMap;
+  contentPolicy?: FallbackMap;
+  contextWindow?: FallbackMap;
+  /** @default true */
+  generalForSpecific?: boolean;
+  /** @default 3 */
+  maxFallbacks?: number;
+  /** @default 'x-gateway-disable-fallbacks' */
+  disableHeader?: string;
+  /** @default false */
+  onGuardrail?: boolean;
+  continuation?: { groups: string[]; instruction?: string };
+}
+
+export interface GatewayStoreConfig {
+  /** `memory` (default): state per process. `redis`: shared by every instance using the same Redis. */
+  type: 'memory' | 'redis';
+  /** Redis URL (`redis://127.0.0.1:6379/0`), with `type: redis`. */
+  url?: string;
+  /** Key prefix, with `type: redis`. @default 'llm-gateway:' */
+  prefix?: string;
+}
+
+/** The serializable gateway configuration (what a config file holds). */
+export interface GatewayFileConfig {
+  models: ModelGroupOptions[];
+  router?: {
+    strategy?: RoutingStrategy;
+    retries?: RetryOptions;
+    cooldown?: CooldownOptions;
+    timeouts?: TimeoutOptions;
+    deadlineMs?: number;
+  };
+  fallbacks?: GatewayFallbackConfig;
+  guardrails?: GatewayGuardrailConfig[];
+  /** Request context options. */
+  context?: { bodyLimit?: number | string; trustRequestId?: boolean };
+  errors?: { bodyForm?: ErrorBodyForm };
+  store?: GatewayStoreConfig;
+  /**
+   * Endpoints the gateway does not interpret (embeddings, `/v1/files`, …) are proxied to this upstream,
+   * with its credentials injected. Off when absent.
+   */
+  passthrough?: { target: string; apiKey?: string; headers?: Record<string, string> };
+}
+
+const routerProps = routerOptionsSchema.properties;
+const fallbackMap = { type: 'object', additionalProperties: { type: 'array', items: { type: 'string', minLength: 1 } } } as const;
+const hookNames = ['pre_call', 'during_call', 'post_call'] as const;
+
+/** JSON Schema of the gateway configuration (also published as `dist/gateway-config.schema.json`). */
+export const gatewayConfigSchema = {
+  $schema: 'http://json-schema.org/draft-07/schema#',
+  $id: 'https://unpkg.com/express-llm-gateway/dist/gateway-config.schema.json',
+  title: 'express-llm-gateway configuration',
+  type: 'object',
+  additionalProperties: false,
+  required: ['models'],
+  properties: {
+    models: routerProps.models,
+    router: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        strategy: routerProps.strategy,
+        retries: routerProps.retries,
+        cooldown: routerProps.cooldown,
+        timeouts: routerProps.timeouts,
+        deadlineMs: routerProps.deadlineMs,
+      },
+    },
+    fallbacks: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        general: fallbackMap,
+        contentPolicy: fallbackMap,
+        contextWindow: fallbackMap,
+        generalForSpecific: { type: 'boolean' },
+        maxFallbacks: { type: 'integer', minimum: 0, maximum: 20 },
+        disableHeader: { type: 'string', pattern: '^[A-Za-z0-9-]+$' },
+        onGuardrail: { type: 'boolean' },
+        continuation: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['groups'],
+          properties: { groups: { type: 'array', items: { type: 'string', minLength: 1 } }, instruction: { type: 'string', minLength: 1 } },
+        },
+      },
+    },
+    guardrails: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['guardrailIdentifier', 'guardrailVersion'],
+        properties: {
+          name: { type: 'string', minLength: 1 },
+          guardrailIdentifier: { type: 'string', minLength: 1 },
+          guardrailVersion: { type: 'string', pattern: '^(DRAFT|[1-9][0-9]{0,7})$' },
+          region: { type: 'string', minLength: 1 },
+          endpoint: { type: 'string', pattern: '^https?://' },
+          credentials: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['accessKeyId', 'secretAccessKey'],
+            properties: { accessKeyId: { type: 'string' }, secretAccessKey: { type: 'string' }, sessionToken: { type: 'string' } },
+          },
+          hooks: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: hookNames } },
+          onIntervention: { enum: ['block', 'mask'] },
+          maskedInputDuringCall: { enum: ['block', 'allow'] },
+          softBlock: { type: 'boolean' },
+          failOpen: { type: 'boolean' },
+          timeoutMs: { type: 'integer', minimum: 1 },
+          maxAttempts: { type: 'integer', minimum: 1, maximum: 10 },
+          connectionTimeoutMs: { type: 'integer', minimum: 1 },
+          roles: { type: 'array', items: { enum: ['system', 'developer', 'user', 'assistant', 'tool', 'function'] } },
+          streaming: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              mode: { enum: ['buffer', 'window', 'async'] },
+              windowSize: { type: 'integer', minimum: 1 },
+              overlap: { type: 'integer', minimum: 0 },
+            },
+          },
+          groups: { type: 'array', items: { type: 'string', minLength: 1 } },
+        },
+      },
+    },
+    context: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { bodyLimit: { type: ['number', 'string'] }, trustRequestId: { type: 'boolean' } },
+    },
+    errors: { type: 'object', additionalProperties: false, properties: { bodyForm: { enum: ERROR_BODY_FORMS } } },
+    store: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['type'],
+      properties: { type: { enum: ['memory', 'redis'] }, url: { type: 'string', pattern: '^rediss?://' }, prefix: { type: 'string' } },
+    },
+    passthrough: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['target'],
+      properties: {
+        target: { type: 'string', pattern: '^https?://' },
+        apiKey: { type: 'string' },
+        headers: { type: 'object', additionalProperties: { type: 'string' } },
+      },
+    },
+  },
+} as const;
+
+const validateConfig = optionsValidator(gatewayConfigSchema);
+const validateFileConfig = optionsValidator(gatewayConfigSchema, '', { coerceTypes: true });
+
+/** Validates a configuration object against `gatewayConfigSchema`; throws naming the first bad path. */
+export function validateGatewayConfig(config: unknown, { fromFile = false } = {}): asserts config is GatewayFileConfig {
+  (fromFile ? validateFileConfig : validateConfig)(config);
+  const { store } = config as GatewayFileConfig;
+  if (store?.type === 'redis' && !store.url) throw new GatewayConfigError('store.url', "is required with type 'redis'.");
+}
+
+export interface LoadConfigOptions {
+  /**
+   * The variables `${NAME}` references are replaced with. Pass `process.env` to use the environment: the
+   * library never reads it on its own.
+   * @default {}
+   */
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+/**
+ * Reads a YAML (`.yaml`/`.yml`) or JSON config file, replaces `${NAME}` (and `${NAME:-default}`)
+ * references in string values, and validates it. Throws a `GatewayConfigError` naming the path.
+ */
+export function loadGatewayConfig(file: string, options: LoadConfigOptions = {}): GatewayFileConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new GatewayConfigError('config', `could not read ${file}: ${(err as Error).message}`);
+  }
+  return parseGatewayConfig(text, extname(file).toLowerCase() === '.json' ? 'json' : 'yaml', options);
+}
+
+/** Like `loadGatewayConfig`, from the file's text. */
+export function parseGatewayConfig(text: string, format: 'yaml' | 'json', options: LoadConfigOptions = {}): GatewayFileConfig {
+  let raw: unknown;
+  try {
+    raw = format === 'json' ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new GatewayConfigError('config', `not valid ${format.toUpperCase()}: ${(err as Error).message}`);
+  }
+  const config = substituteEnv(raw, options.env ?? {}, '');
+  validateGatewayConfig(config, { fromFile: true });
+  return config;
+}
+
+const ENV_REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+/** Replaces `${NAME}` in every string; an unset variable without a default is an error naming the path. */
+function substituteEnv(value: unknown, env: Readonly<Record<string, string | undefined>>, path: string): unknown {
+  if (typeof value === 'string') {
+    return value.replace(ENV_REFERENCE, (_match, name: string, fallback: string | undefined) => {
+      const found = env[name];
+      if (found !== undefined) return found;
+      if (fallback !== undefined) return fallback;
+      throw new GatewayConfigError(path || 'config', `references \${${name}}, which is not set.`);
+    });
+  }
+  if (Array.isArray(value)) return value.map((item, i) => substituteEnv(item, env, `${path}[${i}]`));
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [key, item] of Object.entries(value)) out[key] = substituteEnv(item, env, path ? `${path}.${key}` : key);
+    return out;
+  }
+  return value;
+}
