@@ -208,6 +208,12 @@ describe('answers', () => {
     expect(server.calls.map((call) => call.apiKey)).toEqual(['ant-key-1', 'ant-key-2']);
   });
 
+  it("a wildcard deployment ('*') forwards the client's model", async () => {
+    const completion = await adapter('*').complete(request({ model: 'echo', messages: [{ role: 'user', content: 'say this back' }] }));
+    expect(completion.choices[0]!.message.content).toBe('say this back');
+    expect(lastCall('echo').body).toMatchObject({ model: 'echo' });
+  });
+
   it('merges deployment headers (e.g. anthropic-beta)', async () => {
     await adapter('normal', { headers: { 'Anthropic-Beta': 'prompt-caching-2024-07-31' } }).complete(request());
     expect(lastCall('normal').headers['anthropic-beta']).toBe('prompt-caching-2024-07-31');

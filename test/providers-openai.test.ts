@@ -166,6 +166,14 @@ describe('answers', () => {
     expect(body).not.toHaveProperty('stream_options');
   });
 
+  it("a wildcard deployment ('*') forwards the client's model, on OpenAI and Azure routes", async () => {
+    await adapter('*').complete(request({ model: 'echo', messages: [{ role: 'user', content: 'say this back' }] }));
+    expect(lastCall('echo').body).toMatchObject({ model: 'echo' });
+    const completion = await azure('*').complete(request({ model: 'echo', messages: [{ role: 'user', content: 'say this back' }] }));
+    expect(completion.choices[0]!.message.content).toBe('say this back');
+    expect(lastCall('echo').path).toBe('/openai/deployments/echo/chat/completions');
+  });
+
   it('passes other fields through untouched', async () => {
     await adapter('normal').complete(request({ temperature: 0.2, max_tokens: 50, user: 'u-1', seed: 7 }));
     expect(lastCall('normal').body).toMatchObject({ temperature: 0.2, max_tokens: 50, user: 'u-1', seed: 7 });

@@ -30,6 +30,7 @@ import {
   type UpstreamResponse,
 } from './http.js';
 import { parseEventJson, readSse } from './sse.js';
+import { upstreamModel } from './model.js';
 import type { Deployment, ProviderAdapter, UpstreamRequest } from './types.js';
 
 const DEFAULT_BASE_URL = 'https://api.anthropic.com';
@@ -70,7 +71,8 @@ export function createAnthropicAdapter(deployment: Deployment): ProviderAdapter 
   const client = createUpstreamClient({ connectMs: deployment.timeouts.connectMs, backstopMs: deployment.timeouts.totalMs });
 
   async function send(request: UpstreamRequest, streaming: boolean): Promise<UpstreamResponse> {
-    const body = JSON.stringify(toAnthropicRequest(request.body, deployment.model, defaultMaxTokens, streaming));
+    const model = upstreamModel(deployment, request.body);
+    const body = JSON.stringify(toAnthropicRequest(request.body, model, defaultMaxTokens, streaming));
     const key = await resolveCredential(deployment.apiKey);
     const headers = key === undefined ? baseHeaders : { ...baseHeaders, 'x-api-key': key };
     return client.post({ url, headers, body, signal: request.signal });

@@ -22,6 +22,7 @@ import {
   type UpstreamResponse,
 } from './http.js';
 import { parseEventJson, readSse } from './sse.js';
+import { upstreamModel } from './model.js';
 import type { Deployment, ProviderAdapter, UpstreamRequest } from './types.js';
 
 const DEFAULT_BASE_URL = 'https://api.openai.com/v1';
@@ -29,18 +30,19 @@ const DEFAULT_AZURE_API_VERSION = '2024-10-21';
 
 /** Where and how one deployment is called, worked out once when the adapter is created. */
 interface Target {
-  url: string;
+  /** The URL for the upstream model (Azure puts it in the path). */
+  url(model: string): string;
   /** `authorization` (as `Bearer <key>`) or Azure's `api-key`. */
   keyHeader: 'authorization' | 'api-key';
-  /** The `model` field sent upstream; Azure routes by the deployment in the path and gets none. */
-  model: string | undefined;
+  /** Whether the body carries `model`; Azure routes by the deployment in the path and gets none. */
+  sendsModel: boolean;
 }
 
 /**
  * Creates the adapter for a deployment with `provider: 'openai'` (POST `${baseUrl}/chat/completions`,
  * `Authorization: Bearer`) or `provider: 'azure'` (POST `${baseUrl}/openai/deployments/${model}/chat/completions
- * ?api-version=…`, `api-key`). The client's body goes upstream with `model` set to `deployment.model`,
- * plus `deployment.headers` and the gateway's `x-request-id`.
+ * ?api-version=…`, `api-key`). The client's body goes upstream with `model` set to `deployment.model`
+ * (the client's own with `model: '*'`), plus `deployment.headers` and the gateway's `x-request-id`.
  *
  * What `stream()` yields, exactly:
  * - Every upstream chunk as it came, **including the usage-only chunk** (`choices: []`, `usage` set) near
@@ -67,8 +69,9 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
     const key = await resolveCredential(deployment.apiKey);
     const headers: Record<string, string> = { ...baseHeaders, 'x-request-id': request.requestId };
     if (key !== undefined) headers[target.keyHeader] = target.keyHeader === 'authorization' ? `Bearer ${key}` : key;
-    const body = JSON.stringify(upstreamBody(request.body, target.model, streaming));
-    return client.post({ url: target.url, headers, body, signal: request.signal });
+    const model = upstreamModel(deployment, request.body);
+    const body = JSON.stringify(upstreamBody(request.body, target.sendsModel ? model : undefined, streaming));
+    return client.post({ url: target.url(model), headers, body, signal: request.signal });
   }
 
   async function* streamChunks(request: UpstreamRequest): AsyncGenerator<ChatCompletionChunk, void, undefined> {
@@ -106,15 +109,18 @@ function targetOf(deployment: Deployment): Target {
     if (deployment.baseUrl === undefined) {
       throw new GatewayConfigError(`${deployment.id}.baseUrl`, 'Azure deployments need the resource origin, e.g. https://NAME.openai.azure.com.');
     }
-    const path = `/openai/deployments/${encodeURIComponent(deployment.model)}/chat/completions`;
-    const version = encodeURIComponent(deployment.apiVersion ?? DEFAULT_AZURE_API_VERSION);
-    return { url: `${withoutTrailingSlash(deployment.baseUrl)}${path}?api-version=${version}`, keyHeader: 'api-key', model: undefined };
+    const base = `${withoutTrailingSlash(deployment.baseUrl)}/openai/deployments/`;
+    const suffix = `/chat/completions?api-version=${encodeURIComponent(deployment.apiVersion ?? DEFAULT_AZURE_API_VERSION)}`;
+    const azureUrl = (model: string): string => `${base}${encodeURIComponent(model)}${suffix}`;
+    // A wildcard deployment ('*') learns its model per request; any other is fixed.
+    const fixed = deployment.model === '*' ? undefined : azureUrl(deployment.model);
+    return { url: (model) => fixed ?? azureUrl(model), keyHeader: 'api-key', sendsModel: false };
   }
   if (deployment.provider !== 'openai') {
     throw new GatewayConfigError(`${deployment.id}.provider`, `the OpenAI adapter serves 'openai' and 'azure', not '${deployment.provider}'.`);
   }
-  const base = withoutTrailingSlash(deployment.baseUrl ?? DEFAULT_BASE_URL);
-  return { url: `${base}/chat/completions`, keyHeader: 'authorization', model: deployment.model };
+  const url = `${withoutTrailingSlash(deployment.baseUrl ?? DEFAULT_BASE_URL)}/chat/completions`;
+  return { url: () => url, keyHeader: 'authorization', sendsModel: true };
 }
 
 /** The client's body for upstream: our model, and for streams always `include_usage` (see the adapter's JSDoc). */
