@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { type Attempt, HEADER_REQUEST_ID, attemptHeaders } from './attempts.js';
 import { readJsonBody } from './body.js';
+import { guardrailHeaders } from './guardrail/headers.js';
 import { ClientDisconnectedError } from './errors.js';
 import { GatewayConfigError, assertCalledAsFactory, definedOnly, optionsValidator, parseSize } from './options.js';
 import { compileRequestValidator, validateChatCompletionRequest } from './request-validation.js';
@@ -74,8 +75,13 @@ export interface GatewayContext {
   readonly model: string;
   /** Whether the client asked for a stream. */
   readonly stream: boolean;
-  /** Aborts when the client goes away; every upstream and guardrail call listens to it. */
+  /** Aborts when the client goes away (or `cancel` is called); every upstream and guardrail call listens to it. */
   readonly signal: AbortSignal;
+  /**
+   * Stops the request from outside (a server shutting down): in-flight upstream and guardrail calls are
+   * aborted and the client gets `error`, as JSON before commit or as the in-band frame after it.
+   */
+  cancel(error: Error): void;
   /** `performance.now()` when the context was created. */
   readonly startedAt: number;
   /** Every upstream call made for this request, in order. */
@@ -172,7 +178,7 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
     readJsonBody(req, config.bodyLimit)
       .then((raw) => {
         const body = validateChatCompletionRequest(validate, raw);
-        req.llmGateway = createContext(id, body, controller.signal, res);
+        req.llmGateway = createContext(id, body, controller, res);
         next();
       })
       .catch(next);
@@ -188,21 +194,25 @@ function requestIdOf(req: IncomingMessage, config: ResolvedContextOptions): stri
 function createContext(
   id: string,
   body: ChatCompletionRequest,
-  signal: AbortSignal,
+  controller: AbortController,
   res: ServerResponse,
 ): GatewayContext {
   const attempts: Attempt[] = [];
+  const guardrails: GuardrailRecord[] = [];
   return {
     id,
     body,
     model: body.model,
     stream: body.stream === true,
-    signal,
+    signal: controller.signal,
+    cancel: (error) => {
+      if (!controller.signal.aborted) controller.abort(error);
+    },
     startedAt: performance.now(),
     attempts,
-    guardrails: [],
+    guardrails,
     hooks: { duringCall: [], output: [] },
-    writer: new ResponseWriter(res, () => attemptHeaders(attempts)),
+    writer: new ResponseWriter(res, () => ({ ...attemptHeaders(attempts), ...guardrailHeaders(guardrails) })),
     usage: undefined,
   };
 }

@@ -8,7 +8,8 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { bedrockGuardrail } from './bedrock-guardrail.js';
-import { gatewayContext, getContext } from './context.js';
+import { type GatewayContext, gatewayContext, getContext } from './context.js';
+import { UpstreamError } from './errors.js';
 import { fallbackHandler } from './fallback-handler.js';
 import { type GatewayFileConfig, type GatewayGuardrailConfig, type GatewayStoreConfig, validateGatewayConfig } from './gateway-config.js';
 import { type Logger, consoleLogger } from './logger.js';
@@ -39,6 +40,14 @@ export interface GatewayOptions extends Omit<GatewayFileConfig, 'store'> {
 export interface Gateway extends Router {
   /** The router inside (its `dispatch`, `listModels`, …). */
   readonly router: GatewayRouter;
+  /** Chat requests in flight. */
+  readonly inFlight: number;
+  /**
+   * For a graceful shutdown (after the HTTP server stopped accepting): waits up to `deadlineMs` for the
+   * requests in flight to finish, then ends the rest with a 503 `upstream_error` ("The server is shutting
+   * down."): a JSON error before commit, the in-band frame and `[DONE]` after it. Never a cut stream.
+   */
+  drain(deadlineMs: number): Promise<void>;
   /** Releases connection pools and, when the gateway created it, the Redis connection. */
   close(): Promise<void>;
 }
@@ -73,17 +82,34 @@ export function createGateway(options: GatewayOptions): Gateway {
   const form = config.errors?.bodyForm ?? 'gateway';
   const errors = sseErrorWriter({ errorBodyForm: form, logger });
 
+  const active = new Set<GatewayContext>();
+  const track: RequestHandler = (req, res, next) => {
+    const ctx = getContext(req);
+    active.add(ctx);
+    res.once('close', () => active.delete(ctx));
+    next();
+  };
+
   const gateway = express.Router() as Gateway;
-  gateway.post('/v1/chat/completions', atPath({ gatewayContext: 'context' }, () => gatewayContext(config.context)), ...guardrails, router, fallback);
+  gateway.post('/v1/chat/completions', atPath({ gatewayContext: 'context' }, () => gatewayContext(config.context)), track, ...guardrails, router, fallback);
   gateway.get('/v1/models', router.listModels);
   if (config.passthrough) gateway.use(passThrough({ ...config.passthrough, errorBodyForm: form }));
   gateway.use(errors);
   Object.defineProperty(gateway, 'router', { value: router });
+  Object.defineProperty(gateway, 'inFlight', { get: () => active.size });
+  gateway.drain = (deadlineMs) => drain(active, deadlineMs);
   gateway.close = async () => {
     await router.close();
     await release?.();
   };
   return gateway;
+}
+
+async function drain(active: Set<GatewayContext>, deadlineMs: number): Promise<void> {
+  const deadline = Date.now() + deadlineMs;
+  while (active.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
+  for (const ctx of active) ctx.cancel(new UpstreamError('The server is shutting down.', { status: 503 }));
+  while (active.size > 0) await new Promise((resolve) => setTimeout(resolve, 10));
 }
 
 /** A guardrail restricted to the groups it names (compared by canonical group, so aliases count). */

@@ -65,3 +65,5 @@ export { gatewayConfigSchema, loadGatewayConfig, parseGatewayConfig, validateGat
 export type { GatewayFallbackConfig, GatewayFileConfig, GatewayGuardrailConfig, GatewayStoreConfig, LoadConfigOptions } from './gateway-config.js';
 export { passThrough } from './passthrough.js';
 export type { PassThroughOptions } from './passthrough.js';
+export { bedrockGuardrail, guardrailHeaders, HEADER_GUARDRAIL, HEADER_GUARDRAIL_UNITS } from './bedrock-guardrail.js';
+export type { BedrockGuardrailOptions, GuardrailHook, GuardrailStreamingOptions, StreamingMode } from './bedrock-guardrail.js';

@@ -157,8 +157,8 @@ export class RedisStore implements Store {
     // Two instances may fail in the same millisecond: the member must be unique, the score is the time.
     const member = `${now}:${randomUUID()}`;
     const shared = await this.run(RECORD_FAILURE, [this.failuresKey(key)], [now, now - windowMs, member, windowMs]);
-    // After Redis lost its data (a restart), this instance's own count is still a lower bound.
-    return typeof shared === 'number' ? Math.max(shared, local) : local;
+    // Not the higher of the two, unlike cooldowns and usage: a success on another instance resets the count.
+    return typeof shared === 'number' ? shared : local;
   }
 
   async resetFailures(key: string): Promise<void> {

@@ -274,7 +274,11 @@ async function streamAnswer(ctx: GatewayContext, adapter: ProviderAdapter, contr
     for await (const chunk of adapter.stream({ body: ctx.body, signal: control.signal, requestId: ctx.id })) {
       control.chunk();
       if (chunk.usage) ctx.usage = chunk.usage;
-      if (chunk.choices.length === 0 && !wantsUsage) continue; // the usage-only chunk the client did not ask for
+      if (!wantsUsage && chunk.usage !== undefined) {
+        // Usage is always requested upstream (for accounting); the client did not ask for it.
+        if (chunk.choices.length === 0) continue;
+        chunk.usage = undefined;
+      }
       if (held !== undefined) {
         const kind = classifyLeadingChunk(chunk);
         if (kind === 'blocked') throw contentFilteredError();
