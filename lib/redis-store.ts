@@ -12,7 +12,7 @@
  * - `<p>latency:<key>`: string, the moving-average latency (ms); expires 24 h after the last sample.
  * - `<p>usage:<key>:<minute>:requests` and `...:tokens`: integer counters of one minute (epoch ms / 60 000);
  *   expire 2 minutes after the last increment.
- * Writes are Lua scripts, so each is atomic across instances; reads are one MGET.
+ * Each write is one Lua script (or a DEL), so it is atomic across instances; each read is one MGET.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
@@ -34,7 +34,8 @@ export interface RedisStoreOptions {
    */
   client: Redis | Cluster;
   /**
-   * Prepended to every key. Instances that share state must use the same prefix.
+   * Prepended to every key (after the client's own `keyPrefix`, if any). Instances that share state must
+   * use the same prefix.
    * @default 'llm-gateway:'
    */
   prefix?: string;
@@ -78,9 +79,8 @@ function luaScript(source: string): LuaScript {
 /** KEYS: cooldown. ARGV: deadline (epoch ms), its TTL (ms). A cooldown is only ever extended. */
 const EXTEND_COOLDOWN = luaScript(`
 local current = tonumber(redis.call('GET', KEYS[1]))
-if current and current >= tonumber(ARGV[1]) then return 0 end
+if current and current >= tonumber(ARGV[1]) then return end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
 `);
 
 /** KEYS: failures. ARGV: now, window start (inclusive, dropped), unique member, window (ms). Returns the count. */
@@ -249,7 +249,7 @@ export class RedisStore implements Store {
     this.redisAvailable = false;
     this.config.logger.warn(
       { err: err instanceof Error ? err.message : String(err) },
-      'Redis store: Redis is unavailable, using this instance\'s local state until it answers again',
+      'Redis store: Redis is unavailable, using local state until it answers again',
     );
   }
 }
