@@ -15,3 +15,6 @@ for (const [dir, type] of [['dist/cjs', 'commonjs'], ['dist/esm', 'module']]) {
   mkdirSync(dir, { recursive: true });
   writeFileSync(`${dir}/package.json`, JSON.stringify({ type }) + '\n');
 }
+// The config file's JSON Schema, for editors (`# yaml-language-server: $schema=…`).
+const { gatewayConfigSchema } = require('../dist/cjs/gateway-config.js');
+writeFileSync('dist/gateway-config.schema.json', JSON.stringify(gatewayConfigSchema, null, 2) + '\n');
