@@ -17,6 +17,8 @@ import type { StatsMessage } from './protocol.js';
 import { CHAT_PATH, MODEL_FAST, MODEL_SLOW, REQUEST_HEADERS, STREAM_CHUNKS, requestBody } from './workload.js';
 import { timedLoop } from './load.js';
 
+const SETTLE_AFTER_CLOSE_MS = 5_500;
+
 export interface MemoryOptions {
   streams: number;
   /** The mock's delay between chunks of the slow model (the stream lasts about 21 of these). */
@@ -24,6 +26,8 @@ export interface MemoryOptions {
   /** Streams opened at once, and the pause between two batches. */
   batch: number;
   batchIntervalMs: number;
+  /** Requests of each kind (JSON, stream) before idle RSS is taken. */
+  warmupRequests: number;
 }
 
 export interface MemoryResult {
@@ -53,10 +57,11 @@ export interface MemoryResult {
   allOpenAfterMs: number;
   heapUsedIdle: number;
   heapUsedOpen: number;
+  heapUsedAfter: number;
 }
 
 export async function memoryRun(label: string, target: ServerProcess, mock: ServerProcess, options: MemoryOptions, log: (line: string) => void): Promise<MemoryResult> {
-  await warmUp(target.url);
+  await warmUp(target.url, options.warmupRequests);
   const idle = await settledStats(target);
   log(`  idle RSS ${mb(idle.rss)} (heap ${mb(idle.heapUsed)}); opening ${options.streams} streams (${STREAM_CHUNKS} chunks, ${options.chunkDelayMs} ms apart)`);
 
@@ -84,7 +89,9 @@ export async function memoryRun(label: string, target: ServerProcess, mock: Serv
   const abandoned = streams.filter((s) => !s.ended);
   for (const s of abandoned) s.destroy();
   agent.destroy();
-  await sleep(1_000); // sockets closing on both sides, timers of finished streams
+  // Past the keep-alive timeouts (undici pools 4 s, Node's server 5 s): idle upstream sockets of the
+  // finished streams are closed by then, so what is left is what the server keeps for good.
+  await sleep(SETTLE_AFTER_CLOSE_MS);
   const after = await settledStats(target);
   const peak = (await mock.stats()).live.peakInflight ?? Number.NaN;
   const completed = streams.filter((s) => s.done).length;
@@ -106,18 +113,19 @@ export async function memoryRun(label: string, target: ServerProcess, mock: Serv
     allOpenAfterMs: opened === options.streams ? lastOpen - started : Number.NaN,
     heapUsedIdle: idle.heapUsed,
     heapUsedOpen: open.heapUsed,
+    heapUsedAfter: after.heapUsed,
   };
   log(
-    `  closed: ${completed} completed, ${result.failed} failed, ${abandoned.length} abandoned; RSS after close ${mb(after.rss)} ` +
+    `  closed: ${completed} completed, ${result.failed} failed, ${abandoned.length} abandoned; RSS after close ${mb(after.rss)} (heap ${mb(after.heapUsed)}) ` +
       `(${(result.afterCloseGrowth * 100).toFixed(1)}% vs idle), ${(result.perStream / 1024).toFixed(1)} KB per open stream`,
   );
   return result;
 }
 
 /** Enough traffic that lazily created state (JIT, pools, buffers) exists before idle RSS is taken. */
-async function warmUp(origin: string): Promise<void> {
+async function warmUp(origin: string, requests: number): Promise<void> {
   for (const stream of [false, true]) {
-    await timedLoop({ origin, body: requestBody(MODEL_FAST, stream), requests: 300, maxSeconds: 3, warmupRequests: 0 });
+    await timedLoop({ origin, body: requestBody(MODEL_FAST, stream), requests, maxSeconds: 3, warmupRequests: 0 });
   }
 }
 

@@ -3,12 +3,12 @@
  * in one run against one mock upstream. See bench/README.md.
  *
  * Flags: `--quick` (about 1 s a cell, fewer cells: a harness check for CI), `--loader=wrk|autocannon`,
- * `--only=router,direct` (baseline always runs: every ratio needs it), `--no-memory`, `--streams=N`,
+ * `--only=router,guardrail-window` (gateway setups; baseline and direct always run: the ratios and the added latencies need them), `--no-memory`, `--no-throughput` (memory run only), `--streams=N`,
  * `--duration=S` (seconds a cell).
  */
 import { execSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { type LoaderName, checkAnswer, runLoad, timedLoop, wrkAvailable, percentile } from './load.js';
@@ -23,6 +23,7 @@ interface Config {
   loader: LoaderName;
   only: string[] | undefined;
   memory: boolean;
+  throughput: boolean;
   streams: number;
   cellS: number;
   warmupS: number;
@@ -45,11 +46,12 @@ function parseArgs(argv: string[]): Config {
     loader: (loader as LoaderName | undefined) ?? (wrkAvailable() ? 'wrk' : 'autocannon'),
     only: value('only')?.split(','),
     memory: !argv.includes('--no-memory'),
+    throughput: !argv.includes('--no-throughput'),
     streams: streams === undefined ? (quick ? 200 : 2000) : Number(streams),
-    cellS: duration === undefined ? (quick ? 1 : 5) : Number(duration),
-    warmupS: quick ? 0.5 : 1,
+    cellS: duration === undefined ? (quick ? 0.8 : 5) : Number(duration),
+    warmupS: quick ? 0.3 : 1,
     timedRequests: quick ? 200 : 2000,
-    timedMaxS: quick ? 0.5 : 2,
+    timedMaxS: quick ? 0.4 : 2,
     connections: [1, 50],
     slowChunkDelayMs: quick ? 50 : 500,
   };
@@ -61,7 +63,11 @@ async function main(): Promise<void> {
   const config = parseArgs(process.argv.slice(2));
   installCleanup();
   const runStarted = performance.now();
-  const setups = SETUPS.filter((s) => (config.quick ? s.quick : true) && (s.kind === 'baseline' || !config.only || config.only.includes(s.name)));
+  const loadBefore = loadavg()[0]!;
+  if (loadBefore > cpus().length * 0.5) {
+    log(`WARNING: load average ${loadBefore.toFixed(1)} on ${cpus().length} cores before the run: other processes compete for CPU, so absolute numbers are low and noisy (ratios suffer less)`);
+  }
+  const setups = SETUPS.filter((s) => (config.quick ? s.quick : true) && (s.kind !== 'gateway' || !config.only || config.only.includes(s.name)));
   log(`# express-llm-gateway bench${config.quick ? ' (quick)' : ''}: ${config.loader}, ${config.cellS} s a cell after ${config.warmupS} s warm-up, ${setups.length} targets`);
 
   const mock = await started(ServerProcess.start('mock upstream', 'mock-upstream.ts', ['openai']));
@@ -73,8 +79,8 @@ async function main(): Promise<void> {
   const cells: Cell[] = [];
   const outcomes: SetupOutcome[] = [];
   const guardrail: GuardrailTiming = { windowChars: GUARDRAIL_WINDOW_CHARS, emulatorLatencyMs: GUARDRAIL_LATENCY_MS, roundTripP50Ms: Number.NaN, ttfbP50Ms: {} };
-  const totalCells = setups.length * 2 * config.connections.length;
-  for (const setup of setups) {
+  const totalCells = setups.filter((s) => s.throughput !== false).length * 2 * config.connections.length;
+  for (const setup of config.throughput ? setups.filter((s) => s.throughput !== false) : []) {
     const target = await startTarget(setup, mock, emulator);
     if (!(target instanceof ServerProcess) && target !== 'direct') {
       outcomes.push({ name: setup.name, description: setup.description, status: target.status, reason: target.reason, checks: [] });
@@ -103,11 +109,11 @@ async function main(): Promise<void> {
     if (setup.kind === 'direct' || setup.needsEmulator) await measureGuardrailTtfb(config, setup, origin, guardrail);
     await server?.stop();
   }
-  if (emulator) {
+  if (emulator && config.throughput) {
     guardrail.roundTripP50Ms = await guardrailRoundTrip(emulator.url);
     log(`\nguardrail round trip (ApplyGuardrail, ${GUARDRAIL_WINDOW_CHARS} chars, plain HTTP from the client): p50 ${guardrail.roundTripP50Ms.toFixed(2)} ms`);
-    await emulator.stop();
   }
+  await emulator?.stop();
   await mock.stop();
 
   const memory = config.memory ? await memoryPhase(config, setups) : [];
@@ -122,6 +128,8 @@ async function main(): Promise<void> {
       node: process.version,
       cpus: `${cpus().length} × ${cpus()[0]?.model ?? '?'}`,
       memory: mb(totalmem()),
+      loadAverageBefore: loadBefore,
+      loadAverageAfter: loadavg()[0],
       loader: config.loader,
       quick: config.quick,
       cellSeconds: config.cellS,
@@ -277,7 +285,7 @@ async function memoryPhase(config: Config, setups: Setup[]): Promise<MemoryResul
     log(`\n## memory: SKIPPED, open-file limit ${limit} is too low for ${config.streams} streams (raise the hard limit: ulimit -Hn)`);
     return results;
   }
-  const targets = setups.filter((s) => s.name === 'router' || (s.kind === 'baseline' && !config.quick));
+  const targets = setups.filter((s) => s.memory === true && (s.kind !== 'baseline' || !config.quick));
   for (const setup of targets) {
     log(`\n## memory: ${config.streams} slow streams through ${setup.name}`);
     const mock = await started(
@@ -291,7 +299,7 @@ async function memoryPhase(config: Config, setups: Setup[]): Promise<MemoryResul
       }
       try {
         results.push(
-          await memoryRun(setup.name, target, mock, { streams: config.streams, chunkDelayMs: config.slowChunkDelayMs, batch: 250, batchIntervalMs: 100 }, log),
+          await memoryRun(setup.name, target, mock, { streams: config.streams, chunkDelayMs: config.slowChunkDelayMs, batch: 250, batchIntervalMs: 100, warmupRequests: config.quick ? 50 : 300 }, log),
         );
       } finally {
         await target.stop();

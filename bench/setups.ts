@@ -46,6 +46,9 @@ export interface Setup {
   needsEmulator: boolean;
   /** Included in `--quick` runs. */
   quick: boolean;
+  /** Measured in the throughput cells (default) and/or the memory run. */
+  throughput?: boolean;
+  memory?: boolean;
   /** Gateway setups only: builds the middlewares (runs inside the gateway child process). */
   build?: (env: SetupEnv) => Promise<BuiltSetup | Skipped>;
 }
@@ -57,6 +60,7 @@ export const SETUPS: Setup[] = [
     description: 'Express 5 + express.json() + keep-alive undici forward, answer piped back (the ceiling)',
     needsEmulator: false,
     quick: true,
+    memory: true,
   },
   {
     name: 'direct',
@@ -71,8 +75,26 @@ export const SETUPS: Setup[] = [
     description: 'gatewayContext() + createRouter() + sseErrorWriter()',
     needsEmulator: false,
     quick: true,
+    memory: true,
     build: async (env) => {
       const router = await loadRouter(env);
+      return { handlers: [router], close: () => router.close() };
+    },
+  },
+  {
+    // The router keeps at most 256 connections per deployment (lib/providers/http.ts), so one deployment
+    // cannot hold 2,000 streams open: the rest wait for a free connection. Eight copies of the deployment
+    // (least-busy) can, which is what the per-stream memory figure needs.
+    name: 'router-wide',
+    kind: 'gateway',
+    description: 'router with 8 identical deployments per group (least-busy): past the 256-connection pool of one deployment',
+    needsEmulator: false,
+    quick: false,
+    throughput: false,
+    memory: true,
+    build: async (env) => {
+      const { createRouter } = await import('../lib/router.js');
+      const router = createRouter({ ...routerOptions(env.mockUrl, [], WIDE_DEPLOYMENTS), strategy: 'least-busy' });
       return { handlers: [router], close: () => router.close() };
     },
   },
@@ -97,6 +119,8 @@ export const SETUPS: Setup[] = [
   guardrailSetup('guardrail-buffer', 'buffer', false),
 ];
 
+const WIDE_DEPLOYMENTS = 8;
+
 /** A spare group per model, the target of the (untriggered) fallbacks. */
 const FALLBACK_GROUPS = BENCH_MODELS.map((name) => `${name}-fallback`);
 
@@ -106,12 +130,12 @@ export function setupNamed(name: string): Setup {
   return setup;
 }
 
-/** One group per benchmark model, forwarding the same model name to the mock. */
-export function routerOptions(mockUrl: string, extraGroups: readonly string[] = []): RouterOptions {
+/** One group per benchmark model, forwarding the same model name to the mock (`copies` deployments each). */
+export function routerOptions(mockUrl: string, extraGroups: readonly string[] = [], copies = 1): RouterOptions {
   const deployment = (model: string) => ({ provider: 'openai' as const, baseUrl: `${mockUrl}/v1`, model, apiKey: 'bench-key' });
   return {
     models: [
-      ...BENCH_MODELS.map((name) => ({ name, deployments: [deployment(name)] })),
+      ...BENCH_MODELS.map((name) => ({ name, deployments: Array.from({ length: copies }, () => deployment(name)) })),
       ...extraGroups.map((name) => ({ name, deployments: [deployment(MODEL_FAST)] })),
     ],
     logger: silentLogger,
