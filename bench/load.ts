@@ -1,9 +1,10 @@
 /**
  * Load generation and client-side timing.
  *
- * - `runLoad()`: closed-loop load at N connections for a fixed time, with wrk when it is installed
- *   (`which wrk`), autocannon otherwise (or as chosen with `--loader`). Both report req/s and latency
- *   percentiles; autocannon's latencies have 1 ms resolution, wrk's 10 µs.
+ * - `runLoad()`: closed-loop load at N connections for a fixed time, with autocannon (in this process),
+ *   or wrk with `--loader=wrk` (Debian's `wrk`; whole seconds only). Both report req/s and latency
+ *   percentiles; autocannon's latencies have 1 ms resolution, wrk's 10 µs. Socket errors and non-2xx
+ *   answers are counted and shown beside req/s.
  * - `timedLoop()`: one keep-alive connection, requests one after another, each timed with
  *   `performance.now()`: time to first byte (autocannon does not report it), full latency with µs
  *   resolution, and optionally the time until the answer carried more than N characters of content.
@@ -86,7 +87,8 @@ async function runWrk(options: LoadOptions): Promise<LoadResult> {
     const script = join(dir, 'post.lua');
     const headers = Object.entries(REQUEST_HEADERS).map(([name, value]) => `wrk.headers[${luaString(name)}] = ${luaString(value)}`);
     writeFileSync(script, [`wrk.method = "POST"`, `wrk.body = ${luaString(options.body)}`, ...headers, ''].join('\n'));
-    const args = ['-t1', `-c${options.connections}`, `-d${options.durationS}s`, '--latency', '--timeout', '10s', '-s', script, options.origin + CHAT_PATH];
+    // wrk takes whole seconds only.
+    const args = ['-t1', `-c${options.connections}`, `-d${Math.max(1, Math.round(options.durationS))}s`, '--latency', '--timeout', '10s', '-s', script, options.origin + CHAT_PATH];
     const output = await capture('wrk', args);
     return parseWrk(output, options);
   } finally {
