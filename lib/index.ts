@@ -67,5 +67,3 @@ export { passThrough } from './passthrough.js';
 export type { PassThroughOptions } from './passthrough.js';
 export { bedrockGuardrail, guardrailHeaders, HEADER_GUARDRAIL, HEADER_GUARDRAIL_UNITS } from './bedrock-guardrail.js';
 export type { BedrockGuardrailOptions, GuardrailHook, GuardrailStreamingOptions, StreamingMode } from './bedrock-guardrail.js';
-export { RedisStore } from './redis-store.js';
-export type { RedisStoreOptions } from './redis-store.js';

@@ -20,7 +20,7 @@ import type { Logger } from './logger.js';
 import { consoleLogger } from './logger.js';
 import { GatewayConfigError, definedOnly, optionsValidator } from './options.js';
 import type { Store, UsageWindow } from './store.js';
-import { MemoryStore } from './store.js';
+import { LATENCY_ALPHA, MemoryStore } from './store.js';
 
 export interface RedisStoreOptions {
   /**
@@ -59,8 +59,6 @@ interface ResolvedRedisStoreConfig {
   logger: Logger;
 }
 
-/** Same weight as `MemoryStore`, so both stores compute the same average. */
-const LATENCY_ALPHA = 0.3;
 const MINUTE = 60_000;
 /** A usage counter outlives its minute a little, for instances whose clocks disagree slightly. */
 const USAGE_TTL_MS = 2 * MINUTE;

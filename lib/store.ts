@@ -33,7 +33,7 @@ export interface Store {
 }
 
 /** Weight of a new latency sample in the moving average. */
-const LATENCY_ALPHA = 0.3;
+export const LATENCY_ALPHA = 0.3;
 const MINUTE = 60_000;
 
 interface UsageEntry extends UsageWindow {

@@ -2,17 +2,17 @@
 // and a fresh ESM project, then (1) imports the public API and serves one real request through it, and
 // (2) type-checks a TypeScript consumer against the published .d.ts files, for each module system.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 const root = resolve(import.meta.dirname, '..');
-const work = join(root, '.tmp', 'pack-test');
+// Outside the repository: module resolution must not find the repo's own node_modules.
+const work = mkdtempSync(join(tmpdir(), 'llm-gateway-pack-'));
 const npm = (args, cwd) => execFileSync('npm', args, { cwd, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
 const node = (file, cwd) => execFileSync(process.execPath, [file], { cwd, stdio: 'inherit' });
 const tsc = (cwd) => execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', cwd], { stdio: 'inherit' });
 
-rmSync(work, { recursive: true, force: true });
-mkdirSync(work, { recursive: true });
 npm(['run', 'build', '--silent'], root);
 npm(['pack', '--silent', '--pack-destination', work], root);
 const tarball = join(work, readdirSync(work).find((f) => f.endsWith('.tgz')));
@@ -74,3 +74,5 @@ for (const kind of ['cjs', 'esm']) {
   tsc(dir);
   console.log(`pack test (${kind}): types ok`);
 }
+
+rmSync(work, { recursive: true, force: true });
