@@ -8,6 +8,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { type Attempt, HEADER_REQUEST_ID, attemptHeaders } from './attempts.js';
 import { readJsonBody } from './body.js';
+import { type GatewayEvents, summarize } from './events.js';
+import { type Logger, consoleLogger } from './logger.js';
 import { guardrailHeaders } from './guardrail/headers.js';
 import { ClientDisconnectedError } from './errors.js';
 import { GatewayConfigError, assertCalledAsFactory, definedOnly, optionsValidator, parseSize } from './options.js';
@@ -112,12 +114,21 @@ export interface GatewayContextOptions {
    * @default crypto.randomUUID
    */
   generateRequestId?: (req: IncomingMessage) => string;
+  /**
+   * Called when a request starts (after validation) and when its response closes, with a summary for
+   * accounting and metrics (see `RequestSummary`). A throwing handler is logged, never fails a request.
+   */
+  events?: GatewayEvents;
+  /** @default console, warnings and errors only */
+  logger?: Logger;
 }
 
 interface ResolvedContextOptions {
   bodyLimit: number;
   trustRequestId: boolean;
   generateRequestId: (req: IncomingMessage) => string;
+  events: GatewayEvents | undefined;
+  logger: Logger;
 }
 
 const validateOptions = optionsValidator(
@@ -128,6 +139,8 @@ const validateOptions = optionsValidator(
       bodyLimit: { type: ['number', 'string'] },
       trustRequestId: { type: 'boolean' },
       generateRequestId: {},
+      events: { type: 'object' },
+      logger: { type: 'object' },
     },
   },
   'gatewayContext',
@@ -143,6 +156,8 @@ function parseContextOptions(options: GatewayContextOptions | undefined): Resolv
     bodyLimit: parseSize(given.bodyLimit ?? '10mb', 'gatewayContext.bodyLimit'),
     trustRequestId: given.trustRequestId ?? true,
     generateRequestId: given.generateRequestId ?? (() => randomUUID()),
+    events: given.events,
+    logger: given.logger ?? consoleLogger,
   };
 }
 
@@ -174,15 +189,31 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
     // Listen before the first await: a client that leaves while the body is read must still abort.
     res.once('close', () => {
       if (!res.writableFinished) controller.abort(new ClientDisconnectedError());
+      const ctx = req.llmGateway;
+      if (ctx && config.events?.onRequestEnd) {
+        const summary = summarize(ctx, res.statusCode, res.writableFinished);
+        notify(config, 'onRequestEnd', () => config.events?.onRequestEnd?.(summary));
+      }
     });
     readJsonBody(req, config.bodyLimit)
       .then((raw) => {
         const body = validateChatCompletionRequest(validate, raw);
-        req.llmGateway = createContext(id, body, controller, res);
+        const ctx = createContext(id, body, controller, res);
+        req.llmGateway = ctx;
+        if (config.events?.onRequestStart) notify(config, 'onRequestStart', () => config.events?.onRequestStart?.(ctx));
         next();
       })
       .catch(next);
   };
+}
+
+/** Users' event handlers never break a request. */
+function notify(config: ResolvedContextOptions, event: string, call: () => void): void {
+  try {
+    call();
+  } catch (err) {
+    config.logger.warn({ event, err: (err as Error).message }, 'event handler threw');
+  }
 }
 
 function requestIdOf(req: IncomingMessage, config: ResolvedContextOptions): string {

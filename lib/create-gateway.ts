@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { bedrockGuardrail } from './bedrock-guardrail.js';
 import { type GatewayContext, gatewayContext, getContext } from './context.js';
+import type { GatewayEvents } from './events.js';
 import { UpstreamError } from './errors.js';
 import { fallbackHandler } from './fallback-handler.js';
 import { type GatewayFileConfig, type GatewayGuardrailConfig, type GatewayStoreConfig, validateGatewayConfig } from './gateway-config.js';
@@ -33,6 +34,8 @@ export interface GatewayOptions extends Omit<GatewayFileConfig, 'store'> {
    * @default console, warnings and errors only
    */
   logger?: Logger;
+  /** Request start/end hooks for your own accounting (see `GatewayEvents`). */
+  events?: GatewayEvents;
   /** Custom or replacement provider adapters (see `RouterOptions.adapterFactory`). */
   adapterFactory?: (deployment: Deployment) => ProviderAdapter | undefined;
 }
@@ -54,7 +57,7 @@ export interface Gateway extends Router {
 
 export function createGateway(options: GatewayOptions): Gateway {
   assertCalledAsFactory(options, 'createGateway');
-  const { store: storeOption, logger = consoleLogger, adapterFactory, ...serializable } = options;
+  const { store: storeOption, logger = consoleLogger, adapterFactory, events, ...serializable } = options;
   const isStoreInstance = storeOption !== undefined && typeof (storeOption as Store).getCooldowns === 'function';
   validateGatewayConfig({ ...serializable, ...(isStoreInstance || storeOption === undefined ? {} : { store: storeOption }) });
   const config = serializable as Omit<GatewayFileConfig, 'store'>;
@@ -91,7 +94,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   };
 
   const gateway = express.Router() as Gateway;
-  gateway.post('/v1/chat/completions', atPath({ gatewayContext: 'context' }, () => gatewayContext(config.context)), track, ...guardrails, router, fallback);
+  gateway.post('/v1/chat/completions', atPath({ gatewayContext: 'context' }, () => gatewayContext({ ...config.context, logger, ...(events ? { events } : {}) })), track, ...guardrails, router, fallback);
   gateway.get('/v1/models', router.listModels);
   if (config.passthrough) gateway.use(passThrough({ ...config.passthrough, errorBodyForm: form }));
   gateway.use(errors);

@@ -67,3 +67,4 @@ export { passThrough } from './passthrough.js';
 export type { PassThroughOptions } from './passthrough.js';
 export { bedrockGuardrail, guardrailHeaders, HEADER_GUARDRAIL, HEADER_GUARDRAIL_UNITS } from './bedrock-guardrail.js';
 export type { BedrockGuardrailOptions, GuardrailHook, GuardrailStreamingOptions, StreamingMode } from './bedrock-guardrail.js';
+export type { GatewayEvents, RequestSummary } from './events.js';

@@ -40,6 +40,10 @@ export class ResponseWriter {
   private readonly headers: HeaderSource;
   /** The content deltas of choice 0 that reached the client (a continuation must not repeat them). */
   private readonly sent: string[] = [];
+  /** `performance.now()` when the status line went out (time to first byte), once committed. */
+  committedAt: number | undefined;
+  /** The error the response ended with (JSON or in-band), if it ended with one. */
+  failure: GatewayError | undefined;
 
   constructor(res: ServerResponse, headers: HeaderSource = noHeaders) {
     this.res = res;
@@ -97,7 +101,7 @@ export class ResponseWriter {
     if (this.state !== 'pending') return;
     this.state = 'finished';
     const body = JSON.stringify(completion);
-    this.res.writeHead(200, {
+    this.writeHead(200, {
       ...this.headers(),
       'content-type': 'application/json; charset=utf-8',
       'content-length': Buffer.byteLength(body),
@@ -114,10 +118,11 @@ export class ResponseWriter {
       this.state = 'finished';
       return;
     }
+    this.failure = error;
     const body = JSON.stringify(error.toBody(form, extra));
     if (this.state === 'pending') {
       this.state = 'finished';
-      this.res.writeHead(error.status, {
+      this.writeHead(error.status, {
         ...this.headers(),
         'content-type': 'application/json; charset=utf-8',
         'content-length': Buffer.byteLength(body),
@@ -151,11 +156,11 @@ export class ResponseWriter {
         choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'content_filter' }],
       };
       const body = JSON.stringify(completion);
-      this.res.writeHead(200, { ...this.headers(), 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+      this.writeHead(200, { ...this.headers(), 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
       this.res.end(body);
       return;
     }
-    if (this.state === 'pending') this.res.writeHead(200, { ...this.headers(), ...SSE_HEADERS });
+    if (this.state === 'pending') this.writeHead(200, { ...this.headers(), ...SSE_HEADERS });
     const frame = (delta: ChatCompletionChunk['choices'][number]['delta'], finish: 'content_filter' | null): string =>
       `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: answer.model, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
     const opening = this.state === 'pending' ? { role: 'assistant' as const, content: text } : { content: text };
@@ -163,11 +168,17 @@ export class ResponseWriter {
     this.res.end(frame(opening, null) + frame({}, 'content_filter') + DONE_FRAME);
   }
 
+  /** The one place the status line goes out. */
+  private writeHead(status: number, headers: Record<string, string | number>): void {
+    this.committedAt = performance.now();
+    this.res.writeHead(status, headers);
+  }
+
   private async commitStream(): Promise<void> {
     await this.awaitHolds();
     if (this.state !== 'pending') return;
     this.state = 'streaming';
-    this.res.writeHead(200, { ...this.headers(), ...SSE_HEADERS });
+    this.writeHead(200, { ...this.headers(), ...SSE_HEADERS });
   }
 
   private async awaitHolds(): Promise<void> {
