@@ -1,0 +1,234 @@
+/**
+ * The walkthrough: one list of requests against the example server with the default config
+ * (`gateway.yaml`), what each shows and what it answers. The server prints it as ready-to-paste `curl`
+ * commands, `test/example-server.test.ts` runs every step (in both streaming modes where it applies) and
+ * asserts the answer described here, and the README can be generated from it.
+ */
+
+export interface WalkthroughStep {
+  /** Stable key; the test's assertions are keyed by it. */
+  readonly id: string;
+  readonly title: string;
+  readonly method: 'GET' | 'POST';
+  readonly path: string;
+  readonly body?: Readonly<Record<string, unknown>>;
+  /** The response headers are the point of the step (`curl -i`). */
+  readonly showHeaders?: boolean;
+  /** Sent without the API key, even when the server requires one. */
+  readonly anonymous?: boolean;
+  /** The answer's text (both modes, for chat steps); the test checks it and that `expected` quotes it. */
+  readonly answer?: string;
+  /** Response headers the step shows; the test checks them and that `expected` quotes them. */
+  readonly headers?: Readonly<Record<string, string>>;
+  /** What the server answers, as observed with the default config. */
+  readonly expected: string;
+}
+
+/** A user message that ends with a word the default guardrail blocks, long enough for several 64-character windows. */
+export const BLOCKED_AT_THE_END =
+  'This answer streams through an output guardrail that checks it in windows of 64 characters. ' +
+  'The first windows pass and reach you while the model is still writing; the last one does not: BLOCKME';
+
+/** The guardrail error frame the seed issue asks for, exactly as it goes out on the wire. */
+export const GUARDRAIL_FRAME = 'data: {"error":{"message":"Violated guardrail policy","code":400,"type":"guardrail_violation"}}\n\n';
+
+/** What the server sends when `drain()` ends a stream still open at the shutdown deadline. */
+export const SHUTDOWN_FRAME = 'data: {"error":{"message":"The server is shutting down.","code":503,"type":"upstream_error"}}\n\n';
+
+const OPENAI_ANSWER = 'Hello! This is a mock answer from mock-openai.';
+const ANTHROPIC_ANSWER = 'Hello! This is a mock answer from mock-anthropic.';
+
+const chat = (model: string, content: string, stream = false) => ({ model, messages: [{ role: 'user', content }], ...(stream ? { stream } : {}) });
+
+export const WALKTHROUGH = [
+  {
+    id: 'health',
+    title: 'Health check (an ordinary route of the app, outside the gateway and the auth)',
+    method: 'GET',
+    path: '/health',
+    expected: '{"status":"ok"}',
+  },
+  {
+    id: 'models',
+    title: 'The model groups clients can ask for',
+    method: 'GET',
+    path: '/v1/models',
+    expected: 'an OpenAI model list with every group and alias: gpt-4o-mini, claude, claude-sonnet, slow, flaky, rate-limited, moderated, long-context, guarded, guarded-stream',
+  },
+  {
+    id: 'chat',
+    title: 'A normal answer (OpenAI-compatible mock)',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    body: chat('gpt-4o-mini', 'Hello!'),
+    answer: OPENAI_ANSWER,
+    expected: `a chat.completion whose message is "${OPENAI_ANSWER}"`,
+  },
+  {
+    id: 'stream',
+    title: 'A streamed answer, translated from the Anthropic mock into OpenAI chunks',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    body: chat('claude', 'Hello!', true),
+    answer: ANTHROPIC_ANSWER,
+    expected: `chat.completion.chunk events spelling "${ANTHROPIC_ANSWER}", then data: [DONE]`,
+  },
+  {
+    id: 'slow',
+    title: 'A slow stream (press Ctrl-C in the server terminal meanwhile to see the graceful shutdown)',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    body: chat('slow', 'Hello!', true),
+    answer: OPENAI_ANSWER,
+    expected: `"${OPENAI_ANSWER}" in 4 chunks, 500 ms apart, then data: [DONE]; on shutdown, past SHUTDOWN_DEADLINE_MS, it ends with ${SHUTDOWN_FRAME.trim()} and data: [DONE]`,
+  },
+  {
+    id: 'flaky',
+    title: 'Fallback on a 500: "flaky" fails, the general fallback answers',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    body: chat('flaky', 'Hello!'),
+    showHeaders: true,
+    answer: OPENAI_ANSWER,
+    headers: {
+      'x-gateway-model-group': 'gpt-4o-mini',
+      'x-gateway-attempts': '3',
+      'x-gateway-retries': '1',
+      'x-gateway-fallbacks': '1',
+      'x-gateway-attempt-log': 'flaky/openai/error-500:502:upstream_error, flaky/openai/error-500:502:upstream_error, gpt-4o-mini/openai/gpt-4o-mini:200',
+    },
+    expected:
+      `HTTP 200 "${OPENAI_ANSWER}" with x-gateway-model-group: gpt-4o-mini, x-gateway-attempts: 3, x-gateway-retries: 1, x-gateway-fallbacks: 1, ` +
+      'x-gateway-attempt-log: flaky/openai/error-500:502:upstream_error, flaky/openai/error-500:502:upstream_error, gpt-4o-mini/openai/gpt-4o-mini:200 ' +
+      '(an upstream 5xx is a 502 upstream_error to the gateway\'s clients)',
+  },
+  {
+    id: 'rate-limited',
+    title: 'Fallback on a 429',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    body: chat('rate-limited', 'Hello!'),
+    showHeaders: true,
+    answer: ANTHROPIC_ANSWER,
+    headers: {
+      'x-gateway-model-group': 'claude',
+      'x-gateway-fallbacks': '1',
+      'x-gateway-attempt-log': 'rate-limited/openai/rate-limit:429:rate_limit_exceeded, rate-limited/openai/rate-limit:429:rate_limit_exceeded, claude/anthropic/claude-sonnet-4-5:200',
+    },
+    expected:
+      `after about 1 s (the retry waits for Retry-After: 1), HTTP 200 "${ANTHROPIC_ANSWER}" with x-gateway-model-group: claude, x-gateway-fallbacks: 1, ` +
+      'x-gateway-attempt-log: rate-limited/openai/rate-limit:429:rate_limit_exceeded, rate-limited/openai/rate-limit:429:rate_limit_exceeded, claude/anthropic/claude-sonnet-4-5:200',
+  },
+  {
+    id: 'moderated',
+    title: 'Content-policy fallback while streaming (the seed bug): DashScope moderation refuses, claude answers',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    body: chat('moderated', 'Hello!', true),
+    showHeaders: true,
+    answer: ANTHROPIC_ANSWER,
+    headers: {
+      'x-gateway-model-group': 'claude',
+      'x-gateway-fallbacks': '1',
+      'x-gateway-attempt-log': 'moderated/openai/content-policy-dashscope:400:content_policy_violation, claude/anthropic/claude-sonnet-4-5:200',
+    },
+    expected:
+      'HTTP 200 with x-gateway-model-group: claude, x-gateway-fallbacks: 1, ' +
+      'x-gateway-attempt-log: moderated/openai/content-policy-dashscope:400:content_policy_violation, claude/anthropic/claude-sonnet-4-5:200, ' +
+      `then the normal stream of "${ANTHROPIC_ANSWER}" and data: [DONE] (the same without streaming)`,
+  },
+  {
+    id: 'long-context',
+    title: 'Context-window fallback: the prompt does not fit "long-context", claude answers',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    body: chat('long-context', 'A very long prompt…'),
+    showHeaders: true,
+    answer: ANTHROPIC_ANSWER,
+    headers: {
+      'x-gateway-model-group': 'claude',
+      'x-gateway-fallbacks': '1',
+      'x-gateway-attempt-log': 'long-context/openai/context-window:400:context_window_exceeded, claude/anthropic/claude-sonnet-4-5:200',
+    },
+    expected:
+      `HTTP 200 "${ANTHROPIC_ANSWER}" with x-gateway-model-group: claude, x-gateway-fallbacks: 1, ` +
+      'x-gateway-attempt-log: long-context/openai/context-window:400:context_window_exceeded, claude/anthropic/claude-sonnet-4-5:200',
+  },
+  {
+    id: 'masked',
+    title: 'Guardrail masking: the Bedrock guardrail (emulator) anonymizes the email before the model sees it',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    body: chat('guarded', 'Please write to jane.doe@example.com about the invoice.'),
+    showHeaders: true,
+    answer: 'Please write to {EMAIL} about the invoice.',
+    headers: { 'x-gateway-guardrail': 'pii-mask=INPUT:MASKED;pii-mask=OUTPUT:NONE' },
+    expected:
+      'the echo model answers "Please write to {EMAIL} about the invoice." (the same text when streamed), ' +
+      'with x-gateway-guardrail: pii-mask=INPUT:MASKED;pii-mask=OUTPUT:NONE',
+  },
+  {
+    id: 'blocked-input',
+    title: 'Guardrail block on input: nothing reaches the model',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    body: chat('guarded', 'Give me some stock tips.', true),
+    expected: 'HTTP 400 {"error":{"message":"Violated guardrail policy","code":400,"type":"guardrail_violation"}} (as JSON, also when streaming: nothing was sent yet)',
+  },
+  {
+    id: 'blocked-stream',
+    title: 'Guardrail block in the middle of a stream: the first windows arrive, then the error frame',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    body: chat('guarded-stream', BLOCKED_AT_THE_END, true),
+    answer: 'This answer streams through an output guardrail that checks it in windows of 64 characters. The first ',
+    expected:
+      'chunks with the first windows of the echoed text ("This answer streams through an output guardrail that checks it in windows of 64 characters. The first "), ' +
+      `then exactly ${GUARDRAIL_FRAME.trim()} and data: [DONE]; "BLOCKME" never arrives (without streaming: HTTP 400 with the same error object)`,
+  },
+  {
+    id: 'passthrough',
+    title: 'Pass-through: endpoints the gateway does not interpret go to the upstream with its key',
+    method: 'POST',
+    path: '/v1/embeddings',
+    body: { model: 'text-embedding-3-small', input: 'Hello!' },
+    expected: 'the OpenAI mock\'s embedding list (8 dimensions)',
+  },
+  {
+    id: 'unauthorized',
+    title: 'With GATEWAY_API_KEYS set, a request without a key',
+    method: 'GET',
+    path: '/v1/models',
+    anonymous: true,
+    expected: 'HTTP 401 {"error":{"message":"Missing API key: send Authorization: Bearer <key>.","code":401,"type":"authentication_error"}}',
+  },
+] as const satisfies readonly WalkthroughStep[];
+
+export type WalkthroughId = (typeof WALKTHROUGH)[number]['id'];
+
+/** The shell variable the printed commands read the key from when the server requires one. */
+export const API_KEY_VARIABLE = 'GATEWAY_API_KEY';
+
+/** The step as a `curl` command to paste into a POSIX shell. */
+export function curlCommand(step: WalkthroughStep, baseUrl: string, { withApiKey = false } = {}): string {
+  const args = ['curl', '-sS'];
+  if (step.body?.['stream'] === true) args.push('-N');
+  if (step.showHeaders) args.push('-i');
+  args.push(shellQuote(`${baseUrl}${step.path}`));
+  if (withApiKey && !step.anonymous) args.push('-H', `"authorization: Bearer $${API_KEY_VARIABLE}"`);
+  if (step.body !== undefined) args.push('-H', shellQuote('content-type: application/json'), '-d', shellQuote(JSON.stringify(step.body)));
+  return args.join(' ');
+}
+
+/** The walkthrough as printed at start-up. */
+export function walkthroughText(baseUrl: string, { withApiKey = false } = {}): string {
+  const intro = withApiKey
+    ? [`API keys are required (GATEWAY_API_KEYS): run  export ${API_KEY_VARIABLE}=<one of them>  first.`, '']
+    : [];
+  const steps = WALKTHROUGH.map((step, i) => [`# ${i + 1}. ${step.title}`, `#    → ${step.expected}`, curlCommand(step, baseUrl, { withApiKey }), ''].join('\n'));
+  return [...intro, ...steps].join('\n');
+}
+
+function shellQuote(text: string): string {
+  return `'${text.replaceAll("'", `'\\''`)}'`;
+}

@@ -1,0 +1,286 @@
+/**
+ * The example server (`example-server/`), run as users run it: a child process with the default config
+ * and its embedded mocks, every walkthrough step over real HTTP (in both streaming modes where the step
+ * is a chat request), API keys, a graceful shutdown with a stream open, and start-up failures on bad
+ * config. The child runs the real Express 5 whatever EXPRESS_MAJOR says; only this file's imports follow it.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createGateway, loadGatewayConfig, silentLogger } from '../lib/index.js';
+import {
+  API_KEY_VARIABLE,
+  GUARDRAIL_FRAME,
+  SHUTDOWN_FRAME,
+  WALKTHROUGH,
+  walkthroughText,
+  type WalkthroughId,
+  type WalkthroughStep,
+} from '../example-server/walkthrough.js';
+import { chat, chatBoth, parityView, type ChatOutcome } from './helpers/chat.js';
+import { openStream, spawnExampleServer, startExampleServer, waitForOutput, type ExampleServer, type ExampleServerProcess } from './helpers/example-server.js';
+import { rawRequest, sseData } from './helpers/http.js';
+
+const EXAMPLE_DIR = join(__dirname, '..', 'example-server');
+const DEFAULT_CONFIG = join(EXAMPLE_DIR, 'gateway.yaml');
+const API_KEY = 'test-key-2';
+const DONE = 'data: [DONE]\n\n';
+
+interface BrokenConfig {
+  name: string;
+  edit: (yaml: string) => string;
+  /** The config path the start-up error must name. */
+  path: string;
+  viaArgument?: boolean;
+}
+
+const BROKEN_CONFIGS: BrokenConfig[] = [
+  { name: 'a wrong type', edit: (yaml) => replaceOnce(yaml, 'maxRetries: 1', 'maxRetries: lots'), path: 'router.retries.maxRetries' },
+  { name: 'an unknown provider', edit: (yaml) => replaceOnce(yaml, 'provider: openai', 'provider: openia'), path: 'models[0].deployments[0].provider' },
+  { name: 'a fallback to an unknown group', edit: (yaml) => replaceOnce(yaml, 'flaky: [gpt-4o-mini]', 'flaky: [gpt-5-turbo]'), path: 'fallbacks.general.flaky[0]' },
+  {
+    name: 'a guardrail without a version (given with --config)',
+    edit: (yaml) => replaceOnce(yaml, '    guardrailVersion: "1"\n', ''),
+    path: 'guardrails[0].guardrailVersion',
+    viaArgument: true,
+  },
+];
+
+/** Most tests share this one. */
+let server: ExampleServer;
+/** With GATEWAY_API_KEYS and a short shutdown deadline; the last test stops it with a SIGTERM. */
+let secured: ExampleServer;
+const broken = new Map<string, ExampleServerProcess>();
+let tempDir: string;
+
+// Every child starts at once: each start-up costs a couple of seconds.
+beforeAll(async () => {
+  tempDir = mkdtempSync(join(tmpdir(), 'example-server-'));
+  const defaults = readFileSync(DEFAULT_CONFIG, 'utf8');
+  BROKEN_CONFIGS.forEach(({ name, edit, viaArgument }, i) => {
+    const file = join(tempDir, `broken-${i}.yaml`);
+    writeFileSync(file, edit(defaults));
+    broken.set(name, viaArgument ? spawnExampleServer({}, ['--config', file]) : spawnExampleServer({ GATEWAY_CONFIG: file }));
+  });
+  [server, secured] = await Promise.all([
+    startExampleServer(),
+    startExampleServer({ GATEWAY_API_KEYS: `test-key-1, ${API_KEY}`, SHUTDOWN_DEADLINE_MS: '300' }),
+  ]);
+}, 30_000);
+afterAll(async () => {
+  await Promise.all([server, secured, ...broken.values()].map((child) => child?.kill()));
+  rmSync(tempDir, { recursive: true, force: true });
+});
+
+/** The step's request as its curl command sends it, with `stream` set to `mode` (chat steps only). */
+function request(step: WalkthroughStep, target: ExampleServer, mode?: boolean, headers: Record<string, string> = {}) {
+  const body = step.body && mode !== undefined ? { ...step.body, stream: mode } : step.body;
+  return rawRequest(target.url, { method: step.method, path: step.path, headers, ...(body ? { body } : {}) });
+}
+
+/** A chat step that answers in both modes: the documented text and headers, the same in both. */
+async function expectAnswer(step: WalkthroughStep): Promise<{ streamed: ChatOutcome; plain: ChatOutcome }> {
+  const [plain, streamed] = await chatBoth(server.url, { ...step.body });
+  const outcomes = { plain, streamed };
+  for (const outcome of [plain, streamed]) {
+    expect(outcome.status).toBe(200);
+    expect(outcome.text).toBe(step.answer);
+    expect(outcome.finishReason).toBe('stop');
+    for (const [name, value] of Object.entries(step.headers ?? {})) expect(outcome.headers[name]).toBe(value);
+  }
+  expect(parityView(outcomes.streamed)).toEqual(parityView(outcomes.plain));
+  expect(outcomes.streamed.frames.filter((frame) => frame !== '[DONE]').length).toBeGreaterThan(2); // really streamed
+  expect(outcomes.streamed.frames.at(-1)).toBe('[DONE]');
+  return outcomes;
+}
+
+/** A JSON error body, the same whether or not the request asked for a stream (nothing was sent yet). */
+async function expectJsonError(step: WalkthroughStep, status: number, error: unknown): Promise<void> {
+  for (const mode of [false, true]) {
+    const res = await request(step, server, mode);
+    expect(res.status).toBe(status);
+    expect(res.headers['content-type']).toMatch(/^application\/json/);
+    expect(JSON.parse(res.text)).toEqual(error);
+  }
+}
+
+const guardrailError = JSON.parse(GUARDRAIL_FRAME.slice('data: '.length)) as unknown;
+
+/** What each walkthrough step must answer; a step without an entry here does not compile. */
+const checks: Record<WalkthroughId, (step: WalkthroughStep) => Promise<void>> = {
+  health: async (step) => {
+    const res = await request(step, server);
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.text)).toEqual(JSON.parse(step.expected));
+  },
+  models: async (step) => {
+    const res = await request(step, server);
+    expect(res.status).toBe(200);
+    const ids = (JSON.parse(res.text) as { data: { id: string }[] }).data.map((model) => model.id);
+    const config = loadGatewayConfig(DEFAULT_CONFIG, { env: dummyMockEnv() });
+    expect(ids).toEqual(config.models.flatMap((group) => [group.name, ...(group.aliases ?? [])]));
+    expect(step.expected).toContain(ids.join(', '));
+  },
+  chat: async (step) => {
+    await expectAnswer(step);
+  },
+  stream: async (step) => {
+    await expectAnswer(step);
+  },
+  slow: async (step) => {
+    const started = Date.now();
+    await expectAnswer(step);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2 * 3 * 450); // 3 gaps of 500 ms, in each mode
+  },
+  flaky: async (step) => {
+    await expectAnswer(step);
+  },
+  'rate-limited': async (step) => {
+    await expectAnswer(step);
+  },
+  moderated: async (step) => {
+    // The seed reproduction: with `stream: true` the content-policy fallback answers with a normal stream.
+    const { streamed } = await expectAnswer(step);
+    expect(streamed.headers['content-type']).toMatch(/^text\/event-stream/);
+    expect(streamed.inBand).toBe(false);
+  },
+  'long-context': async (step) => {
+    await expectAnswer(step);
+  },
+  masked: async (step) => {
+    await expectAnswer(step);
+  },
+  'blocked-input': async (step) => {
+    await expectJsonError(step, 400, guardrailError);
+  },
+  'blocked-stream': async (step) => {
+    const res = await request(step, server, true);
+    expect(res.status).toBe(200);
+    expect(res.complete).toBe(true);
+    expect(res.text.endsWith(GUARDRAIL_FRAME + DONE)).toBe(true);
+    const frames = sseData(res.text);
+    const content = frames.slice(0, -2).map((frame) => JSON.parse(frame) as { choices: { delta: { content?: string } }[] });
+    const released = content.map((chunk) => chunk.choices[0]?.delta.content ?? '').join('');
+    expect(released).toBe(step.answer); // the first windows, before the error frame
+    expect(res.text.split('"error"')).toHaveLength(2);
+    expect(res.text).not.toContain('BLOCKME');
+
+    const plain = await request(step, server, false);
+    expect(plain.status).toBe(400);
+    expect(JSON.parse(plain.text)).toEqual(guardrailError);
+  },
+  passthrough: async (step) => {
+    const res = await request(step, server);
+    expect(res.status).toBe(200);
+    const body = JSON.parse(res.text) as { object: string; data: { embedding: number[] }[] };
+    expect(body.object).toBe('list');
+    expect(body.data[0]!.embedding).toHaveLength(8);
+  },
+  unauthorized: async (step) => {
+    const res = await request(step, secured);
+    expect(res.status).toBe(401);
+    expect(res.headers['www-authenticate']).toBe('Bearer');
+    expect(res.text).toBe(step.expected.replace(/^HTTP 401 /, ''));
+  },
+};
+
+describe('example server: the walkthrough', () => {
+  it('prints its URL and the walkthrough as curl commands', () => {
+    expect(server.stdout()).toContain(walkthroughText(server.url));
+    expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+  });
+
+  it('documents what it checks: each step quotes its answer and headers', () => {
+    for (const step of WALKTHROUGH as readonly WalkthroughStep[]) {
+      if (step.answer !== undefined) expect(step.expected).toContain(step.answer);
+      for (const [name, value] of Object.entries(step.headers ?? {})) expect(step.expected).toContain(`${name}: ${value}`);
+    }
+  });
+
+  for (const step of WALKTHROUGH) {
+    it(`${step.id}: ${step.title}`, () => checks[step.id](step), 15_000);
+  }
+});
+
+describe('example server: API keys (GATEWAY_API_KEYS)', () => {
+  const models = { method: 'GET', path: '/v1/models' } as const;
+
+  it('accepts any configured key and rejects a wrong one in the gateway error shape', async () => {
+    const ok = await rawRequest(secured.url, { ...models, headers: { authorization: `Bearer ${API_KEY}` } });
+    expect(ok.status).toBe(200);
+    const wrong = await rawRequest(secured.url, { ...models, headers: { authorization: 'Bearer nope' } });
+    expect(wrong.status).toBe(401);
+    expect(JSON.parse(wrong.text)).toEqual({ error: { message: 'Invalid API key.', code: 401, type: 'authentication_error' } });
+    const answer = await chat(secured.url, { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Hi' }], stream: true }, { headers: { authorization: `Bearer ${API_KEY}` } });
+    expect(answer.status).toBe(200);
+    expect(answer.frames.at(-1)).toBe('[DONE]');
+  });
+
+  it('leaves /health open and prints curl commands that send the key from a shell variable', async () => {
+    const health = await rawRequest(secured.url, { method: 'GET', path: '/health' });
+    expect(health.status).toBe(200);
+    expect(secured.stdout()).toContain(walkthroughText(secured.url, { withApiKey: true }));
+    expect(secured.stdout()).toContain(`-H "authorization: Bearer $${API_KEY_VARIABLE}"`);
+    expect(secured.stdout()).not.toContain(API_KEY);
+  });
+});
+
+describe('example server: configuration', () => {
+  it('gateway.yaml and gateway.real.example.yaml load and build a gateway', async () => {
+    const realEnv = {
+      OPENAI_API_KEY: 'sk-dummy',
+      AZURE_OPENAI_RESOURCE: 'dummy-resource',
+      AZURE_OPENAI_API_KEY: 'azure-dummy',
+      ANTHROPIC_API_KEY: 'sk-ant-dummy',
+      DASHSCOPE_API_KEY: 'sk-dashscope-dummy',
+      BEDROCK_GUARDRAIL_ID: 'gr1dummy',
+    };
+    for (const [file, env] of [
+      [DEFAULT_CONFIG, dummyMockEnv()],
+      [join(EXAMPLE_DIR, 'gateway.real.example.yaml'), realEnv],
+    ] as const) {
+      const gateway = createGateway({ ...loadGatewayConfig(file, { env }), logger: silentLogger });
+      await gateway.close();
+    }
+  });
+
+  it.each(BROKEN_CONFIGS)('a broken config stops the server at start-up, naming the path: $name', async ({ name, path }) => {
+    const child = broken.get(name)!;
+    expect(await child.exited).toBe(1);
+    expect(child.stderr()).toContain(`invalid option '${path}'`);
+    expect(child.stdout()).not.toContain('listening');
+  });
+});
+
+// Last: it stops the shared `secured` server.
+describe('example server: graceful shutdown', () => {
+  it('on SIGTERM stops accepting, ends an open stream with the shutdown frame and [DONE] at the deadline, and exits 0', async () => {
+    const slow = WALKTHROUGH.find((step) => step.id === 'slow')!;
+    const stream = openStream(secured.url, slow.path, slow.body, { authorization: `Bearer ${API_KEY}` });
+    expect(await stream.firstData).toMatch(/^data: /);
+    secured.child.kill('SIGTERM');
+    await waitForOutput(secured, /SIGTERM: finishing 1 request/);
+    // Refused, or reset when it reached the backlog of the listening socket being closed: never served.
+    const refused = await rawRequest(secured.url, { method: 'GET', path: '/health' });
+    expect(refused.status).toBe(0);
+    expect(['ECONNREFUSED', 'ECONNRESET']).toContain((refused.error as NodeJS.ErrnoException).code);
+
+    const res = await stream.response;
+    expect(res.status).toBe(200);
+    expect(res.complete).toBe(true);
+    expect(res.text.endsWith(SHUTDOWN_FRAME + DONE)).toBe(true);
+    expect(res.text).not.toContain('from mock-openai.'); // cut at the deadline, before the last chunk
+    expect(await secured.exited).toBe(0);
+    expect(secured.stdout()).toContain('stopped');
+  });
+});
+
+/** The variables the example server sets, with addresses nothing listens on (the config is only built). */
+function dummyMockEnv(): Record<string, string> {
+  return { MOCK_OPENAI_URL: 'http://127.0.0.1:9', MOCK_ANTHROPIC_URL: 'http://127.0.0.1:9', BEDROCK_EMULATOR_URL: 'http://127.0.0.1:9' };
+}
+
+function replaceOnce(text: string, from: string, to: string): string {
+  if (!text.includes(from)) throw new Error(`the default config no longer contains ${JSON.stringify(from)}`);
+  return text.replace(from, to);
+}
