@@ -64,6 +64,26 @@ describeWithRedis('several instances sharing Redis', () => {
     expect(limited.callCount()).toBe(1); // instance B never called the cooled-down deployment
   });
 
+  it('an rpm limit is enforced across instances: requests on A count against B', async () => {
+    const shared = { weight: 1 };
+    const models = [
+      {
+        name: 'limited',
+        deployments: [
+          { id: 'capped', provider: 'openai' as const, baseUrl: `${healthy.url}/v1`, model: 'normal', apiKey: 'k', rpm: 3, ...shared },
+          { id: 'spare', provider: 'openai' as const, baseUrl: `${limited.url}/v1`, model: 'normal', apiKey: 'k', weight: 1e-9 },
+        ],
+      },
+    ];
+    const a = await instance({ models });
+    const b = await instance({ models });
+    const ask = { model: 'limited', messages: [{ role: 'user', content: 'hi' }] };
+    const onA = await Promise.all([chat(a.url, ask), chat(a.url, ask), chat(a.url, { ...ask, stream: true })]);
+    expect(onA.map((r) => r.headers['x-gateway-deployment'])).toEqual(['capped', 'capped', 'capped']);
+    const onB = await chatBoth(b.url, ask);
+    expect(onB.map((r) => r.headers['x-gateway-deployment'])).toEqual(['spare', 'spare']);
+  });
+
   it('Redis killed mid-test: no request fails (streamed or not), and the outage is logged once', async () => {
     const warnings: object[] = [];
     const logger: Logger = { ...silentLogger, warn: (o) => warnings.push(o) };
