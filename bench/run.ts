@@ -52,7 +52,7 @@ function parseArgs(argv: string[]): Config {
     cellS: duration === undefined ? (quick ? 0.8 : 5) : Number(duration),
     warmupS: quick ? 0.3 : 1,
     timedRequests: quick ? 200 : 2000,
-    timedMaxS: quick ? 0.4 : 2,
+    timedMaxS: quick ? 0.4 : 1.5,
     connections: [1, 50],
     slowChunkDelayMs: quick ? 50 : 500,
   };
@@ -300,7 +300,7 @@ async function memoryPhase(config: Config, setups: Setup[]): Promise<MemoryResul
       }
       try {
         results.push(
-          await memoryRun(setup.name, target, mock, { streams: config.streams, chunkDelayMs: config.slowChunkDelayMs, batch: 250, batchIntervalMs: 100, warmupRequests: config.quick ? 50 : 300 }, log),
+          await memoryRun(setup.name, target, mock, { streams: config.streams, chunkDelayMs: config.slowChunkDelayMs, batch: 100, batchIntervalMs: 100, warmupRequests: config.quick ? 50 : 300 }, log),
         );
       } finally {
         await target.stop();

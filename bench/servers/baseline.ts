@@ -28,8 +28,10 @@ void runChild('baseline', async () => {
         body: JSON.stringify(req.body),
       });
       res.status(answer.statusCode);
-      const type = answer.headers['content-type'];
-      if (typeof type === 'string') res.setHeader('content-type', type);
+      for (const name of ['content-type', 'content-length']) {
+        const value = answer.headers[name];
+        if (typeof value === 'string') res.setHeader(name, value);
+      }
       await pipeline(answer.body, res);
     } catch {
       if (!res.headersSent) res.status(502).end();
