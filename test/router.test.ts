@@ -6,6 +6,7 @@ import { MemoryStore } from '../lib/store.js';
 import { chat, chatBoth, parityView } from './helpers/chat.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { EXPRESS_MAJOR } from './helpers/express.js';
+import { startBlackhole } from './helpers/blackhole.js';
 
 const ask = (model: string, extra: Record<string, unknown> = {}) => ({ model, messages: [{ role: 'user', content: 'Hi there' }], ...extra });
 
@@ -228,6 +229,22 @@ describe(`router (Express ${EXPRESS_MAJOR})`, () => {
       expect(plain.status).toBe(504);
       expect(plain.error).toMatchObject({ code: 504, type: 'timeout' });
       expect(parityView(streamed)).toEqual(parityView(plain));
+    });
+
+    it('a connect timeout is a retryable 504: the next deployment answers, the same in both modes', async () => {
+      const hole = await startBlackhole();
+      try {
+        const g = await gateway([
+          { name: 'chat', deployments: [{ ...openai(mockA, 'normal', { id: 'unreachable', ...firstA }), baseUrl: `http://127.0.0.1:${hole.port}/v1`, timeouts: { connectMs: 150 } }, openai(mockB, 'normal', { id: 'b', ...thenB })] },
+        ], { cooldown: { failureThreshold: 100 } });
+        const started = Date.now();
+        const [plain, streamed] = await chatBoth(g.url, ask('chat'));
+        expect(Date.now() - started).toBeLessThan(5_000);
+        expect(plain.headers['x-gateway-attempt-log']).toBe('chat/unreachable:504:timeout, chat/b:200');
+        expect(parityView(streamed)).toEqual(parityView(plain));
+      } finally {
+        hole.close();
+      }
     });
 
     it('an idle timeout after commit ends the stream with the timeout frame and [DONE]', async () => {
