@@ -20,7 +20,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import express from 'express';
-import { createGateway, loadGatewayConfig, type Gateway } from '../lib/index.js';
+import { createGateway, loadGatewayConfig, type ErrorBodyForm, type Gateway } from '../lib/index.js';
 import { apiKeyAuth, parseApiKeys } from './auth.js';
 import { startEmbeddedServices, type EmbeddedServices } from './mocks.js';
 import { walkthroughText } from './walkthrough.js';
@@ -44,14 +44,7 @@ async function main(): Promise<void> {
   try {
     const config = loadGatewayConfig(settings.configFile, { env: { ...process.env, ...services.env } });
     gateway = createGateway(config);
-    const app = express();
-    app.disable('x-powered-by');
-    app.get('/health', (_req, res) => {
-      res.json({ status: 'ok' });
-    });
-    if (settings.apiKeys.length > 0) app.use(apiKeyAuth(settings.apiKeys, config.errors?.bodyForm));
-    app.use(gateway);
-    server = await listen(app, settings.port, settings.host);
+    server = await listen(createApp(gateway, settings.apiKeys, config.errors?.bodyForm), settings.port, settings.host);
   } catch (err) {
     await services.close();
     throw err;
@@ -64,9 +57,22 @@ async function main(): Promise<void> {
   stopOnSignals(server, gateway, services, settings.shutdownDeadlineMs);
 }
 
+/** The application: its own routes, its own auth, and the gateway mounted like any other middleware. */
+function createApp(gateway: Gateway, apiKeys: string[], errorBodyForm: ErrorBodyForm | undefined): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  // Before the auth, so that load balancers and orchestrators can probe it without a key.
+  app.get('/health', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  if (apiKeys.length > 0) app.use(apiKeyAuth(apiKeys, errorBodyForm));
+  app.use(gateway);
+  return app;
+}
+
 function readSettings(args: string[], env: NodeJS.ProcessEnv): Settings {
   return {
-    configFile: configArgument(args) ?? env['GATEWAY_CONFIG'] ?? join(__dirname, 'gateway.yaml'),
+    configFile: configArgument(args) ?? (env['GATEWAY_CONFIG'] || join(__dirname, 'gateway.yaml')),
     port: integerSetting(env, 'PORT', 3000, 65535),
     host: env['HOST'] || '127.0.0.1',
     apiKeys: parseApiKeys(env['GATEWAY_API_KEYS']),

@@ -75,7 +75,7 @@ export const WALKTHROUGH = [
   },
   {
     id: 'slow',
-    title: 'A slow stream (press Ctrl-C in the server terminal meanwhile to see the graceful shutdown)',
+    title: 'A slow stream (to see a graceful shutdown end it: start with SHUTDOWN_DEADLINE_MS=300, press Ctrl-C in the server terminal meanwhile)',
     method: 'POST',
     path: '/v1/chat/completions',
     body: chat('slow', 'Hello!', true),
@@ -192,7 +192,7 @@ export const WALKTHROUGH = [
     method: 'POST',
     path: '/v1/embeddings',
     body: { model: 'text-embedding-3-small', input: 'Hello!' },
-    expected: 'the OpenAI mock\'s embedding list (8 dimensions)',
+    expected: 'the OpenAI mock\'s answer: {"object":"list","data":[{"object":"embedding","index":0,"embedding":[8 numbers]}],"model":"text-embedding-3-small",…}',
   },
   {
     id: 'unauthorized',
@@ -200,6 +200,7 @@ export const WALKTHROUGH = [
     method: 'GET',
     path: '/v1/models',
     anonymous: true,
+    showHeaders: true,
     expected: 'HTTP 401 {"error":{"message":"Missing API key: send Authorization: Bearer <key>.","code":401,"type":"authentication_error"}}',
   },
 ] as const satisfies readonly WalkthroughStep[];

@@ -56,10 +56,10 @@ export function spawnExampleServer(env: Record<string, string> = {}, args: strin
 }
 
 /** Spawns the server and resolves once it printed its URL; rejects (with its output) if it ends first. */
-export async function startExampleServer(env: Record<string, string> = {}, args: string[] = []): Promise<ExampleServer> {
+export async function startExampleServer(env: Record<string, string> = {}, args: string[] = [], timeoutMs = 20_000): Promise<ExampleServer> {
   const server = spawnExampleServer(env, args);
   try {
-    const match = await waitForOutput(server, READY, 20_000);
+    const match = await waitForOutput(server, READY, timeoutMs);
     return { ...server, url: match[1]! };
   } catch (err) {
     await server.kill();
