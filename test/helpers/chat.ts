@@ -20,6 +20,8 @@ export interface ChatOutcome {
   /** The response body ended normally (not cut). */
   complete: boolean;
   usage: unknown;
+  /** When the client left (with `abortAfterMs`). */
+  abortedAt?: number;
 }
 
 export const ATTEMPT_HEADERS = ['x-gateway-model-group', 'x-gateway-deployment', 'x-gateway-attempts', 'x-gateway-retries', 'x-gateway-fallbacks'] as const;
@@ -32,7 +34,7 @@ export interface ChatOptions {
 
 export async function chat(baseUrl: string, body: Record<string, unknown>, options: ChatOptions = {}): Promise<ChatOutcome> {
   const res = await rawRequest(baseUrl, { body, path: options.path, headers: options.headers, abortAfterMs: options.abortAfterMs });
-  const base = { status: res.status, headers: res.headers, complete: res.complete, frames: [] as string[] };
+  const base = { status: res.status, headers: res.headers, complete: res.complete, frames: [] as string[], ...(res.abortedAt ? { abortedAt: res.abortedAt } : {}) };
   const isStream = String(res.headers['content-type'] ?? '').startsWith('text/event-stream');
   if (!isStream) {
     const json = res.text ? (JSON.parse(res.text) as Record<string, unknown>) : {};

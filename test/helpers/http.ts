@@ -37,6 +37,8 @@ export interface RawResponse {
   complete: boolean;
   /** An error raised while reading (e.g. `aborted`, `ECONNRESET`), if any. */
   error?: Error;
+  /** `Date.now()` when the client destroyed the request (with `abortAfterMs`). */
+  abortedAt?: number;
 }
 
 export interface RawRequestOptions {
@@ -57,7 +59,8 @@ export function rawRequest(baseUrl: string, options: RawRequestOptions = {}): Pr
       agent: false,
       headers: { 'content-type': 'application/json', ...(options.headers ?? {}) },
     });
-    req.on('error', (error) => resolve({ status: 0, headers: {}, text: '', complete: false, error }));
+    let abortedAt: number | undefined;
+    req.on('error', (error) => resolve({ status: 0, headers: {}, text: '', complete: false, error, ...(abortedAt ? { abortedAt } : {}) }));
     req.on('response', (res) => {
       const chunks: Buffer[] = [];
       let error: Error | undefined;
@@ -71,10 +74,16 @@ export function rawRequest(baseUrl: string, options: RawRequestOptions = {}): Pr
           text: Buffer.concat(chunks).toString('utf8'),
           complete: res.complete,
           ...(error ? { error } : {}),
+          ...(abortedAt ? { abortedAt } : {}),
         }),
       );
     });
-    if (options.abortAfterMs !== undefined) setTimeout(() => req.destroy(), options.abortAfterMs);
+    if (options.abortAfterMs !== undefined) {
+      setTimeout(() => {
+        abortedAt = Date.now();
+        req.destroy();
+      }, options.abortAfterMs);
+    }
     req.end(body);
     req.on('timeout', () => reject(new Error('timeout')));
   });
