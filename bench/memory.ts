@@ -17,8 +17,6 @@ import type { StatsMessage } from './protocol.js';
 import { CHAT_PATH, MODEL_FAST, MODEL_SLOW, REQUEST_HEADERS, STREAM_CHUNKS, requestBody } from './workload.js';
 import { timedLoop } from './load.js';
 
-const SETTLE_AFTER_CLOSE_MS = 5_500;
-
 export interface MemoryOptions {
   streams: number;
   /** The mock's delay between chunks of the slow model (the stream lasts about 21 of these). */
@@ -28,6 +26,8 @@ export interface MemoryOptions {
   batchIntervalMs: number;
   /** Requests of each kind (JSON, stream) before idle RSS is taken. */
   warmupRequests: number;
+  /** Wait after the last stream ended before the after-close sample (past the keep-alive timeouts: 5.5 s). */
+  settleMs: number;
 }
 
 export interface MemoryResult {
@@ -44,7 +44,7 @@ export interface MemoryResult {
   perStream: number;
   /** afterCloseRss / idleRss - 1. */
   afterCloseGrowth: number;
-  /** Streams that got their first byte before the open-RSS sample was taken. */
+  /** Streams that had their first byte and had not ended when the open-RSS sample was taken. */
   opened: number;
   /** Streams that ended with `data: [DONE]`, and streams that failed (error, non-200, no [DONE]). */
   completed: number;
@@ -77,7 +77,8 @@ export async function memoryRun(label: string, target: ServerProcess, mock: Serv
   // Wait until every stream has its first byte, but not past the point where the first ones end.
   const openDeadline = started + Math.max(2_000, streamMs * 0.8);
   while (performance.now() < openDeadline && streams.some((s) => s.firstByteAt === undefined && !s.ended)) await sleep(25);
-  const opened = streams.filter((s) => s.firstByteAt !== undefined).length;
+  // Open at once: started answering and not ended yet when the sample is taken.
+  const opened = streams.filter((s) => s.firstByteAt !== undefined && !s.ended).length;
   const lastOpen = Math.max(...streams.map((s) => s.firstByteAt ?? Number.NaN));
   const open = await target.stats(true);
   const mockLive = (await mock.stats()).live;
@@ -93,7 +94,7 @@ export async function memoryRun(label: string, target: ServerProcess, mock: Serv
   agent.destroy();
   // Past the keep-alive timeouts (undici pools 4 s, Node's server 5 s): idle upstream sockets of the
   // finished streams are closed by then, so what is left is what the server keeps for good.
-  await sleep(SETTLE_AFTER_CLOSE_MS);
+  await sleep(options.settleMs);
   const after = await settledStats(target);
   const peak = (await mock.stats()).live.peakInflight ?? Number.NaN;
   const completed = streams.filter((s) => s.done).length;

@@ -94,7 +94,7 @@ export function evaluateTargets(cells: Cell[], guardrail: GuardrailTiming, memor
   const held = (m: MemoryResult): boolean => m.opened === m.streams;
   const plain = memory.find((m) => m.target === GATEWAY);
   const run = plain && held(plain) ? plain : (memory.find((m) => m.target.startsWith(GATEWAY) && held(m)) ?? plain);
-  const where = run && run !== plain ? ` (on ${run.target})` : '';
+  const where = run && !held(run) ? ` (only ${run.opened}/${run.streams} streams were open at once)` : run && run !== plain ? ` (on ${run.target})` : '';
   if (plain) {
     targets.push(
       judge(`${plain.streams} slow streams open at once through ${GATEWAY}`, plain.opened, (n) => `${n} (upstream peak ${plain.peakUpstreamStreams})`, `${plain.streams}`, (n) => n === plain.streams),

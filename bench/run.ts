@@ -3,7 +3,7 @@
  * in one run against one mock upstream. See bench/README.md.
  *
  * Flags: `--quick` (about 1 s a cell, fewer cells: a harness check for CI), `--loader=autocannon|wrk` (default autocannon),
- * `--only=router,guardrail-window` (gateway setups; baseline and direct always run: the ratios and the added latencies need them), `--no-memory`, `--no-throughput` (memory run only), `--streams=N`,
+ * `--only=router,guardrail-window` (gateway setups; baseline and direct always run: the ratios and the added latencies need them), `--no-memory`, `--no-throughput` (memory run only), `--memory-baseline` (memory run through the baseline too), `--streams=N`,
  * `--duration=S` (seconds a cell).
  */
 import { execSync } from 'node:child_process';
@@ -23,6 +23,7 @@ interface Config {
   loader: LoaderName;
   only: string[] | undefined;
   memory: boolean;
+  memoryBaseline: boolean;
   throughput: boolean;
   streams: number;
   cellS: number;
@@ -47,6 +48,7 @@ function parseArgs(argv: string[]): Config {
     loader: (loader as LoaderName | undefined) ?? 'autocannon',
     only: value('only')?.split(','),
     memory: !argv.includes('--no-memory'),
+    memoryBaseline: argv.includes('--memory-baseline'),
     throughput: !argv.includes('--no-throughput'),
     streams: streams === undefined ? (quick ? 200 : 2000) : Number(streams),
     cellS: duration === undefined ? (quick ? 0.8 : 5) : Number(duration),
@@ -54,7 +56,7 @@ function parseArgs(argv: string[]): Config {
     timedRequests: quick ? 200 : 2000,
     timedMaxS: quick ? 0.4 : 1.5,
     connections: [1, 50],
-    slowChunkDelayMs: quick ? 50 : 500,
+    slowChunkDelayMs: quick ? 100 : 500,
   };
 }
 
@@ -286,7 +288,7 @@ async function memoryPhase(config: Config, setups: Setup[]): Promise<MemoryResul
     log(`\n## memory: SKIPPED, open-file limit ${limit} is too low for ${config.streams} streams (raise the hard limit: ulimit -Hn)`);
     return results;
   }
-  const targets = setups.filter((s) => s.memory === true && (s.kind !== 'baseline' || !config.quick));
+  const targets = setups.filter((s) => s.memory === true && (s.kind !== 'baseline' || config.memoryBaseline));
   for (const setup of targets) {
     log(`\n## memory: ${config.streams} slow streams through ${setup.name}`);
     const mock = await started(
@@ -300,7 +302,7 @@ async function memoryPhase(config: Config, setups: Setup[]): Promise<MemoryResul
       }
       try {
         results.push(
-          await memoryRun(setup.name, target, mock, { streams: config.streams, chunkDelayMs: config.slowChunkDelayMs, batch: 100, batchIntervalMs: 100, warmupRequests: config.quick ? 50 : 300 }, log),
+          await memoryRun(setup.name, target, mock, { streams: config.streams, chunkDelayMs: config.slowChunkDelayMs, batch: 100, batchIntervalMs: 100, warmupRequests: config.quick ? 50 : 200, settleMs: config.quick ? 1_500 : 5_500 }, log),
         );
       } finally {
         await target.stop();
