@@ -14,6 +14,7 @@ import { UpstreamError } from './errors.js';
 import { fallbackHandler } from './fallback-handler.js';
 import { type GatewayFileConfig, type GatewayGuardrailConfig, type GatewayStoreConfig, validateGatewayConfig } from './gateway-config.js';
 import { type Logger, consoleLogger } from './logger.js';
+import { type GatewayMetrics, type PrometheusMetricsOptions, combineEvents, prometheusMetrics } from './metrics.js';
 import { GatewayConfigError, assertCalledAsFactory } from './options.js';
 import { passThrough } from './passthrough.js';
 import type { Deployment, ProviderAdapter } from './providers/types.js';
@@ -38,6 +39,12 @@ export interface GatewayOptions extends Omit<GatewayFileConfig, 'store'> {
   events?: GatewayEvents;
   /** Custom or replacement provider adapters (see `RouterOptions.adapterFactory`). */
   adapterFactory?: (deployment: Deployment) => ProviderAdapter | undefined;
+  /**
+   * Prometheus metrics (see `prometheusMetrics`), alongside your `events`; serve them with
+   * `app.get('/metrics', gateway.metrics!.handler)`. `true` uses the defaults (a registry of their own).
+   * @default off
+   */
+  metrics?: boolean | PrometheusMetricsOptions;
 }
 
 export interface Gateway extends Router {
@@ -45,6 +52,8 @@ export interface Gateway extends Router {
   readonly router: GatewayRouter;
   /** Chat requests in flight. */
   readonly inFlight: number;
+  /** The Prometheus metrics, when the `metrics` option is set. */
+  readonly metrics: GatewayMetrics | undefined;
   /**
    * For a graceful shutdown (after the HTTP server stopped accepting): waits up to `deadlineMs` for the
    * requests in flight to finish, then ends the rest with a 503 `upstream_error` ("The server is shutting
@@ -57,7 +66,7 @@ export interface Gateway extends Router {
 
 export function createGateway(options: GatewayOptions): Gateway {
   assertCalledAsFactory(options, 'createGateway');
-  const { store: storeOption, logger = consoleLogger, adapterFactory, events, ...serializable } = options;
+  const { store: storeOption, logger = consoleLogger, adapterFactory, events, metrics: metricsOption, ...serializable } = options;
   const isStoreInstance = storeOption !== undefined && typeof (storeOption as Store).getCooldowns === 'function';
   validateGatewayConfig({ ...serializable, ...(isStoreInstance || storeOption === undefined ? {} : { store: storeOption }) });
   const config = serializable as Omit<GatewayFileConfig, 'store'>;
@@ -81,6 +90,10 @@ export function createGateway(options: GatewayOptions): Gateway {
       ...(fallbacks.continuation ? { continuation: fallbacks.continuation } : {}),
     }),
   );
+  const metrics = metricsOption
+    ? atPath({ prometheusMetrics: 'metrics' }, () => prometheusMetrics({ canonicalGroup: router.canonicalGroup, ...(metricsOption === true ? {} : metricsOption) }))
+    : undefined;
+  const allEvents = metrics ? combineEvents(metrics.events, events) : events;
   const guardrails = (config.guardrails ?? []).map((guardrail, i) => guardrailFor(guardrail, i, router, logger));
   const form = config.errors?.bodyForm ?? 'gateway';
   const errors = sseErrorWriter({ errorBodyForm: form, logger });
@@ -94,12 +107,13 @@ export function createGateway(options: GatewayOptions): Gateway {
   };
 
   const gateway = express.Router() as Gateway;
-  gateway.post('/v1/chat/completions', atPath({ gatewayContext: 'context' }, () => gatewayContext({ ...config.context, logger, ...(events ? { events } : {}) })), track, ...guardrails, router, fallback);
+  gateway.post('/v1/chat/completions', atPath({ gatewayContext: 'context' }, () => gatewayContext({ ...config.context, logger, ...(allEvents ? { events: allEvents } : {}) })), track, ...guardrails, router, fallback);
   gateway.get('/v1/models', router.listModels);
   if (config.passthrough) gateway.use(passThrough({ ...config.passthrough, errorBodyForm: form }));
   gateway.use(errors);
   Object.defineProperty(gateway, 'router', { value: router });
   Object.defineProperty(gateway, 'inFlight', { get: () => active.size });
+  Object.defineProperty(gateway, 'metrics', { value: metrics });
   gateway.drain = (deadlineMs) => drain(active, deadlineMs);
   gateway.close = async () => {
     await router.close();

@@ -68,3 +68,5 @@ export type { PassThroughOptions } from './passthrough.js';
 export { bedrockGuardrail, guardrailHeaders, HEADER_GUARDRAIL, HEADER_GUARDRAIL_UNITS } from './bedrock-guardrail.js';
 export type { BedrockGuardrailOptions, GuardrailHook, GuardrailStreamingOptions, StreamingMode } from './bedrock-guardrail.js';
 export type { GatewayEvents, RequestSummary } from './events.js';
+export { combineEvents, prometheusMetrics } from './metrics.js';
+export type { GatewayMetrics, PrometheusMetricsOptions } from './metrics.js';
