@@ -1,0 +1,79 @@
+/**
+ * The fault soak from the command line:
+ *
+ *   node --expose-gc --import tsx soak/run.ts [--requests 10000] [--concurrency 50] [--seed 1] [--abort-rate 0.05]
+ *
+ * Prints the report; exits 1 on any violation (each printed, up to a bounded list).
+ */
+import { parseArgs } from 'node:util';
+import { runSoak, type SoakOptions, type SoakReport } from './soak.js';
+
+function options(): SoakOptions {
+  const { values } = parseArgs({
+    options: {
+      requests: { type: 'string', default: '10000' },
+      concurrency: { type: 'string', default: '50' },
+      seed: { type: 'string', default: '1' },
+      'abort-rate': { type: 'string', default: '0.05' },
+      warmup: { type: 'string' },
+    },
+  });
+  return {
+    requests: positive('requests', values.requests),
+    concurrency: positive('concurrency', values.concurrency),
+    seed: positive('seed', values.seed),
+    abortRate: fraction('abort-rate', values['abort-rate']),
+    ...(values.warmup !== undefined ? { warmup: positive('warmup', values.warmup) } : {}),
+  };
+}
+
+function positive(name: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: expected a positive integer, got '${text}'`);
+  return n;
+}
+
+function fraction(name: string, text: string): number {
+  const n = Number(text);
+  if (!(n >= 0 && n <= 1)) throw new Error(`--${name}: expected a number from 0 to 1, got '${text}'`);
+  return n;
+}
+
+function print(report: SoakReport): void {
+  const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  const lines = [
+    `soak: ${report.requests} requests, concurrency ${report.concurrency}, seed ${report.seed}, ${(report.durationMs / 1000).toFixed(1)} s`,
+    'outcomes:',
+    ...Object.entries(report.outcomes).map(([outcome, n]) => `  ${outcome.padEnd(40)} ${n}`),
+    `latency (not aborted): p50 ${report.latencyMs.p50} ms, p99 ${report.latencyMs.p99} ms, max ${report.latencyMs.max} ms`,
+    `client aborts: ${report.aborts.total}, ${report.aborts.inFlightUpstream} with an OpenAI upstream call in flight; upstream closed after p50 ${report.aborts.closeP50Ms} ms, p99 ${report.aborts.closeP99Ms} ms, max ${report.aborts.closeMaxMs} ms net of loop stalls (max ${report.aborts.rawCloseMaxMs} ms as measured)`,
+    `upstream calls: openai ${report.upstream.openaiCalls}, anthropic ${report.upstream.anthropicCalls}, guardrail ${report.upstream.guardrailCalls} (${report.upstream.guardrailFaultsArmed} guardrail faults armed)`,
+    'gateway error logs:',
+    ...Object.entries(report.loggedErrors).map(([entry, n]) => `  ${n} × ${entry}`),
+    `event loop delay: p50 ${report.environment.loopDelay.p50Ms} ms, p99 ${report.environment.loopDelay.p99Ms} ms, max ${report.environment.loopDelay.maxMs} ms; load average ${report.environment.loadAverage.map((n) => n.toFixed(1)).join(' ')}`,
+    `process: ${report.process.unhandledRejections} unhandled rejections, ${report.process.uncaughtExceptions} uncaught exceptions`,
+    report.memory
+      ? `memory: RSS baseline ${mb(report.memory.baselineRss)}, after ${mb(report.memory.finalRss)} (${(report.memory.growth * 100).toFixed(1)}%)`
+      : 'memory: not checked',
+    `violations: ${report.violationCount}`,
+    ...Object.entries(report.violationKinds).map(([kind, n]) => `  ${n} × ${kind}`),
+    ...(report.violations.length > 0 ? ['first violations:', ...report.violations.map((v) => `  ${v}`)] : []),
+  ];
+  console.log(lines.join('\n'));
+}
+
+async function main(): Promise<void> {
+  const report = await runSoak({ ...options(), onProgress: progress });
+  print(report);
+  process.exitCode = report.violationCount > 0 ? 1 : 0;
+}
+
+/** A progress line every 10% on stderr, so a long run shows it is alive without cluttering the report. */
+function progress(done: number, total: number): void {
+  if (done % Math.max(1, Math.floor(total / 10)) === 0) process.stderr.write(`  ${done}/${total}\n`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});

@@ -1,0 +1,276 @@
+/**
+ * The fault soak (issue #8, item 4): many mixed requests through a gateway whose upstreams and guardrail
+ * fail in every way they know, each response checked against the invariants of DESIGN.md, plus process
+ * level checks (no unhandled rejection or exception, upstream sockets closed on client aborts, memory back
+ * to its post-warm-up baseline). `runSoak()` is used in-process by the test; `run.ts` is the CLI.
+ */
+import http from 'node:http';
+import { loadavg } from 'node:os';
+import type { Logger } from '../lib/index.js';
+import { checkAbort, probeAbort, settleProbe, type AbortProbe } from './aborts.js';
+import { checkExchange, type LeakPatterns } from './checks.js';
+import { planRequest, send, type Exchange, type SendOptions } from './client.js';
+import { settledRss } from './memory.js';
+import { GUARDRAIL_TIMEOUT_MS, SECRETS, startServices, type SoakServices } from './services.js';
+import { LoopStalls, type StallSummary } from './stalls.js';
+import { injectGuardrailFaults } from './upstream.js';
+
+export interface SoakOptions {
+  /** @default 10000 */
+  requests?: number;
+  /** Requests in flight at once. @default 50 */
+  concurrency?: number;
+  /** Seeds every request plan and upstream scenario. @default 1 */
+  seed?: number;
+  /** Requests sent before the memory baseline is taken (part of `requests`). @default min(1000, requests / 10) */
+  warmup?: number;
+  /** Share of requests the client abandons at a random moment. @default 0.05 */
+  abortRate?: number;
+  /** An upstream call in flight must close this soon after its client left. @default 100 */
+  abortCloseLimitMs?: number;
+  /** Allowed RSS growth over the post-warm-up baseline, as a fraction; `false` skips the check. @default 0.1 */
+  memoryTolerance?: number | false;
+  /** Called after each finished request. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface SoakReport {
+  seed: number;
+  requests: number;
+  concurrency: number;
+  durationMs: number;
+  /** Requests per outcome: `ok:stream`, `ok:json`, `json-error:<type>`, `in-band:<type>`, `client-aborted`, … */
+  outcomes: Record<string, number>;
+  /** Send to end of the response, requests the client did not abort. */
+  latencyMs: { p50: number; p99: number; max: number };
+  /** Upstream close delays are net of event-loop stalls; `rawCloseMaxMs` is the largest as measured. */
+  aborts: { total: number; inFlightUpstream: number; closeP50Ms: number; closeP99Ms: number; closeMaxMs: number; rawCloseMaxMs: number };
+  /** Event-loop delay over the run, and the machine's load average at the end (others may share the cores). */
+  environment: { loopDelay: StallSummary; loadAverage: number[] };
+  process: { unhandledRejections: number; uncaughtExceptions: number };
+  memory: { baselineRss: number; finalRss: number; growth: number } | undefined;
+  upstream: { openaiCalls: number; anthropicCalls: number; guardrailCalls: number; guardrailFaultsArmed: number };
+  /** Errors the gateway logged (5xx are logged at error level), by type and message. */
+  loggedErrors: Record<string, number>;
+  violationCount: number;
+  /** Violation messages (without the request id) and how often each occurred. */
+  violationKinds: Record<string, number>;
+  /** The first violations in full. */
+  violations: string[];
+}
+
+const MAX_LISTED_VIOLATIONS = 50;
+/** The client gives up on a response after this long: every timeout configured in the gateway is far shorter. */
+const HARD_TIMEOUT_MS = 15_000;
+
+export async function runSoak(options: SoakOptions = {}): Promise<SoakReport> {
+  const requests = options.requests ?? 10_000;
+  const seed = options.seed ?? 1;
+  const concurrency = options.concurrency ?? 50;
+  const warmup = Math.min(options.warmup ?? Math.min(1000, Math.floor(requests / 10)), requests);
+  const abortLimit = options.abortCloseLimitMs ?? 100;
+  const tally = new Tally();
+  const stalls = new LoopStalls();
+  const processWatch = watchProcess(tally);
+  const logged = new Map<string, number>();
+  const services = await startServices(seed, countingLogger(logged, tally));
+  const faults = injectGuardrailFaults(services.emulator, seed, GUARDRAIL_TIMEOUT_MS * 1.5); // some delays outlast the deadline
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const started = Date.now();
+  try {
+    const run = new Run(services, agent, tally, stalls, abortLimit, { abortRate: options.abortRate ?? 0.05, seed, total: requests, onProgress: options.onProgress });
+    await run.range(0, warmup, concurrency);
+    const baselineRss = options.memoryTolerance === false ? 0 : await settledRss(500);
+    await run.range(warmup, requests, concurrency);
+    await run.abortChecks();
+    // Load over: no more faults, and the client's keep-alive sockets go, so the gateway can settle.
+    faults.stop();
+    agent.destroy();
+    const memory = options.memoryTolerance === false ? undefined : await memoryAfter(services, baselineRss, options.memoryTolerance ?? 0.1, tally);
+    return tally.report({ seed, requests, concurrency, durationMs: Date.now() - started, memory, services, faultsArmed: faults.armed, environment: { loopDelay: stalls.summary(), loadAverage: loadavg() }, loggedErrors: Object.fromEntries(logged), process: processWatch.counts });
+  } finally {
+    faults.stop();
+    agent.destroy();
+    await services.close();
+    processWatch.stop();
+    stalls.stop();
+  }
+}
+
+interface RunSettings {
+  abortRate: number;
+  seed: number;
+  total: number;
+  onProgress: ((done: number, total: number) => void) | undefined;
+}
+
+/** Sends request ranges with a fixed number in flight, checks each response and schedules abort checks. */
+class Run {
+  private readonly pendingAbortChecks: Promise<void>[] = [];
+  private readonly leaks: LeakPatterns;
+  private readonly sendOptions: SendOptions;
+  private done = 0;
+
+  constructor(
+    private readonly services: SoakServices,
+    agent: http.Agent,
+    private readonly tally: Tally,
+    private readonly stalls: LoopStalls,
+    private readonly abortLimitMs: number,
+    private readonly settings: RunSettings,
+  ) {
+    this.leaks = { secrets: SECRETS, origins: services.origins };
+    this.sendOptions = {
+      agent,
+      baseUrl: services.url,
+      hardTimeoutMs: HARD_TIMEOUT_MS,
+      onAbort: (plan, at) => {
+        const probe = probeAbort(services.openai, plan.id, at);
+        this.tally.abortTotal++;
+        if (probe.inFlight.length > 0) this.pendingAbortChecks.push(this.checkLater(probe));
+      },
+    };
+  }
+
+  /** Requests `from` … `to - 1`, `concurrency` at a time. */
+  async range(from: number, to: number, concurrency: number): Promise<void> {
+    let next = from;
+    const worker = async (): Promise<void> => {
+      while (next < to) {
+        const plan = planRequest(this.settings.seed, next++, this.settings.abortRate);
+        this.record(await send(plan, this.sendOptions));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(concurrency, to - from) }, worker));
+  }
+
+  async abortChecks(): Promise<void> {
+    await Promise.all(this.pendingAbortChecks);
+  }
+
+  private record(exchange: Exchange): void {
+    const verdict = checkExchange(exchange, this.leaks);
+    this.tally.count(verdict.outcome);
+    if (exchange.abortedAt === undefined && !exchange.timedOut) this.tally.latencies.push(exchange.endedAt - exchange.startedAt);
+    for (const violation of verdict.violations) this.tally.violation(`${exchange.plan.id} (${exchange.plan.group}, ${exchange.plan.stream ? 'stream' : 'json'}, status ${exchange.status})`, violation);
+    this.settings.onProgress?.(++this.done, this.settings.total);
+  }
+
+  private async checkLater(probe: AbortProbe): Promise<void> {
+    await settleProbe(probe, this.stalls, this.abortLimitMs);
+    const findings = checkAbort(probe, this.services.openai, this.stalls, this.abortLimitMs);
+    this.tally.abortInFlight++;
+    this.tally.closeDelays.push(...findings.closeDelays);
+    this.tally.rawCloseDelays.push(...findings.rawCloseDelays);
+    for (const violation of findings.violations) this.tally.violation(probe.id, violation);
+  }
+}
+
+async function memoryAfter(services: SoakServices, baselineRss: number, tolerance: number, tally: Tally): Promise<SoakReport['memory']> {
+  while (services.gateway.inFlight > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+  const finalRss = await settledRss(1000);
+  const growth = finalRss / baselineRss - 1;
+  if (growth > tolerance) tally.violation('process', `RSS ${mb(finalRss)} is ${(growth * 100).toFixed(1)}% over the post-warm-up baseline ${mb(baselineRss)}`);
+  return { baselineRss, finalRss, growth };
+}
+
+/** Counts process-level failures: any unhandled rejection or uncaught exception is a bug somewhere. */
+function watchProcess(tally: Tally): { counts: SoakReport['process']; stop(): void } {
+  const counts = { unhandledRejections: 0, uncaughtExceptions: 0 };
+  const onRejection = (reason: unknown): void => {
+    counts.unhandledRejections++;
+    tally.violation('process', `unhandledRejection: ${describe(reason)}`);
+  };
+  const onException = (error: unknown): void => {
+    counts.uncaughtExceptions++;
+    tally.violation('process', `uncaughtException: ${describe(error)}`);
+  };
+  process.on('unhandledRejection', onRejection);
+  process.on('uncaughtException', onException);
+  return {
+    counts,
+    stop: () => {
+      process.off('unhandledRejection', onRejection);
+      process.off('uncaughtException', onException);
+    },
+  };
+}
+
+/** Counts what the gateway logs by error type; an internal error's cause is kept, it names the bug. */
+function countingLogger(logged: Map<string, number>, tally: Tally): Logger {
+  const noop = (): void => {};
+  return {
+    debug: noop,
+    info: noop,
+    warn: (_obj, msg) => logged.set(`warn:${msg ?? ''}`, (logged.get(`warn:${msg ?? ''}`) ?? 0) + 1),
+    error: (obj) => {
+      const { type, message, err, requestId } = obj as { type?: string; message?: string; err?: unknown; requestId?: string };
+      const key = `${String(type)}: ${String(message).replace(/\d+/g, 'N')}`;
+      logged.set(key, (logged.get(key) ?? 0) + 1);
+      if (type === 'internal_error') tally.violation(`${requestId ?? '?'} (logged)`, `internal error cause: ${describe(err)}`);
+    },
+  };
+}
+
+function describe(value: unknown): string {
+  return value instanceof Error ? (value.stack ?? value.message).split('\n').slice(0, 4).join(' | ') : String(value);
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
+class Tally {
+  readonly outcomes = new Map<string, number>();
+  readonly latencies: number[] = [];
+  readonly closeDelays: number[] = [];
+  readonly rawCloseDelays: number[] = [];
+  readonly kinds = new Map<string, number>();
+  readonly listed: string[] = [];
+  abortTotal = 0;
+  abortInFlight = 0;
+  violations = 0;
+
+  count(outcome: string): void {
+    this.outcomes.set(outcome, (this.outcomes.get(outcome) ?? 0) + 1);
+  }
+
+  violation(where: string, message: string): void {
+    this.violations++;
+    const kind = message.replace(/\d+/g, 'N'); // "closed 130 ms after" and "closed 145 ms after" are one kind
+    this.kinds.set(kind, (this.kinds.get(kind) ?? 0) + 1);
+    if (this.listed.length < MAX_LISTED_VIOLATIONS) this.listed.push(`${where}: ${message}`);
+  }
+
+  report(run: Pick<SoakReport, 'seed' | 'requests' | 'concurrency' | 'durationMs' | 'memory' | 'loggedErrors' | 'process' | 'environment'> & { services: SoakServices; faultsArmed: number }): SoakReport {
+    const { services, faultsArmed, ...rest } = run;
+    return {
+      ...rest,
+      outcomes: Object.fromEntries([...this.outcomes].sort((a, b) => b[1] - a[1])),
+      latencyMs: { p50: percentile(this.latencies, 0.5), p99: percentile(this.latencies, 0.99), max: percentile(this.latencies, 1) },
+      aborts: {
+        total: this.abortTotal,
+        inFlightUpstream: this.abortInFlight,
+        closeP50Ms: percentile(this.closeDelays, 0.5),
+        closeP99Ms: percentile(this.closeDelays, 0.99),
+        closeMaxMs: percentile(this.closeDelays, 1),
+        rawCloseMaxMs: percentile(this.rawCloseDelays, 1),
+      },
+      upstream: {
+        openaiCalls: services.openai.reduce((sum, mock) => sum + mock.callCount(), 0),
+        anthropicCalls: services.anthropic.callCount(),
+        guardrailCalls: services.emulator.callCount,
+        guardrailFaultsArmed: faultsArmed,
+      },
+      violationCount: this.violations,
+      violationKinds: Object.fromEntries(this.kinds),
+      violations: this.listed,
+    };
+  }
+}
+
+function percentile(values: number[], p: number): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)]!;
+}
