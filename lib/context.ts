@@ -195,8 +195,16 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
         notify(config, 'onRequestEnd', () => config.events?.onRequestEnd?.(summary));
       }
     });
+    // A client that left before this middleware ran (a slow auth middleware earlier) has no 'close' left to
+    // tell us: stop here, before any upstream call or request accounting starts.
+    if (res.destroyed || req.destroyed) {
+      controller.abort(new ClientDisconnectedError());
+      next(new ClientDisconnectedError());
+      return;
+    }
     readJsonBody(req, config.bodyLimit)
       .then((raw) => {
+        if (controller.signal.aborted) throw new ClientDisconnectedError();
         const body = validateChatCompletionRequest(validate, raw);
         const ctx = createContext(id, body, controller, res);
         req.llmGateway = ctx;

@@ -2,7 +2,7 @@
  * Shared option handling for the factories: bad configuration throws when the factory runs, with a coded
  * error that names the field and says what is expected.
  */
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import bytes from 'bytes';
 
 /** Thrown by a factory for bad options. `field` is the option's path (`router.retries.maxAttempts`). */
@@ -65,9 +65,10 @@ export function parseSize(value: number | string, field: string): number {
  * for config files, where `${ENV}` substitution can only produce strings.
  */
 export function optionsValidator(schema: object, prefix = '', { coerceTypes = false } = {}): (options: unknown) => void {
-  const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes });
-  const validate = ajv.compile(schema);
+  // Compiled on first use: importing the package should not pay for the schemas of factories it never calls.
+  let validate: ValidateFunction | undefined;
   return (options) => {
+    validate ??= new Ajv({ allErrors: false, strict: false, coerceTypes }).compile(schema);
     if (validate(options)) return;
     const error = validate.errors?.[0];
     if (error) throw configErrorFrom(error, prefix);

@@ -36,6 +36,7 @@ export class ResponseWriter {
   private state: WriterState;
   private holds: Promise<unknown>[] | undefined;
   private commit: Promise<void> | undefined;
+  private corked = false;
   private readonly res: FlushableResponse;
   private readonly headers: HeaderSource;
   /** The content deltas of choice 0 that reached the client (a continuation must not repeat them). */
@@ -198,10 +199,23 @@ export class ResponseWriter {
 
   private writeFrame(frame: string): Promise<void> | undefined {
     const res = this.res;
+    // Frames written in the same tick (one upstream read often carries several chunks) leave in one
+    // socket write: cork now, uncork once the current tick's work is done.
+    if (!this.corked) {
+      this.corked = true;
+      res.cork();
+      process.nextTick(this.uncork);
+    }
     const flushedAll = res.write(frame);
     res.flush?.();
     return flushedAll || res.destroyed ? undefined : waitForDrain(res);
   }
+
+  /** The tick's frames are written: let the socket send them. */
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.res.uncork();
+  };
 }
 
 function initialState(res: ServerResponse): WriterState {

@@ -176,6 +176,7 @@ export const routerOptionsSchema = {
                 tpm: positiveInteger,
                 contextWindow: positiveInteger,
                 defaultMaxTokens: positiveInteger,
+                maxConnections: positiveInteger,
                 timeouts: timeoutsSchema,
               },
             },

@@ -249,3 +249,30 @@ describe(`gatewayContext (Express ${EXPRESS_MAJOR})`, () => {
     expect(res.text).toMatch(/Mount gatewayContext\(\) before/);
   });
 });
+
+describe('a client that left before the context middleware ran', () => {
+  it('gets no context, no upstream work and no request events', async () => {
+    const events = { onRequestStart: jest.fn(), onRequestEnd: jest.fn() };
+    const reached = jest.fn();
+    const app = createApp();
+    app.use(express.json());
+    app.use((_req, _res, next) => {
+      setTimeout(next, 150); // a slow auth check; the client gives up meanwhile
+    });
+    app.post('/v1/chat/completions', gatewayContext({ events }), (_req, res) => {
+      reached();
+      res.end();
+    });
+    app.use(sseErrorWriter({ logger: silentLogger }));
+    const server = await listen(app);
+    try {
+      await rawRequest(server.url, { body: valid, abortAfterMs: 40 });
+      await new Promise((r) => setTimeout(r, 250));
+      expect(reached).not.toHaveBeenCalled();
+      expect(events.onRequestStart).not.toHaveBeenCalled();
+      expect(events.onRequestEnd).not.toHaveBeenCalled();
+    } finally {
+      await server.close();
+    }
+  });
+});

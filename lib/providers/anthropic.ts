@@ -68,7 +68,7 @@ export function createAnthropicAdapter(deployment: Deployment): ProviderAdapter 
     ...lowerCaseHeaders(deployment.headers),
   };
   const defaultMaxTokens = deployment.defaultMaxTokens ?? DEFAULT_MAX_TOKENS;
-  const client = createUpstreamClient({ connectMs: deployment.timeouts.connectMs, backstopMs: deployment.timeouts.totalMs });
+  const client = createUpstreamClient({ connectMs: deployment.timeouts.connectMs, backstopMs: deployment.timeouts.totalMs, connections: deployment.maxConnections });
 
   async function send(request: UpstreamRequest, streaming: boolean): Promise<UpstreamResponse> {
     const model = upstreamModel(deployment, request.body);

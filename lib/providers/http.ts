@@ -39,10 +39,11 @@ export interface UpstreamClientOptions {
   /** Backstop for a response that never starts or stalls, when no signal ends it first. */
   backstopMs: number;
   /**
-   * Concurrent connections per origin. Streams hold theirs for the whole answer, so this is high.
-   * @default 256
+   * Concurrent connections per origin. A stream holds its connection for the whole answer, so a cap here
+   * is a cap on concurrent streams (the next one waits for a running answer to end).
+   * @default unlimited
    */
-  connections?: number;
+  connections?: number | undefined;
 }
 
 export interface UpstreamClient {
@@ -59,7 +60,7 @@ const KEEP_ALIVE_MS = 4_000;
 
 export function createUpstreamClient(options: UpstreamClientOptions): UpstreamClient {
   const agent = new Agent({
-    connections: options.connections ?? 256,
+    connections: options.connections ?? null,
     keepAliveTimeout: KEEP_ALIVE_MS,
     headersTimeout: options.backstopMs,
     bodyTimeout: options.backstopMs,

@@ -63,7 +63,7 @@ interface Target {
 export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
   const target = targetOf(deployment);
   const baseHeaders = { 'content-type': 'application/json', ...lowerCaseHeaders(deployment.headers) };
-  const client = createUpstreamClient({ connectMs: deployment.timeouts.connectMs, backstopMs: deployment.timeouts.totalMs });
+  const client = createUpstreamClient({ connectMs: deployment.timeouts.connectMs, backstopMs: deployment.timeouts.totalMs, connections: deployment.maxConnections });
 
   async function send(request: UpstreamRequest, streaming: boolean): Promise<UpstreamResponse> {
     const key = await resolveCredential(deployment.apiKey);

@@ -68,6 +68,12 @@ export interface DeploymentOptions {
   tpm?: number;
   /** Context window in tokens, when known (lets the router skip a deployment the prompt cannot fit). */
   contextWindow?: number;
+  /**
+   * Most connections (so most concurrent requests, streams included) to this deployment from this
+   * instance; more wait for a free one.
+   * @default unlimited
+   */
+  maxConnections?: number;
   /** Anthropic requires `max_tokens`; used when the client sent none. @default 4096 */
   defaultMaxTokens?: number;
   timeouts?: TimeoutOptions;
