@@ -43,7 +43,7 @@ async function main(): Promise<void> {
   let server: Server;
   try {
     const config = loadGatewayConfig(settings.configFile, { env: { ...process.env, ...services.env } });
-    gateway = createGateway(config);
+    gateway = createGateway({ ...config, metrics: true });
     server = await listen(createApp(gateway, settings.apiKeys, config.errors?.bodyForm), settings.port, settings.host);
   } catch (err) {
     await services.close();
@@ -66,6 +66,8 @@ function createApp(gateway: Gateway, apiKeys: string[], errorBodyForm: ErrorBody
     res.json({ status: 'ok' });
   });
   if (apiKeys.length > 0) app.use(apiKeyAuth(apiKeys, errorBodyForm));
+  // Behind the auth: metrics name the model groups and deployments.
+  if (gateway.metrics) app.get('/metrics', gateway.metrics.handler);
   app.use(gateway);
   return app;
 }

@@ -177,6 +177,14 @@ describe('example server: the walkthrough', () => {
   for (const step of WALKTHROUGH) {
     it(`${step.id}: ${step.title}`, () => checks[step.id](step));
   }
+
+  it('exposes Prometheus metrics of the walkthrough requests at /metrics', async () => {
+    const res = await rawRequest(server.url, { method: 'GET', path: '/metrics' });
+    expect(res.status).toBe(200);
+    expect(res.headers['content-type']).toMatch(/^text\/plain/);
+    expect(res.text).toMatch(/^llm_gateway_requests_total\{model="gpt-4o-mini",stream="false",status="2xx",error_type="none"\} [1-9]/m);
+    expect(res.text).toMatch(/^llm_gateway_fallbacks_total\{group="claude",reason="content_policy_violation"\} [1-9]/m);
+  });
 });
 
 describe('example server: API keys (GATEWAY_API_KEYS)', () => {
