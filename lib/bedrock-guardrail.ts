@@ -262,7 +262,9 @@ function clientFrom(given: Partial<BedrockGuardrailOptions>): BedrockRuntimeClie
   return new BedrockRuntimeClient({
     region: given.region,
     ...(given.endpoint === undefined ? {} : { endpoint: given.endpoint }),
-    ...(given.credentials === undefined ? {} : { credentials: given.credentials }),
+    // A copy of static credentials: the SDK tags the object it is given (`$source`) on first use, which would
+    // change the caller's config (and fail its validation when the same config builds a gateway again).
+    ...(given.credentials === undefined ? {} : { credentials: typeof given.credentials === 'function' ? given.credentials : { ...given.credentials } }),
     maxAttempts,
     requestHandler: new NodeHttpHandler({
       connectionTimeout: given.connectionTimeoutMs ?? 1000,

@@ -373,6 +373,7 @@ export async function startBedrockEmulator(options: BedrockEmulatorOptions = {})
       const source = (parsed.value as { source?: unknown } | null)?.source;
       call.source = typeof source === 'string' ? source : undefined;
       call.texts = textsOf(parsed.value);
+      changed(); // waitFor predicates on source/texts see an in-flight (delayed, hung) call
     }
 
     if (!(await sleep(opts.latencyMs, signal))) return;
