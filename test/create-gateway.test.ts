@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createGateway, GatewayConfigError, loadGatewayConfig, parseGatewayConfig, silentLogger, type Gateway, type GatewayOptions } from '../lib/index.js';
-import { startBedrockEmulator, startMockOpenAI, type BedrockEmulator, type MockServer } from '../lib/testing/index.js';
+import { startBedrockEmulator, startMockBedrock, startMockOpenAI, type BedrockEmulator, type MockServer } from '../lib/testing/index.js';
 import { chat, chatBoth, parityView } from './helpers/chat.js';
 import { createApp, EXPRESS_MAJOR } from './helpers/express.js';
 import { listen, rawRequest, type RunningServer } from './helpers/http.js';
@@ -176,5 +176,26 @@ errors:
       expect(() => loadGatewayConfig(file)).toThrow(/'models\[0\].deployments\[0\].weight': must be number/);
       expect(() => parseGatewayConfig('models: [', 'yaml')).toThrow(/not valid YAML/);
     });
+  });
+});
+
+describe('a config object can be used again', () => {
+  it('createGateway twice with the same object (Bedrock credentials included) works, and the object is unchanged', async () => {
+    const bedrock = await startMockBedrock();
+    try {
+      const config: GatewayOptions = {
+        models: [{ name: 'b', deployments: [{ provider: 'bedrock', baseUrl: bedrock.url, model: 'normal', awsCredentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'x' } }] }],
+        logger: silentLogger,
+      };
+      const snapshot = JSON.stringify(config);
+      for (let i = 0; i < 2; i++) {
+        const url = await serve(config);
+        const res = await chat(url, { model: 'b', messages: [{ role: 'user', content: 'hi' }] });
+        expect(res.status).toBe(200);
+      }
+      expect(JSON.stringify(config)).toBe(snapshot);
+    } finally {
+      await bedrock.close();
+    }
   });
 });

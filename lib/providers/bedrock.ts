@@ -96,7 +96,8 @@ function createBedrockClient(deployment: Deployment): BedrockRuntimeClient {
     region: deployment.region ?? DEFAULT_REGION,
     ...(deployment.baseUrl === undefined ? {} : { endpoint: deployment.baseUrl }),
     // Without static credentials the SDK's default chain applies: the user's choice, documented on the option.
-    ...(deployment.awsCredentials === undefined ? {} : { credentials: deployment.awsCredentials }),
+    // A copy: the SDK writes into the credentials object it is given, which is the caller's config.
+    ...(deployment.awsCredentials === undefined ? {} : { credentials: { ...deployment.awsCredentials } }),
     // The router retries and falls back; SDK retries would hide failures from it and sleep twice.
     maxAttempts: 1,
     // HTTP/1.1 with keep-alive instead of the SDK's default HTTP/2 handler: that handler opens one
