@@ -38,6 +38,9 @@ export interface GatewayErrorOptions {
   retryAfterMs?: number;
 }
 
+/** What an error constructed with an empty (or blank) message says instead. */
+const BLANK_MESSAGE = 'The request failed (no details given).';
+
 /** Base class of every classified failure. Use the subclasses; `instanceof GatewayError` tells them apart from bugs. */
 export abstract class GatewayError extends Error {
   /** HTTP status the client gets before commit; also the `code` of the in-band frame after commit. */
@@ -51,7 +54,9 @@ export abstract class GatewayError extends Error {
   readonly retryAfterMs: number | undefined;
 
   constructor(message: string, options: GatewayErrorOptions = {}) {
-    super(sanitizeMessage(message), options.cause === undefined ? undefined : { cause: options.cause });
+    // A blank message would put `"message": ""` on the wire, where clients expect something to show.
+    const clean = sanitizeMessage(message);
+    super(clean.trim() === '' ? BLANK_MESSAGE : clean, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.param = options.param;
     this.upstreamStatus = options.upstreamStatus;

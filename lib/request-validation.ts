@@ -21,13 +21,44 @@ export function compileRequestValidator(): ValidateFunction<ChatCompletionReques
   return compiled;
 }
 
+/**
+ * Deepest nesting of arrays/objects accepted anywhere in the body (the body itself is level 1). Unknown
+ * fields pass through to the provider, and `JSON.stringify` (the upstream body), `structuredClone` (masking)
+ * and friends recurse: a few thousand levels (a ~10 KB body) overflow the stack, which would be a 500.
+ * Real requests (tool schemas included) stay far below this.
+ */
+export const MAX_BODY_NESTING = 100;
+
 /** Validates a parsed body; returns it typed, or throws a `BadRequestError` naming the field. */
 export function validateChatCompletionRequest(
   validate: ValidateFunction<ChatCompletionRequest>,
   body: unknown,
 ): ChatCompletionRequest {
-  if (validate(body)) return body;
+  if (validate(body)) {
+    const tooDeep = fieldNestedTooDeeply(body);
+    if (tooDeep !== undefined) {
+      const what = tooDeep === 'body' ? 'Request body: nested' : `Invalid request: '${tooDeep}' is nested`;
+      throw new BadRequestError(`${what} more than ${MAX_BODY_NESTING} levels deep.`, { param: tooDeep });
+    }
+    return body;
+  }
   throw describeValidationErrors(validate.errors ?? []);
+}
+
+/** The top-level field holding a value nested deeper than `MAX_BODY_NESTING`, if any. Iterative: no recursion to overflow. */
+function fieldNestedTooDeeply(body: object): string | undefined {
+  for (const [field, value] of Object.entries(body)) {
+    if (value === null || typeof value !== 'object') continue;
+    const stack: [unknown, number][] = [[value, 2]];
+    while (stack.length > 0) {
+      const [node, depth] = stack.pop() as [unknown, number];
+      if (depth > MAX_BODY_NESTING) return /^\d+$/.test(field) ? `[${field}]` : field || 'body';
+      for (const child of Object.values(node as object)) {
+        if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+      }
+    }
+  }
+  return undefined;
 }
 
 /** Picks the most specific of ajv's errors and words it for a person. */

@@ -42,8 +42,11 @@ export async function* readSse(chunks: AsyncIterable<Uint8Array>, signal: AbortS
     }
     pending.length = 0;
   }
-  parser.feed(decoder.decode());
-  parser.reset({ consume: true });
+  // The end of the body ends the last line and the event in progress. eventsource-parser's
+  // `reset({ consume: true })` parses an unterminated last line but never dispatches the event, and a
+  // trailing `\r` (a CR line ending, or the first half of `\r\n`) stays pending: a blank line resolves both.
+  parser.feed(`${decoder.decode()}\n\n`);
+  if (tooLarge) throw new UpstreamError(`The upstream sent an event larger than ${MAX_EVENT_CHARS} characters.`);
   for (const event of pending) {
     signal.throwIfAborted();
     yield event;
