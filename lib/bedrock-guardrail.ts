@@ -11,7 +11,7 @@
 import { BedrockRuntimeClient, type BedrockRuntimeClientConfig } from '@aws-sdk/client-bedrock-runtime';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { type GatewayContext, type GuardrailRecord, type InputHook, getContext } from './context.js';
+import { type GatewayContext, type InputHook, getContext } from './context.js';
 import { GuardrailChecker, type MaskHandling } from './guardrail/checker.js';
 import { inputSpotsOf, maskedMessages } from './guardrail/extract.js';
 import { type StreamingMode, outputHook } from './guardrail/output-filters.js';

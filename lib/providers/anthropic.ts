@@ -16,20 +16,18 @@ import type {
 } from '../types.js';
 import { classifyUpstreamError } from './classify.js';
 import {
-  bodyChunks,
   createUpstreamClient,
-  expectEventStream,
   lowerCaseHeaders,
   parseJsonOrText,
   readJsonBody,
-  releaseBody,
   resolveCredential,
+  streamResponse,
   upstreamFailure,
   withoutTrailingSlash,
-  type UpstreamBody,
   type UpstreamResponse,
 } from './http.js';
 import { parseEventJson, readSse } from './sse.js';
+import { parseToolArguments } from './tool-arguments.js';
 import { upstreamModel } from './model.js';
 import type { Deployment, ProviderAdapter, UpstreamRequest } from './types.js';
 
@@ -78,21 +76,6 @@ export function createAnthropicAdapter(deployment: Deployment): ProviderAdapter 
     return client.post({ url, headers, body, signal: request.signal });
   }
 
-  async function* streamChunks(request: UpstreamRequest): AsyncGenerator<ChatCompletionChunk, void, undefined> {
-    let body: UpstreamBody | undefined;
-    let complete = false;
-    try {
-      const response = await send(request, true);
-      body = response.body;
-      await expectEventStream(response, request.signal);
-      complete = yield* anthropicChunks(bodyChunks(body), request.signal);
-    } catch (error) {
-      throw upstreamFailure(error, request.signal);
-    } finally {
-      if (body !== undefined) releaseBody(body, complete);
-    }
-  }
-
   return {
     provider: 'anthropic',
     async complete(request) {
@@ -103,7 +86,7 @@ export function createAnthropicAdapter(deployment: Deployment): ProviderAdapter 
         throw upstreamFailure(error, request.signal);
       }
     },
-    stream: streamChunks,
+    stream: (request) => streamResponse(() => send(request, true), anthropicChunks, request.signal),
     close: () => client.close(),
   };
 }
@@ -225,20 +208,6 @@ function toolUseBlocks(message: ChatMessage, path: string): Block[] {
     name: call.function.name,
     input: parseToolArguments(call.function.arguments, `${path}.tool_calls[${index}].function.arguments`),
   }));
-}
-
-function parseToolArguments(text: string, path: string): unknown {
-  if (text.trim() === '') return {};
-  let input: unknown;
-  try {
-    input = JSON.parse(text);
-  } catch {
-    throw new BadRequestError(`${path}: not valid JSON.`, { param: path });
-  }
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
-    throw new BadRequestError(`${path}: must be a JSON object.`, { param: path });
-  }
-  return input;
 }
 
 function toolResultBlock(message: ChatMessage, path: string): Block {

@@ -55,6 +55,7 @@ import type {
 } from '../types.js';
 import { retryAfterMs } from './classify.js';
 import type { Deployment, ProviderAdapter, UpstreamRequest } from './types.js';
+import { parseToolArguments } from './tool-arguments.js';
 import { upstreamModel } from './model.js';
 
 export interface BedrockAdapterOptions {
@@ -232,24 +233,10 @@ function toolUseBlocks(message: ChatMessage, param: string): ContentBlock[] {
     toolUse: {
       toolUseId: call.id,
       name: call.function.name,
-      input: parseToolArguments(call.function.arguments, `${param}.tool_calls[${j}].function.arguments`),
+      // Converse wants the tool input as a JSON object, where OpenAI carries it as a string.
+      input: parseToolArguments(call.function.arguments, `${param}.tool_calls[${j}].function.arguments`) as JsonDocument,
     },
   }));
-}
-
-/** Converse wants the tool input as a JSON object, where OpenAI carries it as a string. */
-function parseToolArguments(text: string, param: string): JsonDocument {
-  if (text.trim() === '') return {};
-  let input: unknown;
-  try {
-    input = JSON.parse(text);
-  } catch {
-    throw new BadRequestError(`${param}: not valid JSON.`, { param });
-  }
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
-    throw new BadRequestError(`${param}: must be a JSON object.`, { param });
-  }
-  return input as JsonDocument;
 }
 
 function toolResultBlock(message: ChatMessage, param: string): ContentBlock {

@@ -205,3 +205,27 @@ export function withoutTrailingSlash(url: string): string {
 export function bodyChunks(body: UpstreamBody): AsyncIterable<Uint8Array> {
   return (body as Readable).iterator({ destroyOnReturn: false }) as AsyncIterable<Uint8Array>;
 }
+
+/**
+ * One streamed call from start to end: sends it, checks the answer is an event stream, yields what
+ * `translate` makes of the body, and always hands the connection back (reused after a complete stream,
+ * destroyed otherwise). Every failure leaves classified (`signal.reason` once aborted).
+ */
+export async function* streamResponse<T>(
+  open: () => Promise<UpstreamResponse>,
+  translate: (chunks: AsyncIterable<Uint8Array>, signal: AbortSignal) => AsyncGenerator<T, boolean, undefined>,
+  signal: AbortSignal,
+): AsyncGenerator<T, void, undefined> {
+  let body: UpstreamBody | undefined;
+  let complete = false;
+  try {
+    const response = await open();
+    body = response.body;
+    await expectEventStream(response, signal);
+    complete = yield* translate(bodyChunks(body), signal);
+  } catch (error) {
+    throw upstreamFailure(error, signal);
+  } finally {
+    if (body !== undefined) releaseBody(body, complete);
+  }
+}

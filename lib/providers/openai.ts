@@ -8,17 +8,14 @@ import { GatewayConfigError } from '../options.js';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from '../types.js';
 import { classifyUpstreamError } from './classify.js';
 import {
-  bodyChunks,
   createUpstreamClient,
-  expectEventStream,
   lowerCaseHeaders,
   parseJsonOrText,
   readJsonBody,
-  releaseBody,
   resolveCredential,
+  streamResponse,
   upstreamFailure,
   withoutTrailingSlash,
-  type UpstreamBody,
   type UpstreamResponse,
 } from './http.js';
 import { parseEventJson, readSse } from './sse.js';
@@ -74,21 +71,6 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
     return client.post({ url: target.url(model), headers, body, signal: request.signal });
   }
 
-  async function* streamChunks(request: UpstreamRequest): AsyncGenerator<ChatCompletionChunk, void, undefined> {
-    let body: UpstreamBody | undefined;
-    let complete = false;
-    try {
-      const response = await send(request, true);
-      body = response.body;
-      await expectEventStream(response, request.signal);
-      complete = yield* openAIChunks(bodyChunks(body), request.signal);
-    } catch (error) {
-      throw upstreamFailure(error, request.signal);
-    } finally {
-      if (body !== undefined) releaseBody(body, complete);
-    }
-  }
-
   return {
     provider: deployment.provider,
     async complete(request) {
@@ -99,7 +81,7 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
         throw upstreamFailure(error, request.signal);
       }
     },
-    stream: streamChunks,
+    stream: (request) => streamResponse(() => send(request, true), openAIChunks, request.signal),
     close: () => client.close(),
   };
 }
