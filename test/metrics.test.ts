@@ -17,7 +17,7 @@ import {
 import { startBedrockEmulator, startMockOpenAI, type BedrockEmulator, type MockServer } from '../lib/testing/index.js';
 import { chat } from './helpers/chat.js';
 import { createApp } from './helpers/express.js';
-import { listen, rawRequest, type RunningServer } from './helpers/http.js';
+import { listen, rawRequest } from './helpers/http.js';
 
 const PROMPT = 'my secret prompt about the quarterly numbers';
 const REQUEST_ID = 'req-7f3a9c-metrics-test';
