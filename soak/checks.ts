@@ -56,6 +56,7 @@ function checkStream(x: Exchange): Verdict {
   const frames = x.body.slice(0, -2).split('\n\n');
   const payloads: unknown[] = [];
   for (const frame of frames.slice(0, -1)) {
+    if (frame === 'data: [DONE]') return { outcome: 'stream-after-done', violations: [...violations, 'data after [DONE]'] };
     const payload = frame.startsWith('data: ') && !frame.includes('\n') ? parseJson(frame.slice(6)) : undefined;
     if (payload === undefined) return { outcome: 'stream-malformed', violations: [...violations, `not a JSON data frame: ${JSON.stringify(frame.slice(0, 80))}`] };
     payloads.push(payload);

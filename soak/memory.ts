@@ -10,12 +10,22 @@ function collector(): () => void {
   return runInNewContext('gc') as () => void;
 }
 
-/** Waits for sockets and timers to wind down, collects twice (weak refs, finalizers), then samples RSS. */
-export async function settledRss(waitMs: number): Promise<number> {
+export interface MemorySample {
+  rss: number;
+  /** V8 heap in use: growth here (not only in RSS) points at objects kept alive. */
+  heapUsed: number;
+  heapTotal: number;
+  /** Memory of Buffers and other objects outside the V8 heap. */
+  external: number;
+}
+
+/** Waits for sockets and timers to wind down, collects twice (weak refs, finalizers), then samples. */
+export async function settledMemory(waitMs: number): Promise<MemorySample> {
   const gc = collector();
   await new Promise((resolve) => setTimeout(resolve, waitMs));
   gc();
   await new Promise((resolve) => setImmediate(resolve));
   gc();
-  return process.memoryUsage().rss;
+  const { rss, heapUsed, heapTotal, external } = process.memoryUsage();
+  return { rss, heapUsed, heapTotal, external };
 }

@@ -10,7 +10,7 @@ import type { Logger } from '../lib/index.js';
 import { checkAbort, probeAbort, settleProbe, type AbortProbe } from './aborts.js';
 import { checkExchange, type LeakPatterns } from './checks.js';
 import { planRequest, send, type Exchange, type SendOptions } from './client.js';
-import { settledRss } from './memory.js';
+import { settledMemory, type MemorySample } from './memory.js';
 import { GUARDRAIL_TIMEOUT_MS, SECRETS, startServices, type SoakServices } from './services.js';
 import { LoopStalls, type StallSummary } from './stalls.js';
 import { injectGuardrailFaults } from './upstream.js';
@@ -28,10 +28,20 @@ export interface SoakOptions {
   abortRate?: number;
   /** An upstream call in flight must close this soon after its client left. @default 100 */
   abortCloseLimitMs?: number;
-  /** Allowed RSS growth over the post-warm-up baseline, as a fraction; `false` skips the check. @default 0.1 */
-  memoryTolerance?: number | false;
+  /**
+   * Memory must come back to within `tolerance` (a fraction) of its post-warm-up baseline once the load is
+   * over. `rss` is what the OS sees (run with `MALLOC_ARENA_MAX=1`: glibc's per-thread arenas otherwise keep
+   * freed memory, and RSS grows ~30% with a flat heap); `heapUsed` is the V8 heap, immune to the allocator.
+   * `false` skips the check. @default { measure: 'rss', tolerance: 0.1 }
+   */
+  memory?: MemoryCheck | false;
   /** Called after each finished request. */
   onProgress?: (done: number, total: number) => void;
+}
+
+export interface MemoryCheck {
+  measure: 'rss' | 'heapUsed';
+  tolerance: number;
 }
 
 export interface SoakReport {
@@ -48,7 +58,8 @@ export interface SoakReport {
   /** Event-loop delay over the run, and the machine's load average at the end (others may share the cores). */
   environment: { loopDelay: StallSummary; loadAverage: number[] };
   process: { unhandledRejections: number; uncaughtExceptions: number };
-  memory: { baselineRss: number; finalRss: number; growth: number } | undefined;
+  /** `growth` is that of the measure checked, over the baseline, as a fraction. */
+  memory: (MemoryCheck & { baseline: MemorySample; final: MemorySample; growth: number }) | undefined;
   upstream: { openaiCalls: number; anthropicCalls: number; guardrailCalls: number; guardrailFaultsArmed: number };
   /** Errors the gateway logged (5xx are logged at error level), by type and message. */
   loggedErrors: Record<string, number>;
@@ -69,6 +80,7 @@ export async function runSoak(options: SoakOptions = {}): Promise<SoakReport> {
   const concurrency = options.concurrency ?? 50;
   const warmup = Math.min(options.warmup ?? Math.min(1000, Math.floor(requests / 10)), requests);
   const abortLimit = options.abortCloseLimitMs ?? 100;
+  const memoryCheck = options.memory ?? { measure: 'rss', tolerance: 0.1 };
   const tally = new Tally();
   const stalls = new LoopStalls();
   const processWatch = watchProcess(tally);
@@ -80,13 +92,13 @@ export async function runSoak(options: SoakOptions = {}): Promise<SoakReport> {
   try {
     const run = new Run(services, agent, tally, stalls, abortLimit, { abortRate: options.abortRate ?? 0.05, seed, total: requests, onProgress: options.onProgress });
     await run.range(0, warmup, concurrency);
-    const baselineRss = options.memoryTolerance === false ? 0 : await settledRss(500);
+    const baseline = memoryCheck === false ? undefined : await settledMemory(500);
     await run.range(warmup, requests, concurrency);
     await run.abortChecks();
     // Load over: no more faults, and the client's keep-alive sockets go, so the gateway can settle.
     faults.stop();
     agent.destroy();
-    const memory = options.memoryTolerance === false ? undefined : await memoryAfter(services, baselineRss, options.memoryTolerance ?? 0.1, tally);
+    const memory = memoryCheck === false || baseline === undefined ? undefined : await memoryAfter(services, baseline, memoryCheck, tally);
     return tally.report({ seed, requests, concurrency, durationMs: Date.now() - started, memory, services, faultsArmed: faults.armed, environment: { loopDelay: stalls.summary(), loadAverage: loadavg() }, loggedErrors: Object.fromEntries(logged), process: processWatch.counts });
   } finally {
     faults.stop();
@@ -166,12 +178,14 @@ class Run {
   }
 }
 
-async function memoryAfter(services: SoakServices, baselineRss: number, tolerance: number, tally: Tally): Promise<SoakReport['memory']> {
+async function memoryAfter(services: SoakServices, baseline: MemorySample, check: MemoryCheck, tally: Tally): Promise<SoakReport['memory']> {
   while (services.gateway.inFlight > 0) await new Promise((resolve) => setTimeout(resolve, 20));
-  const finalRss = await settledRss(1000);
-  const growth = finalRss / baselineRss - 1;
-  if (growth > tolerance) tally.violation('process', `RSS ${mb(finalRss)} is ${(growth * 100).toFixed(1)}% over the post-warm-up baseline ${mb(baselineRss)}`);
-  return { baselineRss, finalRss, growth };
+  const final = await settledMemory(1000);
+  const growth = final[check.measure] / baseline[check.measure] - 1;
+  if (growth > check.tolerance) {
+    tally.violation('process', `${check.measure} ${mb(final[check.measure])} is ${(growth * 100).toFixed(1)}% over the post-warm-up baseline ${mb(baseline[check.measure])}`);
+  }
+  return { ...check, baseline, final, growth };
 }
 
 /** Counts process-level failures: any unhandled rejection or uncaught exception is a bug somewhere. */
