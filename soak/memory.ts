@@ -14,9 +14,10 @@ export interface MemorySample {
   rss: number;
   /** V8 heap in use: growth here (not only in RSS) points at objects kept alive. */
   heapUsed: number;
-  heapTotal: number;
   /** Memory of Buffers and other objects outside the V8 heap. */
   external: number;
+  /** The highest RSS of the process so far. */
+  peakRss: number;
 }
 
 /** Waits for sockets and timers to wind down, collects twice (weak refs, finalizers), then samples. */
@@ -26,6 +27,6 @@ export async function settledMemory(waitMs: number): Promise<MemorySample> {
   gc();
   await new Promise((resolve) => setImmediate(resolve));
   gc();
-  const { rss, heapUsed, heapTotal, external } = process.memoryUsage();
-  return { rss, heapUsed, heapTotal, external };
+  const { rss, heapUsed, external } = process.memoryUsage();
+  return { rss, heapUsed, external, peakRss: process.resourceUsage().maxRSS * 1024 };
 }

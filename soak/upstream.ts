@@ -77,6 +77,9 @@ export function guardedScenarios(seed: number, salt: number): MockScenarioFn {
   });
 }
 
+/** Requests whose call count is kept: far more than are ever in flight, few enough to keep the heap flat. */
+const CALLS_KEPT = 5000;
+
 function picker(seed: number, salt: number, choose: (random: Random) => MockScenario): MockScenarioFn {
   const callsPerRequest = new Map<number, number>();
   return ({ body }) => {
@@ -84,9 +87,18 @@ function picker(seed: number, salt: number, choose: (random: Random) => MockScen
     const index = match ? Number(match[1]) : -1;
     const call = callsPerRequest.get(index) ?? 0;
     callsPerRequest.set(index, call + 1);
+    forgetOldest(callsPerRequest, CALLS_KEPT);
     const random = seeded(mixSeed(seed, salt, index, call));
     return match?.[2] !== undefined && random() < 0.7 ? weighted(random, SLOW_ANSWERS) : choose(random);
   };
+}
+
+/** Maps iterate in insertion order, and request indexes only grow: the first entries are the oldest requests. */
+function forgetOldest(map: Map<number, number>, keep: number): void {
+  for (const key of map.keys()) {
+    if (map.size <= keep) return;
+    map.delete(key);
+  }
 }
 
 /** A streamed answer in several chunks with the blocked word somewhere, possibly across a window edge. */

@@ -67,9 +67,9 @@ describe('soak checks', () => {
 });
 
 test('1,000 requests through failing upstreams and guardrails break no invariant', async () => {
-  // The heap, not RSS: jest's own allocations and glibc's arenas move RSS in this process (`npm run soak`
-  // checks RSS in a process of its own).
-  const report = await runSoak({ requests: 1000, concurrency: 25, seed: 20240601, warmup: 300, memory: { measure: 'heapUsed', tolerance: 0.2 } });
+  // The heap only: RSS needs thousands of requests to level off, and jest shares this process (`npm run soak`
+  // checks RSS too, in a process of its own).
+  const report = await runSoak({ requests: 1000, concurrency: 25, seed: 20240601, memory: { heapUsed: 0.2 } });
 
   expect(report.violations).toEqual([]);
   expect(report.violationCount).toBe(0);
