@@ -9,6 +9,7 @@
  * both are followed by a single `data: [DONE]` and a clean `res.end()`. Nothing is written after that.
  */
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { type ErrorBodyForm, type GatewayError } from './errors.js';
 import type { ChatCompletion, ChatCompletionChunk } from './types.js';
 
@@ -36,7 +37,7 @@ export class ResponseWriter {
   private state: WriterState;
   private holds: Promise<unknown>[] | undefined;
   private commit: Promise<void> | undefined;
-  private corked = false;
+  private corkedSocket: Socket | undefined;
   private readonly res: FlushableResponse;
   private readonly headers: HeaderSource;
   /** The content deltas of choice 0 that reached the client (a continuation must not repeat them). */
@@ -200,10 +201,12 @@ export class ResponseWriter {
   private writeFrame(frame: string): Promise<void> | undefined {
     const res = this.res;
     // Frames written in the same tick (one upstream read often carries several chunks) leave in one
-    // socket write: cork now, uncork once the current tick's work is done.
-    if (!this.corked) {
-      this.corked = true;
-      res.cork();
+    // socket write: cork now, uncork once the current tick's work is done. The socket, not `res`:
+    // Node 22's `res.cork()` with chunked encoding sends the terminating chunk before corked data at end().
+    const socket = res.socket;
+    if (this.corkedSocket === undefined && socket) {
+      this.corkedSocket = socket;
+      socket.cork();
       process.nextTick(this.uncork);
     }
     const flushedAll = res.write(frame);
@@ -213,8 +216,9 @@ export class ResponseWriter {
 
   /** The tick's frames are written: let the socket send them. */
   private readonly uncork = (): void => {
-    this.corked = false;
-    this.res.uncork();
+    const socket = this.corkedSocket;
+    this.corkedSocket = undefined;
+    socket?.uncork();
   };
 }
 
