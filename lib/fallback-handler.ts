@@ -104,7 +104,19 @@ const states = new WeakMap<GatewayContext, FallbackState>();
 const DISABLED_VALUES = new Set(['true', '1', 'yes', 'on']);
 const DEFAULT_INSTRUCTION = 'Continue your previous answer exactly where it stopped. Do not repeat anything already written.';
 
-const fallbackMapSchema = { type: 'object', additionalProperties: { type: 'array', items: { type: 'string', minLength: 1 } } } as const;
+/** Schema pieces shared with the gateway config file's schema. */
+export const fallbackMapSchema = { type: 'object', additionalProperties: { type: 'array', items: { type: 'string', minLength: 1 } } } as const;
+export const fallbackLimitsSchema = {
+  generalForSpecific: { type: 'boolean' },
+  maxFallbacks: { type: 'integer', minimum: 0, maximum: 20 },
+  disableHeader: { type: 'string', pattern: '^[A-Za-z0-9-]+$' },
+} as const;
+export const continuationSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['groups'],
+  properties: { groups: { type: 'array', items: { type: 'string', minLength: 1 } }, instruction: { type: 'string', minLength: 1 } },
+} as const;
 const validateOptions = optionsValidator(
   {
     type: 'object',
@@ -115,16 +127,9 @@ const validateOptions = optionsValidator(
       fallbacks: fallbackMapSchema,
       contentPolicyFallbacks: fallbackMapSchema,
       contextWindowFallbacks: fallbackMapSchema,
-      generalForSpecific: { type: 'boolean' },
-      maxFallbacks: { type: 'integer', minimum: 0, maximum: 20 },
-      disableHeader: { type: 'string', pattern: '^[A-Za-z0-9-]+$' },
+      ...fallbackLimitsSchema,
       fallbackOnGuardrail: { type: 'boolean' },
-      continuation: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['groups'],
-        properties: { groups: { type: 'array', items: { type: 'string', minLength: 1 } }, instruction: { type: 'string', minLength: 1 } },
-      },
+      continuation: continuationSchema,
     },
   },
   'fallbackHandler',

@@ -10,7 +10,7 @@ import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { ErrorBodyForm } from './errors.js';
 import { ERROR_BODY_FORMS } from './errors.js';
-import type { FallbackMap } from './fallback-handler.js';
+import { type FallbackMap, continuationSchema, fallbackLimitsSchema, fallbackMapSchema } from './fallback-handler.js';
 import { GatewayConfigError, optionsValidator } from './options.js';
 import { routerOptionsSchema, type ModelGroupOptions, type RetryOptions, type CooldownOptions, type RoutingStrategy } from './router-config.js';
 import type { TimeoutOptions } from './providers/types.js';
@@ -90,7 +90,6 @@ export interface GatewayFileConfig {
 }
 
 const routerProps = routerOptionsSchema.properties;
-const fallbackMap = { type: 'object', additionalProperties: { type: 'array', items: { type: 'string', minLength: 1 } } } as const;
 const hookNames = ['pre_call', 'during_call', 'post_call'] as const;
 
 /** JSON Schema of the gateway configuration (also published as `dist/gateway-config.schema.json`). */
@@ -118,19 +117,12 @@ export const gatewayConfigSchema = {
       type: 'object',
       additionalProperties: false,
       properties: {
-        general: fallbackMap,
-        contentPolicy: fallbackMap,
-        contextWindow: fallbackMap,
-        generalForSpecific: { type: 'boolean' },
-        maxFallbacks: { type: 'integer', minimum: 0, maximum: 20 },
-        disableHeader: { type: 'string', pattern: '^[A-Za-z0-9-]+$' },
+        general: fallbackMapSchema,
+        contentPolicy: fallbackMapSchema,
+        contextWindow: fallbackMapSchema,
+        ...fallbackLimitsSchema,
         onGuardrail: { type: 'boolean' },
-        continuation: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['groups'],
-          properties: { groups: { type: 'array', items: { type: 'string', minLength: 1 } }, instruction: { type: 'string', minLength: 1 } },
-        },
+        continuation: continuationSchema,
       },
     },
     guardrails: {
