@@ -288,6 +288,9 @@ describeWithRedis('RedisStore when Redis is slow or down', () => {
     await server.kill();
     try {
       const during = Date.now() + 20_000;
+      // One instant for usage writes and reads: usage windows are wall-clock minutes, and a write at :59.9
+      // read at :00.0 would (rightly) read an empty window.
+      const now = Date.now();
       for (const store of [a, b]) {
         const calls = await timed(() =>
           Promise.all([
@@ -295,14 +298,14 @@ describeWithRedis('RedisStore when Redis is slow or down', () => {
             store.recordFailure('gpt/north', 10_000, Date.now()),
             store.resetFailures('gpt/south'),
             store.recordLatency('gpt/west', 80),
-            store.addUsage('gpt/west', 1, 10, Date.now()),
+            store.addUsage('gpt/west', 1, 10, now),
           ]),
         );
         expect(calls.value[1]).toBe(1);
         expect(calls.ms).toBeLessThan(bound);
         const reads = await timed(async () => ({
           cooldowns: await store.getCooldowns(['gpt/west'], Date.now()),
-          usage: await store.getUsage(['gpt/west'], Date.now()),
+          usage: await store.getUsage(['gpt/west'], now),
           latencies: await store.getLatencies(['gpt/west']),
         }));
         expect(reads.value).toEqual({ cooldowns: [during], usage: [{ requests: 1, tokens: 10 }], latencies: [80] });
@@ -324,8 +327,9 @@ describeWithRedis('RedisStore when Redis is slow or down', () => {
     const after = Date.now() + 30_000;
     await a.setCooldown('gpt/north', after);
     expect(await b.getCooldowns(['gpt/north'], Date.now())).toEqual([after]);
-    await b.addUsage('gpt/north', 2, 0, Date.now());
-    expect(await a.getUsage(['gpt/north'], Date.now())).toEqual([{ requests: 2, tokens: 0 }]);
+    const now = Date.now();
+    await b.addUsage('gpt/north', 2, 0, now);
+    expect(await a.getUsage(['gpt/north'], now)).toEqual([{ requests: 2, tokens: 0 }]);
     expect(loggerA.info).toHaveBeenCalledTimes(1);
     expect(loggerB.info).toHaveBeenCalledTimes(1);
     expect(loggerA.warn).toHaveBeenCalledTimes(1);
