@@ -148,45 +148,45 @@ const HOOKS: readonly GuardrailHook[] = ['pre_call', 'during_call', 'post_call']
 /** Options that configure the client this middleware builds, so they conflict with a given `client`. */
 const CLIENT_OPTIONS = ['region', 'endpoint', 'credentials', 'maxAttempts', 'connectionTimeoutMs'] as const;
 
-const validateOptions = optionsValidator(
-  {
-    type: 'object',
-    additionalProperties: false,
-    required: ['guardrailIdentifier', 'guardrailVersion'],
-    properties: {
-      guardrailIdentifier: {
-        type: 'string',
-        pattern: '^([a-z0-9]+|arn:aws(-[a-z-]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]+)$',
-      },
-      guardrailVersion: { type: 'string', pattern: '^(DRAFT|[1-9][0-9]{0,7})$' },
-      name: { type: 'string', minLength: 1 },
-      client: { type: 'object' },
-      region: { type: 'string', minLength: 1 },
-      endpoint: { type: 'string', minLength: 1 },
-      credentials: {},
-      maxAttempts: { type: 'integer', minimum: 1, maximum: 10 },
-      connectionTimeoutMs: { type: 'integer', minimum: 1 },
-      timeoutMs: { type: 'integer', minimum: 1 },
-      hooks: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: HOOKS } },
-      onIntervention: { enum: ['block', 'mask'] },
-      maskedInputDuringCall: { enum: ['block', 'allow'] },
-      softBlock: { type: 'boolean' },
-      failOpen: { type: 'boolean' },
-      roles: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: ALL_ROLES } },
-      streaming: {
-        type: 'object',
-        additionalProperties: false,
-        properties: {
-          mode: { enum: ['buffer', 'window', 'async'] },
-          windowSize: { type: 'integer', minimum: 1 },
-          overlap: { type: 'integer', minimum: 0 },
-        },
-      },
-      logger: { type: 'object' },
+/** JSON Schema of `BedrockGuardrailOptions` (the config file's guardrail entries are built from it). */
+export const guardrailOptionsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['guardrailIdentifier', 'guardrailVersion'],
+  properties: {
+    guardrailIdentifier: {
+      type: 'string',
+      pattern: '^([a-z0-9]+|arn:aws(-[a-z-]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]+)$',
     },
+    guardrailVersion: { type: 'string', pattern: '^(DRAFT|[1-9][0-9]{0,7})$' },
+    name: { type: 'string', minLength: 1 },
+    client: { type: 'object' },
+    region: { type: 'string', minLength: 1 },
+    endpoint: { type: 'string', minLength: 1 },
+    credentials: {},
+    maxAttempts: { type: 'integer', minimum: 1, maximum: 10 },
+    connectionTimeoutMs: { type: 'integer', minimum: 1 },
+    timeoutMs: { type: 'integer', minimum: 1 },
+    hooks: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: HOOKS } },
+    onIntervention: { enum: ['block', 'mask'] },
+    maskedInputDuringCall: { enum: ['block', 'allow'] },
+    softBlock: { type: 'boolean' },
+    failOpen: { type: 'boolean' },
+    roles: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: ALL_ROLES } },
+    streaming: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        mode: { enum: ['buffer', 'window', 'async'] },
+        windowSize: { type: 'integer', minimum: 1 },
+        overlap: { type: 'integer', minimum: 0 },
+      },
+    },
+    logger: { type: 'object' },
   },
-  'bedrockGuardrail',
-);
+} as const;
+
+const validateOptions = optionsValidator(guardrailOptionsSchema, 'bedrockGuardrail');
 
 interface ResolvedGuardrailConfig {
   hooks: ReadonlySet<GuardrailHook>;

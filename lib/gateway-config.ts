@@ -12,7 +12,8 @@ import type { ErrorBodyForm } from './errors.js';
 import { ERROR_BODY_FORMS } from './errors.js';
 import { type FallbackMap, continuationSchema, fallbackLimitsSchema, fallbackMapSchema } from './fallback-handler.js';
 import { GatewayConfigError, optionsValidator } from './options.js';
-import { routerOptionsSchema, type ModelGroupOptions, type RetryOptions, type CooldownOptions, type RoutingStrategy } from './router-config.js';
+import { guardrailOptionsSchema } from './bedrock-guardrail.js';
+import { awsCredentialsSchema, routerOptionsSchema, type ModelGroupOptions, type RetryOptions, type CooldownOptions, type RoutingStrategy } from './router-config.js';
 import type { TimeoutOptions } from './providers/types.js';
 
 export interface GatewayGuardrailConfig {
@@ -90,7 +91,8 @@ export interface GatewayFileConfig {
 }
 
 const routerProps = routerOptionsSchema.properties;
-const hookNames = ['pre_call', 'during_call', 'post_call'] as const;
+// A file holds what can be written down: no client object, no logger; credentials only as static keys.
+const { client: _client, logger: _logger, ...guardrailFileProperties } = guardrailOptionsSchema.properties;
 
 /** JSON Schema of the gateway configuration (also published as `dist/gateway-config.schema.json`). */
 export const gatewayConfigSchema = {
@@ -130,37 +132,11 @@ export const gatewayConfigSchema = {
       items: {
         type: 'object',
         additionalProperties: false,
-        required: ['guardrailIdentifier', 'guardrailVersion'],
+        required: guardrailOptionsSchema.required,
         properties: {
-          name: { type: 'string', minLength: 1 },
-          guardrailIdentifier: { type: 'string', minLength: 1 },
-          guardrailVersion: { type: 'string', pattern: '^(DRAFT|[1-9][0-9]{0,7})$' },
-          region: { type: 'string', minLength: 1 },
+          ...guardrailFileProperties,
           endpoint: { type: 'string', pattern: '^https?://' },
-          credentials: {
-            type: 'object',
-            additionalProperties: false,
-            required: ['accessKeyId', 'secretAccessKey'],
-            properties: { accessKeyId: { type: 'string' }, secretAccessKey: { type: 'string' }, sessionToken: { type: 'string' } },
-          },
-          hooks: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: hookNames } },
-          onIntervention: { enum: ['block', 'mask'] },
-          maskedInputDuringCall: { enum: ['block', 'allow'] },
-          softBlock: { type: 'boolean' },
-          failOpen: { type: 'boolean' },
-          timeoutMs: { type: 'integer', minimum: 1 },
-          maxAttempts: { type: 'integer', minimum: 1, maximum: 10 },
-          connectionTimeoutMs: { type: 'integer', minimum: 1 },
-          roles: { type: 'array', items: { enum: ['system', 'developer', 'user', 'assistant', 'tool', 'function'] } },
-          streaming: {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              mode: { enum: ['buffer', 'window', 'async'] },
-              windowSize: { type: 'integer', minimum: 1 },
-              overlap: { type: 'integer', minimum: 0 },
-            },
-          },
+          credentials: awsCredentialsSchema,
           groups: { type: 'array', items: { type: 'string', minLength: 1 } },
         },
       },

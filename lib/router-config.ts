@@ -126,6 +126,13 @@ const DEFAULT_BASE_URLS: Partial<Record<ProviderName, string>> = {
 };
 
 const positiveInteger = { type: 'integer', minimum: 1 } as const;
+/** Static AWS credentials (Bedrock deployments, and guardrails in a config file). */
+export const awsCredentialsSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['accessKeyId', 'secretAccessKey'],
+  properties: { accessKeyId: { type: 'string' }, secretAccessKey: { type: 'string' }, sessionToken: { type: 'string' } },
+} as const;
 const positiveNumber = { type: 'number', exclusiveMinimum: 0 } as const;
 const timeoutsSchema = {
   type: 'object',
@@ -164,12 +171,7 @@ export const routerOptionsSchema = {
                 apiKey: {},
                 apiVersion: { type: 'string', minLength: 1 },
                 region: { type: 'string', minLength: 1 },
-                awsCredentials: {
-                  type: 'object',
-                  additionalProperties: false,
-                  required: ['accessKeyId', 'secretAccessKey'],
-                  properties: { accessKeyId: { type: 'string' }, secretAccessKey: { type: 'string' }, sessionToken: { type: 'string' } },
-                },
+                awsCredentials: awsCredentialsSchema,
                 headers: { type: 'object', additionalProperties: { type: 'string' } },
                 weight: positiveNumber,
                 rpm: positiveInteger,
