@@ -101,6 +101,13 @@ export class NotFoundError extends GatewayError {
   readonly retryable = false;
 }
 
+/** 413: the request body is larger than the configured limit (the gateway's own, or a body parser's). */
+export class RequestTooLargeError extends GatewayError {
+  readonly status = 413;
+  readonly type = 'invalid_request_error';
+  readonly retryable = false;
+}
+
 /** 400: the prompt does not fit the model's context window. Deterministic: falls back at once, never retried. */
 export class ContextWindowExceededError extends GatewayError {
   readonly status = 400;
@@ -163,6 +170,23 @@ export class UpstreamError extends GatewayError {
   }
 }
 
+/**
+ * 502: the gateway's own credentials for a deployment do not work: the upstream refused them (a 401/403,
+ * or a provider's "invalid API key" text under any status), or there was none to send (a key function
+ * returned nothing). The gateway never forwards a client's key, so this is never the client's 401: the
+ * client cannot fix it, another deployment may serve the request, and the router takes this deployment
+ * out of rotation at once (a rejected key does not heal on the next request). The message names the
+ * deployment and nothing else: no key, and no upstream text (which may echo the key).
+ */
+export class UpstreamCredentialsError extends UpstreamError {
+  /** The deployment id whose credentials failed. */
+  readonly deployment: string;
+  constructor(deployment: string, message: string, options: GatewayErrorOptions = {}) {
+    super(message, { ...options, status: 502 });
+    this.deployment = deployment;
+  }
+}
+
 /** 502: the upstream connection failed (refused, reset, DNS) before an HTTP answer. */
 export class ConnectionError extends GatewayError {
   readonly status = 502;
@@ -211,13 +235,17 @@ export function toGatewayError(err: unknown): GatewayError {
   return new InternalError(undefined, { cause: err });
 }
 
-function fromBodyParserError(err: unknown): GatewayError | undefined {
+/**
+ * The classified form of a body parser's error (`express.json()`, raw-body: bad JSON, too large, bad
+ * encoding), or undefined when `err` is not one.
+ */
+export function fromBodyParserError(err: unknown): GatewayError | undefined {
   if (typeof err !== 'object' || err === null) return undefined;
   const { type, status, statusCode, limit } = err as HttpParserError;
   if (typeof type !== 'string') return undefined;
   const httpStatus = typeof status === 'number' ? status : statusCode;
   if (type === 'entity.too.large') {
-    return new BadRequestError(`Request body: larger than the ${formatLimit(limit)} limit.`, { param: 'body', cause: err });
+    return new RequestTooLargeError(`Request body: larger than the ${formatLimit(limit)} limit.`, { param: 'body', cause: err });
   }
   if (type === 'entity.parse.failed') {
     return new BadRequestError('Request body: not valid JSON.', { param: 'body', cause: err });

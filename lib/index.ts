@@ -28,6 +28,7 @@ export {
   PermissionDeniedError,
   RateLimitError,
   TimeoutError,
+  UpstreamCredentialsError,
   UpstreamError,
   sanitizeMessage,
   toGatewayError,

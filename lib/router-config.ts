@@ -168,7 +168,9 @@ export const routerOptionsSchema = {
                 provider: { enum: PROVIDERS },
                 baseUrl: { type: 'string', pattern: '^https?://' },
                 model: { type: 'string', minLength: 1 },
-                apiKey: {},
+                // A string, false (no key), or in code a function: JSON Schema cannot say "function", so
+                // the rest is checked when the router is created (checkApiKey).
+                apiKey: { description: "The provider's API key, or false for a server that needs none (local vLLM, Ollama)." },
                 apiVersion: { type: 'string', minLength: 1 },
                 region: { type: 'string', minLength: 1 },
                 awsCredentials: awsCredentialsSchema,
@@ -267,9 +269,7 @@ function resolveDeployments(group: ModelGroupOptions, g: number, defaults: Requi
     if (options.provider === 'azure' && baseUrl === undefined) {
       throw new GatewayConfigError(`${field}.baseUrl`, "is required for Azure OpenAI (e.g. 'https://NAME.openai.azure.com').");
     }
-    if (options.apiKey !== undefined && typeof options.apiKey !== 'string' && typeof options.apiKey !== 'function') {
-      throw new GatewayConfigError(`${field}.apiKey`, 'expected a string or a function returning one.');
-    }
+    checkApiKey(options, `${field}.apiKey`);
     if (options.model === '*' && group.name !== '*') {
       throw new GatewayConfigError(`${field}.model`, "'*' (forward the client's model) is only allowed in the wildcard group '*'.");
     }
@@ -287,6 +287,30 @@ function resolveDeployments(group: ModelGroupOptions, g: number, defaults: Requi
       timeouts: { ...defaults, ...definedOnly(options.timeouts) },
     };
   });
+}
+
+/** Providers whose every request carries an API key (Bedrock signs with AWS credentials instead). */
+const KEYED_PROVIDERS: ReadonlySet<ProviderName> = new Set(['openai', 'azure', 'anthropic']);
+
+/**
+ * A keyed provider without a key fails here, not on the first request: there, the upstream's 401 would
+ * look like the client's own credentials were wrong. `apiKey: process.env.X` with `X` unset is the usual
+ * way to get here, so the message says that; a server that needs no key says so with `false`.
+ */
+function checkApiKey(options: DeploymentOptions, field: string): void {
+  const { apiKey, provider } = options as { apiKey: unknown; provider: ProviderName };
+  if (typeof apiKey === 'function' || apiKey === false) return;
+  if (typeof apiKey === 'string' && apiKey.trim() !== '') return;
+  if (apiKey !== undefined && apiKey !== null && typeof apiKey !== 'string') {
+    throw new GatewayConfigError(field, 'expected a string, a function returning one, or false (a server that needs no key).');
+  }
+  if (!KEYED_PROVIDERS.has(provider)) return;
+  const got = typeof apiKey === 'string' ? 'an empty string' : String(apiKey);
+  throw new GatewayConfigError(
+    field,
+    `is required for provider '${provider}' (got ${got}; was it read from an environment variable that is not set?). ` +
+      'For a server that needs no key (a local vLLM, Ollama), write apiKey: false.',
+  );
 }
 
 function uniqueId(base: string, seen: Map<string, number>): string {

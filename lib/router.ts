@@ -13,17 +13,19 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { type Attempt, type AttemptKind } from './attempts.js';
 import { UpstreamAttempt } from './attempt-control.js';
 import { Balancer, deploymentKey } from './balancer.js';
-import { type GatewayContext, type OutputFilter, getContext } from './context.js';
+import { type GatewayContext, type OutputFilter, contextRequirement } from './context.js';
 import {
   ClientDisconnectedError,
   ContentPolicyViolationError,
   type GatewayError,
   NotFoundError,
   RateLimitError,
+  UpstreamCredentialsError,
   UpstreamError,
   toGatewayError,
 } from './errors.js';
 import { assertCalledAsFactory } from './options.js';
+import { echoRequestId } from './request-id.js';
 import { createAdapter } from './providers/index.js';
 import type { Deployment, ProviderAdapter } from './providers/types.js';
 import { type ModelGroup, type ResolvedRouterConfig, type RouterOptions, parseRouterOptions } from './router-config.js';
@@ -62,15 +64,11 @@ export function createRouter(options: RouterOptions): GatewayRouter {
   const adapters = createAdapters(config, options.adapterFactory);
   const balancer = new Balancer(config);
   const engine = new RouterEngine(config, adapters, balancer);
+  const contextOf = contextRequirement('createRouter()', config.logger);
 
-  const router = function llmGatewayRouter(req: Request, _res: Response, next: NextFunction): void {
-    let ctx: GatewayContext;
-    try {
-      ctx = getContext(req);
-    } catch (err) {
-      next(err);
-      return;
-    }
+  const router = function llmGatewayRouter(req: Request, res: Response, next: NextFunction): void {
+    const ctx = contextOf(req, res);
+    if (!ctx) return;
     engine.dispatch(ctx, ctx.model, 'first').catch(next);
   } as GatewayRouter;
   router.dispatch = (ctx, group, kind) => engine.dispatch(ctx, group, kind);
@@ -84,7 +82,8 @@ export function createRouter(options: RouterOptions): GatewayRouter {
     data: [...config.byName.keys()].filter((n) => n !== '*').map((id) => ({ id, object: 'model', created: 0, owned_by: 'express-llm-gateway' })),
   });
   Object.defineProperty(router, 'listModels', {
-    value: function llmGatewayModels(_req: Request, res: Response): void {
+    value: function llmGatewayModels(req: Request, res: Response): void {
+      echoRequestId(req, res);
       res.setHeader('content-type', 'application/json; charset=utf-8');
       res.end(modelList);
     },
@@ -230,7 +229,9 @@ class RouterEngine {
     if (!error.retryable) return;
     const { store } = this.config;
     const now = Date.now();
-    if (error instanceof RateLimitError) {
+    // A rate limit says when to come back; rejected credentials will fail every request until someone
+    // fixes them, so neither waits for the failure count.
+    if (error instanceof RateLimitError || error instanceof UpstreamCredentialsError) {
       void this.safely(store.setCooldown(key, now + (error.retryAfterMs ?? this.config.cooldownMs)));
       return;
     }

@@ -30,6 +30,7 @@ import {
   PermissionDeniedError,
   RateLimitError,
   TimeoutError,
+  UpstreamCredentialsError,
   UpstreamError,
 } from '../lib/errors.js';
 import { classifyBedrockError, createBedrockAdapter } from '../lib/providers/bedrock.js';
@@ -348,8 +349,9 @@ const EXPECTED_ERRORS: Record<MockBedrockFailureName, { class: new (...args: nev
   'context-window': { class: ContextWindowExceededError, status: 400 },
   'bad-request': { class: BadRequestError, status: 400 },
   'model-error': { class: UpstreamError, status: 502 },
-  'access-denied': { class: PermissionDeniedError, status: 403 },
-  auth: { class: AuthenticationError, status: 401 },
+  // Refusals of the gateway's own AWS credentials: a 502 naming the deployment, not the client's 401/403.
+  'access-denied': { class: UpstreamCredentialsError, status: 502 },
+  auth: { class: UpstreamCredentialsError, status: 502 },
   'not-found': { class: NotFoundError, status: 404 },
   'model-timeout': { class: TimeoutError, status: 504 },
 };

@@ -6,8 +6,8 @@ import {
   ContentPolicyViolationError,
   ContextWindowExceededError,
   GatewayError,
-  InternalError,
   RateLimitError,
+  UpstreamCredentialsError,
   UpstreamError,
 } from '../lib/errors.js';
 import { createOpenAIAdapter } from '../lib/providers/openai.js';
@@ -230,9 +230,19 @@ describe('headers and credentials', () => {
     expect(call.headers['content-type']).toBe('application/json');
   });
 
-  it('sends no authorization without a key', async () => {
-    await adapter('normal', { apiKey: undefined }).complete(request());
+  it('sends no authorization with apiKey: false (a keyless server)', async () => {
+    await adapter('normal', { apiKey: false }).complete(request());
     expect(lastCall('normal').headers.authorization).toBeUndefined();
+  });
+
+  it('without a key, fails the attempt as a 502 naming the deployment and calls nothing', async () => {
+    for (const apiKey of [undefined, '', () => '', () => undefined as unknown as string]) {
+      const error = await rejectionOf(adapter('normal', { apiKey }).complete(request()));
+      expect(error).toBeInstanceOf(UpstreamCredentialsError);
+      expect(error).toMatchObject({ status: 502, type: 'upstream_error', deployment: 'openai/normal' });
+      expect((error as Error).message).toContain("deployment 'openai/normal'");
+    }
+    expect(server.callCount()).toBe(0);
   });
 
   it('calls a credential function per request (sync or async)', async () => {
@@ -246,15 +256,15 @@ describe('headers and credentials', () => {
     expect(lastCall('normal').apiKey).toBe('sync-key');
   });
 
-  it('a failing credential function is an internal error, without its message', async () => {
+  it('a failing credential function is a 502 naming the deployment, without its message', async () => {
     const broken = adapter('normal', {
       apiKey: () => {
         throw new Error('vault at https://vault.internal/ said no');
       },
     });
     const error = await rejectionOf(broken.complete(request()));
-    expect(error).toBeInstanceOf(InternalError);
-    expect((error as Error).message).not.toContain('vault');
+    expect(error).toBeInstanceOf(UpstreamCredentialsError);
+    expect((error as Error).message).toBe("The gateway has no API key for deployment 'openai/normal': its key function failed.");
     expect(server.callCount()).toBe(0);
   });
 });
@@ -315,7 +325,8 @@ describe('failures: the HTTP form and the first-event form are the same error', 
     overloaded: { name: 'UpstreamError', status: 503 },
     'rate-limit': { name: 'RateLimitError', status: 429 },
     'bad-request': { name: 'BadRequestError', status: 400 },
-    auth: { name: 'AuthenticationError', status: 401 },
+    // The key the upstream refused is the gateway's: a 502 naming the deployment, not the client's 401.
+    auth: { name: 'UpstreamCredentialsError', status: 502 },
     'not-found': { name: 'NotFoundError', status: 404 },
     'context-window': { name: 'ContextWindowExceededError', status: 400 },
     'content-policy': { name: 'ContentPolicyViolationError', status: 400 },

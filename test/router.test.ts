@@ -107,7 +107,6 @@ describe(`router (Express ${EXPRESS_MAJOR})`, () => {
 
     it.each([
       ['bad-request', 400, 'invalid_request_error'],
-      ['auth', 401, 'authentication_error'],
       ['not-found', 404, 'not_found_error'],
       ['context-window', 400, 'context_window_exceeded'],
       ['content-policy', 400, 'content_policy_violation'],
@@ -335,7 +334,7 @@ describe(`router (Express ${EXPRESS_MAJOR})`, () => {
       [{ models: [{ name: 'x', deployments: [{ provider: 'azure', model: 'm' }] }] }, /'router.models\[0\].deployments\[0\].baseUrl'/],
       [{ models: [{ name: 'x', deployments: [{ provider: 'openai' }] }] }, /'router.models\[0\].deployments\[0\].model'/],
       [{ models: [{ name: 'x', deployments: [{ provider: 'openai', model: 'm', weight: 0 }] }] }, /'router.models\[0\].deployments\[0\].weight'/],
-      [{ models: [{ name: 'x', deployments: [{ provider: 'openai', model: 'm' }] }, { name: 'x', deployments: [{ provider: 'openai', model: 'm' }] }] }, /'router.models\[1\].name'/],
+      [{ models: [{ name: 'x', deployments: [{ provider: 'openai', model: 'm', apiKey: 'k' }] }, { name: 'x', deployments: [{ provider: 'openai', model: 'm', apiKey: 'k' }] }] }, /'router.models\[1\].name'/],
       [{ models: [{ name: 'x', deployments: [{ provider: 'openai', model: 'm' }] }], strategy: 'random' }, /'router.strategy'/],
       [{ models: [{ name: 'x', deployments: [{ provider: 'openai', model: 'm', timeouts: { idleMs: -1 } }] }] }, /'router.models\[0\].deployments\[0\].timeouts.idleMs'/],
       [{ models: [{ name: 'x', deployments: [{ provider: 'openai', model: 'm' }] }], retries: { retryOn: ['bad_request'] } }, /'router.retries.retryOn\[0\]'/],

@@ -16,13 +16,13 @@ import type {
 } from '../types.js';
 import { classifyUpstreamError } from './classify.js';
 import {
+  adapterFailure,
   createUpstreamClient,
+  credentialOf,
   lowerCaseHeaders,
   parseJsonOrText,
   readJsonBody,
-  resolveCredential,
   streamResponse,
-  upstreamFailure,
   withoutTrailingSlash,
   type UpstreamResponse,
 } from './http.js';
@@ -71,7 +71,7 @@ export function createAnthropicAdapter(deployment: Deployment): ProviderAdapter 
   async function send(request: UpstreamRequest, streaming: boolean): Promise<UpstreamResponse> {
     const model = upstreamModel(deployment, request.body);
     const body = JSON.stringify(toAnthropicRequest(request.body, model, defaultMaxTokens, streaming));
-    const key = await resolveCredential(deployment.apiKey);
+    const key = await credentialOf(deployment);
     const headers = key === undefined ? baseHeaders : { ...baseHeaders, 'x-api-key': key };
     return client.post({ url, headers, body, signal: request.signal });
   }
@@ -83,10 +83,10 @@ export function createAnthropicAdapter(deployment: Deployment): ProviderAdapter 
         const response = await send(request, false);
         return toChatCompletion(await readJsonBody(response));
       } catch (error) {
-        throw upstreamFailure(error, request.signal);
+        throw adapterFailure(error, request.signal, deployment);
       }
     },
-    stream: (request) => streamResponse(() => send(request, true), anthropicChunks, request.signal),
+    stream: (request) => streamResponse(() => send(request, true), anthropicChunks, request.signal, deployment),
     close: () => client.close(),
   };
 }

@@ -53,7 +53,7 @@ import type {
   ToolCall,
   Usage,
 } from '../types.js';
-import { retryAfterMs } from './classify.js';
+import { asGatewayCredentialFailure, retryAfterMs } from './classify.js';
 import type { Deployment, ProviderAdapter, UpstreamRequest } from './types.js';
 import { parseToolArguments } from './tool-arguments.js';
 import { upstreamModel } from './model.js';
@@ -82,7 +82,7 @@ export function createBedrockAdapter(deployment: Deployment, options: BedrockAda
         const output = await client.send(withHeaders(new ConverseCommand(input), deployment.headers), { abortSignal: request.signal });
         return toChatCompletion(output, input.modelId!);
       } catch (err) {
-        throw callFailure(err, request.signal);
+        throw callFailure(err, request.signal, deployment);
       }
     },
     stream: (request) => streamCompletion(client, deployment, request),
@@ -130,9 +130,13 @@ function withHeaders<C extends ConverseCommand | ConverseStreamCommand>(command:
   return command;
 }
 
-/** What a failed call throws: the abort reason when the call was cancelled (the router put a classified error there), else the classified error. */
-function callFailure(err: unknown, signal: AbortSignal): unknown {
-  return signal.aborted ? signal.reason : classifyBedrockError(err);
+/**
+ * What a failed call throws: the abort reason when the call was cancelled (the router put a classified
+ * error there), else the classified error, with a refusal of the gateway's own AWS credentials reported
+ * against the deployment (`asGatewayCredentialFailure`).
+ */
+function callFailure(err: unknown, signal: AbortSignal, deployment: Deployment): unknown {
+  return signal.aborted ? signal.reason : asGatewayCredentialFailure(classifyBedrockError(err), deployment.id);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,7 +358,7 @@ async function* streamCompletion(
     if (output.stream === undefined) throw new UpstreamError('Bedrock: ConverseStream answered without an event stream.');
     events = output.stream;
   } catch (err) {
-    throw callFailure(err, signal);
+    throw callFailure(err, signal, deployment);
   }
   const translator = new StreamTranslator(upstreamModel(deployment, request.body));
   try {
@@ -363,17 +367,17 @@ async function* streamCompletion(
       if (chunk !== undefined) yield chunk;
     }
   } catch (err) {
-    throw midStreamFailure(err, signal);
+    throw midStreamFailure(err, signal, deployment);
   }
   if (signal.aborted) throw signal.reason;
   if (!translator.stopped) throw new UpstreamError('Bedrock: the stream ended before it finished (no messageStop).');
 }
 
 /** After the 200, a broken connection is a failed answer rather than a failed connect. */
-function midStreamFailure(err: unknown, signal: AbortSignal): unknown {
+function midStreamFailure(err: unknown, signal: AbortSignal, deployment: Deployment): unknown {
   if (signal.aborted) return signal.reason;
   const error = classifyBedrockError(err);
-  if (!(error instanceof ConnectionError)) return error;
+  if (!(error instanceof ConnectionError)) return asGatewayCredentialFailure(error, deployment.id);
   return new UpstreamError('Bedrock: the connection closed before the stream finished.', { cause: err });
 }
 

@@ -19,6 +19,8 @@
  * - Vertex's `IndexError: list index out of range` is a Python exception inside LiteLLM's own client,
  *   not something an upstream sends; it is left out.
  * - A 403 is a permission error on every provider (LiteLLM calls Vertex's a bad request; both are final).
+ * - Seen from the client, an authentication or permission failure is not a 401/403 at all: the key the
+ *   upstream judged is the gateway's own (`asGatewayCredentialFailure`, applied by every adapter).
  */
 import {
   AuthenticationError,
@@ -29,6 +31,7 @@ import {
   PermissionDeniedError,
   RateLimitError,
   TimeoutError,
+  UpstreamCredentialsError,
   UpstreamError,
   type GatewayError,
 } from '../errors.js';
@@ -275,6 +278,23 @@ export function classifyUpstreamError(failure: UpstreamFailure): GatewayError {
     case 'server_error':
       return new UpstreamError(message, { ...options, status: 502 });
   }
+}
+
+/**
+ * The gateway forwards no client credentials, so when an upstream says the credentials are wrong or not
+ * allowed (a 401/403, or "Incorrect API key" under a 500), it judged the gateway's own key (or AWS
+ * identity) for this deployment. The client cannot fix that: it becomes a 502 naming the deployment,
+ * retried on another deployment or fallback, instead of the client's 401. The upstream's text is left
+ * out, since a provider may echo the key it refused. Every other error passes through unchanged.
+ */
+export function asGatewayCredentialFailure(error: unknown, deploymentId: string): unknown {
+  if (!(error instanceof AuthenticationError) && !(error instanceof PermissionDeniedError)) return error;
+  const { upstreamStatus } = error;
+  const message =
+    upstreamStatus === undefined
+      ? `The gateway's credentials for deployment '${deploymentId}' were rejected or could not be loaded.`
+      : `The upstream rejected the gateway's credentials for deployment '${deploymentId}' (${upstreamStatus}).`;
+  return new UpstreamCredentialsError(deploymentId, message, { cause: error, upstreamStatus });
 }
 
 /** The order matters: the specific signals beat the generic status, timeouts beat everything. */

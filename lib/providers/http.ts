@@ -12,9 +12,9 @@
  */
 import type { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
-import { ConnectionError, GatewayError, InternalError, TimeoutError, UpstreamError } from '../errors.js';
-import { classifyUpstreamError } from './classify.js';
-import type { Credential } from './types.js';
+import { ConnectionError, GatewayError, InternalError, TimeoutError, UpstreamCredentialsError, UpstreamError } from '../errors.js';
+import { asGatewayCredentialFailure, classifyUpstreamError } from './classify.js';
+import type { Deployment } from './types.js';
 
 /** The body of an upstream response (undici's `BodyReadable`). */
 export type UpstreamBody = Dispatcher.ResponseData['body'];
@@ -180,14 +180,36 @@ export function releaseBody(body: UpstreamBody, complete: boolean): void {
 
 function ignore(): void {}
 
-/** Resolves a credential (a value, or a function called per request so keys can rotate). */
-export async function resolveCredential(credential: Credential | undefined): Promise<string | undefined> {
-  if (typeof credential !== 'function') return credential;
+/**
+ * The key to send for a deployment, resolved per request (a key function may rotate it); `undefined` only
+ * for `apiKey: false`, a keyless server. No key where one is needed (a key function that returns nothing
+ * or throws, an adapter built without one) is the gateway's misconfiguration: a 502 naming the deployment,
+ * never an unauthenticated call whose 401 would reach the client as if its own credentials were wrong.
+ */
+export async function credentialOf(deployment: Deployment): Promise<string | undefined> {
+  const { apiKey } = deployment;
+  if (apiKey === false) return undefined;
+  let key: unknown;
   try {
-    return await credential();
+    key = typeof apiKey === 'function' ? await apiKey() : apiKey;
   } catch (error) {
-    throw new InternalError('The credential function for the upstream failed.', { cause: error });
+    // The function's own error may name a vault URL or worse: it stays in `cause`, for the logs.
+    throw noCredential(deployment, 'its key function failed', error);
   }
+  if (typeof key === 'string' && key.trim() !== '') return key;
+  throw noCredential(deployment, typeof apiKey === 'function' ? 'its key function returned none' : 'none is configured');
+}
+
+function noCredential(deployment: Deployment, why: string, cause?: unknown): UpstreamCredentialsError {
+  return new UpstreamCredentialsError(deployment.id, `The gateway has no API key for deployment '${deployment.id}': ${why}.`, cause === undefined ? {} : { cause });
+}
+
+/**
+ * What an adapter's call throws, seen from the router: `upstreamFailure`'s answer, with an upstream's
+ * verdict on the gateway's own credentials reported against the deployment (see `asGatewayCredentialFailure`).
+ */
+export function adapterFailure(error: unknown, signal: AbortSignal, deployment: Deployment): unknown {
+  return asGatewayCredentialFailure(upstreamFailure(error, signal), deployment.id);
 }
 
 /** Header names lower-cased, so the user's `Authorization` and ours are one header, not two. */
@@ -209,12 +231,13 @@ export function bodyChunks(body: UpstreamBody): AsyncIterable<Uint8Array> {
 /**
  * One streamed call from start to end: sends it, checks the answer is an event stream, yields what
  * `translate` makes of the body, and always hands the connection back (reused after a complete stream,
- * destroyed otherwise). Every failure leaves classified (`signal.reason` once aborted).
+ * destroyed otherwise). Every failure leaves classified (`signal.reason` once aborted), as `adapterFailure` says.
  */
 export async function* streamResponse<T>(
   open: () => Promise<UpstreamResponse>,
   translate: (chunks: AsyncIterable<Uint8Array>, signal: AbortSignal) => AsyncGenerator<T, boolean, undefined>,
   signal: AbortSignal,
+  deployment: Deployment,
 ): AsyncGenerator<T, void, undefined> {
   let body: UpstreamBody | undefined;
   let complete = false;
@@ -224,7 +247,7 @@ export async function* streamResponse<T>(
     await expectEventStream(response, signal);
     complete = yield* translate(bodyChunks(body), signal);
   } catch (error) {
-    throw upstreamFailure(error, signal);
+    throw adapterFailure(error, signal, deployment);
   } finally {
     if (body !== undefined) releaseBody(body, complete);
   }

@@ -8,13 +8,13 @@ import { GatewayConfigError } from '../options.js';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from '../types.js';
 import { classifyUpstreamError } from './classify.js';
 import {
+  adapterFailure,
   createUpstreamClient,
+  credentialOf,
   lowerCaseHeaders,
   parseJsonOrText,
   readJsonBody,
-  resolveCredential,
   streamResponse,
-  upstreamFailure,
   withoutTrailingSlash,
   type UpstreamResponse,
 } from './http.js';
@@ -63,7 +63,7 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
   const client = createUpstreamClient({ connectMs: deployment.timeouts.connectMs, backstopMs: deployment.timeouts.totalMs, connections: deployment.maxConnections });
 
   async function send(request: UpstreamRequest, streaming: boolean): Promise<UpstreamResponse> {
-    const key = await resolveCredential(deployment.apiKey);
+    const key = await credentialOf(deployment);
     const headers: Record<string, string> = { ...baseHeaders, 'x-request-id': request.requestId };
     if (key !== undefined) headers[target.keyHeader] = target.keyHeader === 'authorization' ? `Bearer ${key}` : key;
     const model = upstreamModel(deployment, request.body);
@@ -78,10 +78,10 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
         const response = await send(request, false);
         return completionOf(await readJsonBody(response));
       } catch (error) {
-        throw upstreamFailure(error, request.signal);
+        throw adapterFailure(error, request.signal, deployment);
       }
     },
-    stream: (request) => streamResponse(() => send(request, true), openAIChunks, request.signal),
+    stream: (request) => streamResponse(() => send(request, true), openAIChunks, request.signal, deployment),
     close: () => client.close(),
   };
 }

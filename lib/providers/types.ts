@@ -50,8 +50,16 @@ export interface DeploymentOptions {
   baseUrl?: string;
   /** The upstream model name (Azure: the deployment name; Bedrock: the model id or inference profile). */
   model: string;
-  /** API key: OpenAI/compatible `Authorization: Bearer`, Azure `api-key`, Anthropic `x-api-key`. Never read from the environment by the library. */
-  apiKey?: Credential;
+  /**
+   * API key: OpenAI/compatible `Authorization: Bearer`, Azure `api-key`, Anthropic `x-api-key`. Never read
+   * from the environment by the library. Required for `openai`, `azure` and `anthropic`: a missing, `null`
+   * or blank key (say `process.env.X` with `X` unset) throws a `GatewayConfigError` when the router is
+   * created. `false` says the server needs none (a local vLLM or Ollama): no auth header is sent. A
+   * function is called per upstream request; if it returns no key (or throws), that request's attempt on
+   * this deployment fails with a 502 `upstream_error` naming the deployment. Bedrock uses AWS credentials
+   * (`awsCredentials`) and ignores this.
+   */
+  apiKey?: Credential | false;
   /** Azure OpenAI `api-version` query parameter. @default '2024-10-21' */
   apiVersion?: string;
   /** Bedrock region. @default 'us-east-1' */
