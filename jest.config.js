@@ -7,6 +7,9 @@ module.exports = {
   // Sources import each other with the `.js` extension the ESM build needs; map it back for ts-jest.
   moduleNameMapper: {
     '^(\\.{1,2}/.*)\\.js$': '$1',
+    // The README's examples import the package by name, as users do (test/readme-testing-example.test.ts).
+    '^express-llm-gateway$': '<rootDir>/lib/index.ts',
+    '^express-llm-gateway/testing$': '<rootDir>/lib/testing/index.ts',
     // EXPRESS_MAJOR=4 runs the whole suite, the library's own imports included, on Express 4.
     ...(process.env.EXPRESS_MAJOR === '4' ? { '^express(/.*)?$': 'express4$1' } : {}),
   },

@@ -5,10 +5,7 @@
  * asserts the answer described here, and the README can be generated from it.
  */
 
-export interface WalkthroughStep {
-  /** Stable key; the test's assertions are keyed by it. */
-  readonly id: string;
-  readonly title: string;
+export interface WalkthroughRequest {
   readonly method: 'GET' | 'POST';
   readonly path: string;
   readonly body?: Readonly<Record<string, unknown>>;
@@ -16,6 +13,26 @@ export interface WalkthroughStep {
   readonly showHeaders?: boolean;
   /** Sent without the API key, even when the server requires one. */
   readonly anonymous?: boolean;
+}
+
+/** What to do after a step's request, when the step is more than one request. */
+export interface WalkthroughFollowUp {
+  /** What to do, in words. */
+  readonly text: string;
+  /** Shell lines to run before the request (e.g. `export GATEWAY_API_KEY=key-1`). */
+  readonly shell?: readonly string[];
+  /** One more request, sent with the API key from the shell variable. */
+  readonly request?: Omit<WalkthroughRequest, 'anonymous'>;
+  readonly expected?: string;
+}
+
+export interface WalkthroughStep extends WalkthroughRequest {
+  /** Stable key; the test's assertions are keyed by it. */
+  readonly id: string;
+  readonly title: string;
+  /** Server settings the step needs: it starts the server anew with them (after Ctrl-C in its terminal). */
+  readonly serverEnv?: Readonly<Record<string, string>>;
+  readonly then?: WalkthroughFollowUp;
   /** The answer's text (both modes, for chat steps); the test checks it and that `expected` quotes it. */
   readonly answer?: string;
   /** Response headers the step shows; the test checks them and that `expected` quotes them. */
@@ -34,6 +51,9 @@ export const GUARDRAIL_FRAME = 'data: {"error":{"message":"Violated guardrail po
 
 /** What the server sends when `drain()` ends a stream still open at the shutdown deadline. */
 export const SHUTDOWN_FRAME = 'data: {"error":{"message":"The server is shutting down.","code":503,"type":"upstream_error"}}\n\n';
+
+/** The shell variable the printed commands read the key from when the server requires one. */
+export const API_KEY_VARIABLE = 'GATEWAY_API_KEY';
 
 const OPENAI_ANSWER = 'Hello! This is a mock answer from mock-openai.';
 const ANTHROPIC_ANSWER = 'Hello! This is a mock answer from mock-anthropic.';
@@ -75,12 +95,17 @@ export const WALKTHROUGH = [
   },
   {
     id: 'slow',
-    title: 'A slow stream (to see a graceful shutdown end it: start with SHUTDOWN_DEADLINE_MS=300, press Ctrl-C in the server terminal meanwhile)',
+    title: 'A slow stream, and a graceful shutdown that ends it (the server runs with a 300 ms shutdown deadline)',
+    serverEnv: { SHUTDOWN_DEADLINE_MS: '300' },
     method: 'POST',
     path: '/v1/chat/completions',
     body: chat('slow', 'Hello!', true),
     answer: OPENAI_ANSWER,
-    expected: `"${OPENAI_ANSWER}" in 4 chunks, 500 ms apart, then data: [DONE]; on shutdown, past SHUTDOWN_DEADLINE_MS, it ends with ${SHUTDOWN_FRAME.trim()} and data: [DONE]`,
+    expected: `"${OPENAI_ANSWER}" in 4 chunks, 500 ms apart, then data: [DONE]`,
+    then: {
+      text: 'run the command again and, within a second, press Ctrl-C in the server\'s terminal',
+      expected: `the server stops accepting; 300 ms later the open stream ends with ${SHUTDOWN_FRAME.trim()} and data: [DONE], and the server prints "stopped" and exits (start it again with npm start for the next steps)`,
+    },
   },
   {
     id: 'flaky',
@@ -173,6 +198,7 @@ export const WALKTHROUGH = [
     method: 'POST',
     path: '/v1/chat/completions',
     body: chat('guarded', 'Give me some stock tips.', true),
+    showHeaders: true,
     expected: 'HTTP 400 {"error":{"message":"Violated guardrail policy","code":400,"type":"guardrail_violation"}} (as JSON, also when streaming: nothing was sent yet)',
   },
   {
@@ -196,22 +222,26 @@ export const WALKTHROUGH = [
   },
   {
     id: 'unauthorized',
-    title: 'With GATEWAY_API_KEYS set, a request without a key',
+    title: 'API keys: with GATEWAY_API_KEYS set, a request without a key',
+    serverEnv: { GATEWAY_API_KEYS: 'key-1,key-2' },
     method: 'GET',
     path: '/v1/models',
     anonymous: true,
     showHeaders: true,
     expected: 'HTTP 401 {"error":{"message":"Missing API key: send Authorization: Bearer <key>.","code":401,"type":"authentication_error"}}',
+    then: {
+      text: 'with one of the keys',
+      shell: [`export ${API_KEY_VARIABLE}=key-1`],
+      request: { method: 'GET', path: '/v1/models' },
+      expected: 'HTTP 200 and the model list of step 2; /health stays open without a key',
+    },
   },
 ] as const satisfies readonly WalkthroughStep[];
 
 export type WalkthroughId = (typeof WALKTHROUGH)[number]['id'];
 
-/** The shell variable the printed commands read the key from when the server requires one. */
-export const API_KEY_VARIABLE = 'GATEWAY_API_KEY';
-
 /** The step as a `curl` command to paste into a POSIX shell. */
-export function curlCommand(step: WalkthroughStep, baseUrl: string, { withApiKey = false } = {}): string {
+export function curlCommand(step: WalkthroughRequest, baseUrl: string, { withApiKey = false } = {}): string {
   const args = ['curl', '-sS'];
   if (step.body?.['stream'] === true) args.push('-N');
   if (step.showHeaders) args.push('-i');
@@ -226,8 +256,27 @@ export function walkthroughText(baseUrl: string, { withApiKey = false } = {}): s
   const intro = withApiKey
     ? [`API keys are required (GATEWAY_API_KEYS): run  export ${API_KEY_VARIABLE}=<one of them>  first.`, '']
     : [];
-  const steps = WALKTHROUGH.map((step, i) => [`# ${i + 1}. ${step.title}`, `#    → ${step.expected}`, curlCommand(step, baseUrl, { withApiKey }), ''].join('\n'));
+  const steps = WALKTHROUGH.map((step: WalkthroughStep, i) => {
+    const lines = [`# ${i + 1}. ${step.title}`];
+    if (step.serverEnv) lines.push(`#    First restart the server (Ctrl-C in its terminal) with: ${serverCommand(step.serverEnv)}`);
+    lines.push(`#    → ${step.expected}`, curlCommand(step, baseUrl, { withApiKey }));
+    if (step.then) {
+      lines.push(`#    Then: ${step.then.text}${step.then.expected ? ` → ${step.then.expected}` : ''}`);
+      lines.push(...followUpCommands(step.then, baseUrl));
+    }
+    return [...lines, ''].join('\n');
+  });
   return [...intro, ...steps].join('\n');
+}
+
+/** `npm start` with the step's settings, as typed in the server's terminal. */
+export function serverCommand(env: Readonly<Record<string, string>>): string {
+  return [...Object.entries(env).map(([name, value]) => `${name}=${value}`), 'npm start'].join(' ');
+}
+
+/** The shell lines and the request of a follow-up, as commands. */
+export function followUpCommands(then: WalkthroughFollowUp, baseUrl: string): string[] {
+  return [...(then.shell ?? []), ...(then.request ? [curlCommand(then.request, baseUrl, { withApiKey: true })] : [])];
 }
 
 function shellQuote(text: string): string {
