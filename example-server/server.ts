@@ -35,6 +35,8 @@ interface Settings {
 
 /** After the gateway drained, how long other connections (pass-through, idle keep-alive) get to finish. */
 const CONNECTION_GRACE_MS = 1000;
+/** How often the server checks whether its parent (`npm start`) went away. */
+const ORPHAN_CHECK_MS = 250;
 
 async function main(): Promise<void> {
   const settings = readSettings(process.argv.slice(2), process.env);
@@ -138,6 +140,13 @@ function stopOnSignals(server: Server, gateway: Gateway, services: EmbeddedServi
     process.exit(0);
   };
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => stop(signal).catch(exitWithError));
+  // `npm start` runs this process under `sh -c`, which does not pass SIGTERM on: a container runtime or
+  // systemd stopping npm kills the shell and leaves this server behind, orphaned. Being re-parented is
+  // that same request to stop.
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent && !stopping) stop('SIGTERM').catch(exitWithError);
+  }, ORPHAN_CHECK_MS).unref();
 }
 
 function exitWithError(err: unknown): never {

@@ -11,7 +11,7 @@
 import { BedrockRuntimeClient, type BedrockRuntimeClientConfig } from '@aws-sdk/client-bedrock-runtime';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { type GatewayContext, type InputHook, getContext } from './context.js';
+import { type GatewayContext, type InputHook, contextRequirement } from './context.js';
 import { GuardrailChecker, type MaskHandling } from './guardrail/checker.js';
 import { inputSpotsOf, maskedMessages } from './guardrail/extract.js';
 import { type StreamingMode, outputHook } from './guardrail/output-filters.js';
@@ -44,7 +44,7 @@ export interface GuardrailStreamingOptions {
    * Characters at the end of a checked window that are held back and checked again at the start of the
    * next one, so a violation or a PII entity across the edge is seen whole. At most `windowSize / 2`.
    * In `async` mode: characters of already-checked text sent as context with the next window.
-   * @default 100
+   * @default 100, or `windowSize / 2` when that is smaller
    */
   overlap?: number;
 }
@@ -143,6 +143,7 @@ export interface BedrockGuardrailOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 3000;
+const DEFAULT_OVERLAP = 100;
 const ALL_ROLES: readonly ChatRole[] = ['system', 'developer', 'user', 'assistant', 'tool', 'function'];
 const HOOKS: readonly GuardrailHook[] = ['pre_call', 'during_call', 'post_call'];
 /** Options that configure the client this middleware builds, so they conflict with a given `client`. */
@@ -195,6 +196,7 @@ interface ResolvedGuardrailConfig {
   maskedInputDuringCall: 'block' | 'allow';
   streaming: Required<GuardrailStreamingOptions>;
   checker: GuardrailChecker;
+  logger: Logger;
 }
 
 function parseGuardrailOptions(options: BedrockGuardrailOptions): ResolvedGuardrailConfig {
@@ -213,7 +215,9 @@ function parseGuardrailOptions(options: BedrockGuardrailOptions): ResolvedGuardr
     );
   }
   const name = given.name ?? given.guardrailIdentifier ?? '';
+  const logger = given.logger ?? consoleLogger;
   return {
+    logger,
     hooks,
     roles: new Set(given.roles ?? ALL_ROLES),
     onIntervention,
@@ -227,13 +231,16 @@ function parseGuardrailOptions(options: BedrockGuardrailOptions): ResolvedGuardr
       timeoutMs: given.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       failOpen: given.failOpen ?? false,
       softBlock: given.softBlock ?? false,
-      logger: given.logger ?? consoleLogger,
+      logger,
     }),
   };
 }
 
 function parseStreaming(given: GuardrailStreamingOptions | undefined): Required<GuardrailStreamingOptions> {
-  const streaming = { mode: 'window' as const, windowSize: 1000, overlap: 100, ...definedOnly(given) };
+  const set = definedOnly(given);
+  const windowSize = set.windowSize ?? 1000;
+  // The default overlap shrinks with a small window, so setting only `windowSize` never trips the rule below.
+  const streaming = { mode: 'window' as const, windowSize, overlap: Math.min(DEFAULT_OVERLAP, Math.floor(windowSize / 2)), ...set };
   if (streaming.overlap > streaming.windowSize / 2) {
     throw new GatewayConfigError('bedrockGuardrail.streaming.overlap', `must be at most half of windowSize (${streaming.windowSize / 2}).`);
   }
@@ -289,15 +296,11 @@ export function bedrockGuardrail(options: BedrockGuardrailOptions): RequestHandl
     ? outputHook(checker, { ...config.streaming, onMask: config.onIntervention === 'mask' ? 'apply' : 'block' })
     : undefined;
   const preCall = config.hooks.has('pre_call');
+  const contextOf = contextRequirement('bedrockGuardrail()', config.logger);
 
-  return function llmGatewayBedrockGuardrail(req: Request, _res: Response, next: NextFunction): void {
-    let ctx: GatewayContext;
-    try {
-      ctx = getContext(req);
-    } catch (err) {
-      next(err);
-      return;
-    }
+  return function llmGatewayBedrockGuardrail(req: Request, res: Response, next: NextFunction): void {
+    const ctx = contextOf(req, res);
+    if (!ctx) return;
     if (duringCall) ctx.hooks.duringCall.push(duringCall);
     if (postCall) ctx.hooks.output.push(postCall);
     if (!preCall) {

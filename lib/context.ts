@@ -11,8 +11,9 @@ import { readJsonBody } from './body.js';
 import { type GatewayEvents, summarize } from './events.js';
 import { type Logger, consoleLogger } from './logger.js';
 import { guardrailHeaders } from './guardrail/headers.js';
-import { ClientDisconnectedError } from './errors.js';
+import { ClientDisconnectedError, InternalError } from './errors.js';
 import { GatewayConfigError, assertCalledAsFactory, definedOnly, optionsValidator, parseSize } from './options.js';
+import { type RequestIdPolicy, echoRequestId, requestIdOf } from './request-id.js';
 import { compileRequestValidator, validateChatCompletionRequest } from './request-validation.js';
 import { ResponseWriter } from './response-writer.js';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage } from './types.js';
@@ -171,7 +172,21 @@ declare global {
   }
 }
 
-const REQUEST_ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
+/**
+ * Requests the gateway owns: those that reached `gatewayContext()`, even when it failed before the context
+ * existed (a bad body). Error middlewares answer these and pass every other request's error on.
+ */
+const ownRequests = new WeakSet<IncomingMessage>();
+
+/** Marks a request as the gateway's (an error on one of its paths that arose before `gatewayContext()` ran). */
+export function claimRequest(req: IncomingMessage): void {
+  ownRequests.add(req);
+}
+
+/** Whether this request is the gateway's (it went through `gatewayContext()`, or was claimed). */
+export function isGatewayRequest(req: IncomingMessage): boolean {
+  return ownRequests.has(req);
+}
 
 /**
  * The context middleware. Mount it first on the chat-completions route: it reads and validates the body
@@ -181,9 +196,11 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
   assertCalledAsFactory(options, 'gatewayContext');
   const config = parseContextOptions(options);
   const validate = compileRequestValidator();
+  const idPolicy: RequestIdPolicy = { trust: config.trustRequestId, generate: config.generateRequestId };
 
   return function llmGatewayContext(req: Request, res: Response, next: NextFunction): void {
-    const id = requestIdOf(req, config);
+    claimRequest(req);
+    const id = requestIdOf(req, idPolicy);
     res.setHeader(HEADER_REQUEST_ID, id);
     const controller = new AbortController();
     // Listen before the first await: a client that leaves while the body is read must still abort.
@@ -224,12 +241,6 @@ function notify(config: ResolvedContextOptions, event: string, call: () => void)
   }
 }
 
-function requestIdOf(req: IncomingMessage, config: ResolvedContextOptions): string {
-  const given = req.headers[HEADER_REQUEST_ID];
-  if (config.trustRequestId && typeof given === 'string' && REQUEST_ID_PATTERN.test(given)) return given;
-  return config.generateRequestId(req);
-}
-
 function createContext(
   id: string,
   body: ChatCompletionRequest,
@@ -268,4 +279,30 @@ export function getContext(req: Request): GatewayContext {
     );
   }
   return ctx;
+}
+
+/**
+ * For the middlewares that only work after `gatewayContext()` (the router, the guardrail): returns a function
+ * that gives the request's context or, when there is none (the middleware was mounted without
+ * `gatewayContext()` before it), answers a JSON 500 itself and returns undefined. The mistake is logged once
+ * per middleware, without a stack: it is a mounting error, the same on every request. The answer is written
+ * here rather than passed to `next(err)`, because an app composed this way may well have no error writer
+ * either, and Express's default handler would send an HTML page.
+ */
+export function contextRequirement(middleware: string, logger: Logger): (req: Request, res: Response) => GatewayContext | undefined {
+  let reported = false;
+  return (req, res) => {
+    const ctx = req.llmGateway;
+    if (ctx) return ctx;
+    if (!reported) {
+      reported = true;
+      logger.error(
+        { middleware, path: req.path },
+        `express-llm-gateway: ${middleware} ran on a request without a gateway context. Mount gatewayContext() before it on this route; every such request gets a 500.`,
+      );
+    }
+    echoRequestId(req, res);
+    new ResponseWriter(res).fail(new InternalError('The gateway is not set up correctly on this route.'), 'gateway');
+    return undefined;
+  };
 }

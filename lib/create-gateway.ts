@@ -6,11 +6,11 @@
  */
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
+import express, { type ErrorRequestHandler, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { bedrockGuardrail } from './bedrock-guardrail.js';
 import { type GatewayContext, gatewayContext, getContext } from './context.js';
 import type { GatewayEvents } from './events.js';
-import { UpstreamError } from './errors.js';
+import { ServiceUnavailableError } from './errors.js';
 import { fallbackHandler } from './fallback-handler.js';
 import { type GatewayFileConfig, type GatewayGuardrailConfig, type GatewayStoreConfig, validateGatewayConfig } from './gateway-config.js';
 import { type Logger, consoleLogger } from './logger.js';
@@ -20,7 +20,7 @@ import { passThrough } from './passthrough.js';
 import type { Deployment, ProviderAdapter } from './providers/types.js';
 import { RedisStore } from './redis-store.js';
 import { createRouter, type GatewayRouter } from './router.js';
-import { sseErrorWriter } from './sse-error-writer.js';
+import { CHAT_COMPLETIONS_PATH, sseErrorWriter } from './sse-error-writer.js';
 import { MemoryStore, type Store } from './store.js';
 
 export interface GatewayOptions extends Omit<GatewayFileConfig, 'store'> {
@@ -47,7 +47,12 @@ export interface GatewayOptions extends Omit<GatewayFileConfig, 'store'> {
   metrics?: boolean | PrometheusMetricsOptions;
 }
 
-export interface Gateway extends Router {
+/**
+ * What `createGateway()` returns: the middlewares to mount with `app.use(gateway)` (or under a prefix,
+ * `app.use('/llm', gateway)`): the gateway's router, then an error handler for body-parser failures on its
+ * own paths. Express flattens the array.
+ */
+export interface Gateway extends Array<RequestHandler | ErrorRequestHandler> {
   /** The router inside (its `dispatch`, `listModels`, …). */
   readonly router: GatewayRouter;
   /** Chat requests in flight. */
@@ -106,11 +111,15 @@ export function createGateway(options: GatewayOptions): Gateway {
     next();
   };
 
-  const gateway = express.Router() as Gateway;
-  gateway.post('/v1/chat/completions', atPath({ gatewayContext: 'context' }, () => gatewayContext({ ...config.context, logger, ...(allEvents ? { events: allEvents } : {}) })), track, ...guardrails, router, fallback);
-  gateway.get('/v1/models', router.listModels);
-  if (config.passthrough) gateway.use(passThrough({ ...config.passthrough, errorBodyForm: form }));
-  gateway.use(errors);
+  const routes = express.Router();
+  routes.post(CHAT_COMPLETIONS_PATH, atPath({ gatewayContext: 'context' }, () => gatewayContext({ ...config.context, logger, ...(allEvents ? { events: allEvents } : {}) })), track, ...guardrails, router, fallback);
+  routes.get('/v1/models', router.listModels);
+  const { passthrough } = config;
+  if (passthrough) routes.use(atPath({ passThrough: 'passthrough' }, () => passThrough({ ...passthrough, errorBodyForm: form })));
+  routes.use(errors);
+  // Express skips routers while an error is pending: a body parser mounted before the gateway that fails
+  // never reaches the routes above. The writer, mounted beside them, answers those on the gateway's paths.
+  const gateway = [routes, errors] as unknown as Gateway;
   Object.defineProperty(gateway, 'router', { value: router });
   Object.defineProperty(gateway, 'inFlight', { get: () => active.size });
   Object.defineProperty(gateway, 'metrics', { value: metrics });
@@ -125,7 +134,7 @@ export function createGateway(options: GatewayOptions): Gateway {
 async function drain(active: Set<GatewayContext>, deadlineMs: number): Promise<void> {
   const deadline = Date.now() + deadlineMs;
   while (active.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
-  for (const ctx of active) ctx.cancel(new UpstreamError('The server is shutting down.', { status: 503 }));
+  for (const ctx of active) ctx.cancel(new ServiceUnavailableError());
   while (active.size > 0) await new Promise((resolve) => setTimeout(resolve, 10));
 }
 

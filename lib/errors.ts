@@ -63,6 +63,15 @@ export abstract class GatewayError extends Error {
     this.retryAfterMs = options.retryAfterMs;
   }
 
+  /**
+   * Headers that go with this error when it is answered before commit: `Retry-After` (whole seconds) on a
+   * 429 or 503 whose wait is known.
+   */
+  responseHeaders(): Record<string, string> {
+    if (this.retryAfterMs === undefined || (this.status !== 429 && this.status !== 503)) return {};
+    return { 'retry-after': String(Math.max(1, Math.ceil(this.retryAfterMs / 1000))) };
+  }
+
   /** The error object clients see, in the configured form. Extra fields go inside `error`, never beside it. */
   toBody(form: ErrorBodyForm = 'gateway', extra?: Record<string, unknown>): ErrorBody {
     const error: GatewayErrorObject =
@@ -184,6 +193,23 @@ export class UpstreamCredentialsError extends UpstreamError {
   constructor(deployment: string, message: string, options: GatewayErrorOptions = {}) {
     super(message, { ...options, status: 502 });
     this.deployment = deployment;
+  }
+}
+
+/**
+ * 503: this gateway instance is shutting down (`gateway.drain()`). Another instance can answer the same
+ * request, so clients are told when to retry, and the connection is closed so they reconnect elsewhere.
+ */
+export class ServiceUnavailableError extends GatewayError {
+  readonly status = 503;
+  readonly type = 'service_unavailable';
+  readonly retryable = true;
+  constructor(message = 'The server is shutting down.', options: GatewayErrorOptions = {}) {
+    super(message, { retryAfterMs: 1000, ...options });
+  }
+
+  override responseHeaders(): Record<string, string> {
+    return { ...super.responseHeaders(), connection: 'close' };
   }
 }
 

@@ -13,6 +13,7 @@ import { ERROR_BODY_FORMS } from './errors.js';
 import { type FallbackMap, continuationSchema, fallbackLimitsSchema, fallbackMapSchema } from './fallback-handler.js';
 import { GatewayConfigError, optionsValidator } from './options.js';
 import { guardrailOptionsSchema } from './bedrock-guardrail.js';
+import { type PassThroughOptions, passThroughOptionsSchema } from './passthrough.js';
 import { awsCredentialsSchema, routerOptionsSchema, type ModelGroupOptions, type RetryOptions, type CooldownOptions, type RoutingStrategy } from './router-config.js';
 import type { TimeoutOptions } from './providers/types.js';
 
@@ -84,15 +85,17 @@ export interface GatewayFileConfig {
   errors?: { bodyForm?: ErrorBodyForm };
   store?: GatewayStoreConfig;
   /**
-   * Endpoints the gateway does not interpret (embeddings, `/v1/files`, …) are proxied to this upstream,
-   * with its credentials injected. Off when absent.
+   * Endpoints the gateway does not interpret (embeddings, moderations, audio, images, or the `paths` you
+   * list) are proxied to this upstream, with its credentials injected. Off when absent. See `passThrough`.
    */
-  passthrough?: { target: string; apiKey?: string; headers?: Record<string, string> };
+  passthrough?: Omit<PassThroughOptions, 'errorBodyForm'>;
 }
 
 const routerProps = routerOptionsSchema.properties;
 // A file holds what can be written down: no client object, no logger; credentials only as static keys.
 const { client: _client, logger: _logger, ...guardrailFileProperties } = guardrailOptionsSchema.properties;
+// The error body form has its own section (`errors.bodyForm`).
+const { errorBodyForm: _errorBodyForm, ...passThroughFileProperties } = passThroughOptionsSchema.properties;
 
 /** JSON Schema of the gateway configuration (also published as `dist/gateway-config.schema.json`). */
 export const gatewayConfigSchema = {
@@ -153,16 +156,7 @@ export const gatewayConfigSchema = {
       required: ['type'],
       properties: { type: { enum: ['memory', 'redis'] }, url: { type: 'string', pattern: '^rediss?://' }, prefix: { type: 'string' } },
     },
-    passthrough: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['target'],
-      properties: {
-        target: { type: 'string', pattern: '^https?://' },
-        apiKey: { type: 'string' },
-        headers: { type: 'object', additionalProperties: { type: 'string' } },
-      },
-    },
+    passthrough: { ...passThroughOptionsSchema, properties: passThroughFileProperties },
   },
 } as const;
 
@@ -207,7 +201,7 @@ export function parseGatewayConfig(text: string, format: 'yaml' | 'json', option
   } catch (err) {
     throw new GatewayConfigError('config', `not valid ${format.toUpperCase()}: ${(err as Error).message}`);
   }
-  const config = substituteEnv(raw, options.env ?? {}, '');
+  const config = substituteEnv(raw, options.env ?? {}, '', options.env !== undefined);
   validateGatewayConfig(config, { fromFile: true });
   return config;
 }
@@ -215,19 +209,21 @@ export function parseGatewayConfig(text: string, format: 'yaml' | 'json', option
 const ENV_REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 
 /** Replaces `${NAME}` in every string; an unset variable without a default is an error naming the path. */
-function substituteEnv(value: unknown, env: Readonly<Record<string, string | undefined>>, path: string): unknown {
+function substituteEnv(value: unknown, env: Readonly<Record<string, string | undefined>>, path: string, envGiven: boolean): unknown {
   if (typeof value === 'string') {
     return value.replace(ENV_REFERENCE, (_match, name: string, fallback: string | undefined) => {
       const found = env[name];
       if (found !== undefined) return found;
       if (fallback !== undefined) return fallback;
-      throw new GatewayConfigError(path || 'config', `references \${${name}}, which is not set.`);
+      // The library never reads process.env itself: without `env`, every reference is unset.
+      const hint = envGiven ? '' : ' No `env` was passed: use loadGatewayConfig(file, { env: process.env }) to read the environment.';
+      throw new GatewayConfigError(path || 'config', `references \${${name}}, which is not set.${hint}`);
     });
   }
-  if (Array.isArray(value)) return value.map((item, i) => substituteEnv(item, env, `${path}[${i}]`));
+  if (Array.isArray(value)) return value.map((item, i) => substituteEnv(item, env, `${path}[${i}]`, envGiven));
   if (value !== null && typeof value === 'object') {
     const out: Record<string, unknown> = {};
-    for (const [key, item] of Object.entries(value)) out[key] = substituteEnv(item, env, path ? `${path}.${key}` : key);
+    for (const [key, item] of Object.entries(value)) out[key] = substituteEnv(item, env, path ? `${path}.${key}` : key, envGiven);
     return out;
   }
   return value;

@@ -27,6 +27,8 @@ export {
   NotFoundError,
   PermissionDeniedError,
   RateLimitError,
+  RequestTooLargeError,
+  ServiceUnavailableError,
   TimeoutError,
   UpstreamCredentialsError,
   UpstreamError,

@@ -126,6 +126,7 @@ export class ResponseWriter {
       this.state = 'finished';
       this.writeHead(error.status, {
         ...this.headers(),
+        ...error.responseHeaders(),
         'content-type': 'application/json; charset=utf-8',
         'content-length': Buffer.byteLength(body),
       });

@@ -125,7 +125,11 @@ class RouterEngine {
       if (lastError && Date.now() >= state.deadline) throw lastError;
       const choice = await this.balancer.choose(group, tried, Date.now());
       if (!('deployment' in choice)) throw lastError ?? noDeploymentError(group, choice.cooldownEndsAt);
-      if (!choice.untried && lastError) await this.backoff(retries, state, lastError);
+      if (!choice.untried && lastError) {
+        // The same credentials would be refused again: only another deployment or a fallback group can help.
+        if (lastError instanceof UpstreamCredentialsError) throw lastError;
+        await this.backoff(retries, state, lastError);
+      }
       tried.add(deploymentKey(choice.deployment));
       try {
         await this.attempt(ctx, state, choice.deployment, group, attemptKind);

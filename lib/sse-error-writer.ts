@@ -1,6 +1,7 @@
 /**
  * The SSE error writer: the one place where an error becomes a response. Mount it last, after the other
- * gateway middlewares. Before commit it sends JSON with the error's real status; after commit (a stream is
+ * gateway middlewares, on the gateway's routes or app-wide: it answers only the requests that went through
+ * `gatewayContext()` and passes every other error on, untouched, to the host app's handlers. Before commit it sends JSON with the error's real status; after commit (a stream is
  * under way) it sends exactly one in-band error frame, then `data: [DONE]`, then ends the response cleanly:
  * never a destroyed socket, never a silent end, never Express's default HTML error page.
  */
@@ -12,10 +13,14 @@ import {
   ERROR_BODY_FORMS,
   type GatewayError,
   GuardrailViolationError,
+  ServiceUnavailableError,
+  fromBodyParserError,
   toGatewayError,
 } from './errors.js';
+import { claimRequest, isGatewayRequest } from './context.js';
 import { type Logger, consoleLogger } from './logger.js';
 import { assertCalledAsFactory, definedOnly, optionsValidator } from './options.js';
+import { echoRequestId } from './request-id.js';
 import { ResponseWriter } from './response-writer.js';
 
 export interface SseErrorWriterOptions {
@@ -33,18 +38,35 @@ export interface SseErrorWriterOptions {
    * @default console, for warnings and errors only
    */
   logger?: Logger;
+  /**
+   * The gateway's POST paths, relative to where this writer is mounted, on which it also answers a body
+   * parser's failure (bad JSON, too large) in the gateway's shape. Express skips routes while an error is
+   * pending, so when `express.json()` runs before the gateway and fails, no gateway middleware on the
+   * route ever sees the request: only this writer can. Every other error of a request that did not reach
+   * `gatewayContext()` goes on to the host app's handlers.
+   * @default ['/v1/chat/completions']
+   */
+  paths?: string[];
 }
 
 interface ResolvedSseErrorWriterOptions {
   errorBodyForm: ErrorBodyForm;
   logger: Logger;
+  /** Lower-case, without a trailing slash: compared as Express matches routes. */
+  paths: ReadonlySet<string>;
 }
+
+export const CHAT_COMPLETIONS_PATH = '/v1/chat/completions';
 
 const validateOptions = optionsValidator(
   {
     type: 'object',
     additionalProperties: false,
-    properties: { errorBodyForm: { enum: ERROR_BODY_FORMS }, logger: { type: 'object' } },
+    properties: {
+      errorBodyForm: { enum: ERROR_BODY_FORMS },
+      logger: { type: 'object' },
+      paths: { type: 'array', items: { type: 'string', pattern: '^/' } },
+    },
   },
   'sseErrorWriter',
 );
@@ -52,7 +74,11 @@ const validateOptions = optionsValidator(
 function parseSseErrorWriterOptions(options: SseErrorWriterOptions | undefined): ResolvedSseErrorWriterOptions {
   const given = definedOnly(options);
   validateOptions(given);
-  return { errorBodyForm: given.errorBodyForm ?? 'gateway', logger: given.logger ?? consoleLogger };
+  return {
+    errorBodyForm: given.errorBodyForm ?? 'gateway',
+    logger: given.logger ?? consoleLogger,
+    paths: new Set((given.paths ?? [CHAT_COMPLETIONS_PATH]).map(routeKey)),
+  };
 }
 
 /** Creates the terminal error middleware (four parameters: that is how Express recognises error handlers). */
@@ -60,8 +86,16 @@ export function sseErrorWriter(options?: SseErrorWriterOptions): ErrorRequestHan
   assertCalledAsFactory(options, 'sseErrorWriter');
   const config = parseSseErrorWriterOptions(options);
 
-  // eslint-disable-next-line @typescript-eslint/no-unused-vars
-  return function llmGatewayErrorWriter(err: unknown, req: Request, res: Response, _next: NextFunction): void {
+  return function llmGatewayErrorWriter(err: unknown, req: Request, res: Response, next: NextFunction): void {
+    // Mounted app-wide, it sees the host app's errors too: those are the host's to answer.
+    if (!isGatewayRequest(req)) {
+      if (!isBodyParserErrorOnOwnPath(config, err, req, res)) {
+        next(err);
+        return;
+      }
+      claimRequest(req);
+      echoRequestId(req, res);
+    }
     const error = toGatewayError(err);
     const ctx = req.llmGateway;
     logError(config.logger, error, ctx?.id ?? headerRequestId(res));
@@ -81,6 +115,14 @@ export function sseErrorWriter(options?: SseErrorWriterOptions): ErrorRequestHan
   };
 }
 
+function isBodyParserErrorOnOwnPath(config: ResolvedSseErrorWriterOptions, err: unknown, req: Request, res: Response): boolean {
+  return req.method === 'POST' && !res.headersSent && config.paths.has(routeKey(req.path)) && fromBodyParserError(err) !== undefined;
+}
+
+function routeKey(path: string): string {
+  return path.replace(/\/+$/, '').toLowerCase();
+}
+
 function headerRequestId(res: Response): string | undefined {
   const id = res.getHeader('x-request-id');
   return typeof id === 'string' ? id : undefined;
@@ -89,6 +131,7 @@ function headerRequestId(res: Response): string | undefined {
 function logError(logger: Logger, error: GatewayError, requestId: string | undefined): void {
   const entry = { requestId, status: error.status, type: error.type, message: error.message };
   if (error instanceof ClientDisconnectedError) logger.debug(entry, 'client disconnected');
+  else if (error instanceof ServiceUnavailableError) logger.info(entry, 'request ended by the shutdown');
   else if (error.status >= 500) logger.error({ ...entry, err: error.cause ?? error }, 'request failed');
   else logger.info(entry, 'request failed');
 }

@@ -75,7 +75,7 @@ describe(`gatewayContext (Express ${EXPRESS_MAJOR})`, () => {
     });
   });
 
-  describe('bad bodies get a 400 naming the field, never a 500', () => {
+  describe('bad bodies get a 400 (413 when too large) naming the field, never a 500', () => {
     const app = appWith({ bodyLimit: '2kb' });
     const cases: [string, unknown, string, RegExp][] = [
       ['not JSON', '{"model": "m", "messages": [', 'body', /not valid JSON/],
@@ -105,19 +105,20 @@ describe(`gatewayContext (Express ${EXPRESS_MAJOR})`, () => {
       ['oversize', { ...valid, messages: [{ role: 'user', content: 'x'.repeat(4000) }] }, 'body', /larger than the 2kb limit/],
     ];
 
-    it.each(cases)('%s', async (_name, body, param, message) => {
+    it.each(cases)('%s', async (name, body, param, message) => {
       const req = request(app).post('/v1/chat/completions').set('content-type', 'application/json');
       const res = await req.send(typeof body === 'string' ? body : JSON.stringify(body));
-      expect(res.status).toBe(400);
+      const status = name === 'oversize' ? 413 : 400;
+      expect(res.status).toBe(status);
       expect(res.headers['content-type']).toMatch(/^application\/json/);
       expect(Object.keys(res.body)).toEqual(['error']);
       expect(Object.keys(res.body.error)).toEqual(['message', 'code', 'type']);
-      expect(res.body.error.code).toBe(400);
+      expect(res.body.error.code).toBe(status);
       expect(res.body.error.type).toBe('invalid_request_error');
       expect(res.body.error.message).toMatch(message);
       if (param !== 'body') expect(res.body.error.message).toContain(`'${param}'`);
       const typed = await request(typedApp).post('/v1/chat/completions').set('content-type', 'application/json').send(typeof body === 'string' ? body : JSON.stringify(body));
-      expect(typed.body.error).toEqual({ message: res.body.error.message, type: 'invalid_request_error', param, code: '400' });
+      expect(typed.body.error).toEqual({ message: res.body.error.message, type: 'invalid_request_error', param, code: String(status) });
     });
 
     const typedApp = (() => {
@@ -129,7 +130,7 @@ describe(`gatewayContext (Express ${EXPRESS_MAJOR})`, () => {
 
     it('an oversize body announced by content-length is refused without reading it', async () => {
       const res = await request(app).post('/v1/chat/completions').set('content-type', 'application/json').send(JSON.stringify({ ...valid, pad: 'x'.repeat(10_000) }));
-      expect(res.status).toBe(400);
+      expect(res.status).toBe(413);
       expect(res.body.error.message).toMatch(/2kb/);
     });
 
@@ -139,8 +140,8 @@ describe(`gatewayContext (Express ${EXPRESS_MAJOR})`, () => {
       a.post('/v1/chat/completions', gatewayContext(), (_req, res) => res.end());
       a.use(sseErrorWriter({ logger: silentLogger }));
       const res = await request(a).post('/v1/chat/completions').send({ ...valid, pad: 'x'.repeat(200) });
-      expect(res.status).toBe(400);
-      expect(res.body.error).toEqual({ message: 'Request body: larger than the 100 bytes limit.', code: 400, type: 'invalid_request_error' });
+      expect(res.status).toBe(413);
+      expect(res.body.error).toEqual({ message: 'Request body: larger than the 100 bytes limit.', code: 413, type: 'invalid_request_error' });
     });
 
     it('a bad body never reaches the handlers after the context', async () => {

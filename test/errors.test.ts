@@ -104,9 +104,9 @@ describe('toGatewayError', () => {
     expect(toGatewayError(null)).toBeInstanceOf(InternalError);
   });
 
-  it("maps body-parser's errors to a 400 naming the body", () => {
+  it("maps body-parser's errors to their real status (400, 413 too large), naming the body", () => {
     const tooLarge = toGatewayError({ type: 'entity.too.large', status: 413, limit: 102400 });
-    expect([tooLarge.status, tooLarge.param, tooLarge.message]).toEqual([400, 'body', 'Request body: larger than the 100kb limit.']);
+    expect([tooLarge.status, tooLarge.type, tooLarge.param, tooLarge.message]).toEqual([413, 'invalid_request_error', 'body', 'Request body: larger than the 100kb limit.']);
     const parse = toGatewayError(Object.assign(new SyntaxError('Unexpected token'), { type: 'entity.parse.failed', status: 400 }));
     expect([parse.status, parse.param]).toEqual([400, 'body']);
   });
