@@ -50,7 +50,7 @@ export const BLOCKED_AT_THE_END =
 export const GUARDRAIL_FRAME = 'data: {"error":{"message":"Violated guardrail policy","code":400,"type":"guardrail_violation"}}\n\n';
 
 /** What the server sends when `drain()` ends a stream still open at the shutdown deadline. */
-export const SHUTDOWN_FRAME = 'data: {"error":{"message":"The server is shutting down.","code":503,"type":"upstream_error"}}\n\n';
+export const SHUTDOWN_FRAME = 'data: {"error":{"message":"The server is shutting down.","code":503,"type":"service_unavailable"}}\n\n';
 
 /** The shell variable the printed commands read the key from when the server requires one. */
 export const API_KEY_VARIABLE = 'GATEWAY_API_KEY';
