@@ -1,5 +1,7 @@
 // Builds dist/cjs (CommonJS) and dist/esm (ES modules), each with its own .d.ts files and a
-// package.json that tells Node which module system the folder uses.
+// package.json that tells Node which module system the folder uses. No source maps or declaration maps
+// (tsconfig.build.json): lib/*.ts is not published, so maps would point at missing files; the pack test
+// checks that nothing in the tarball does.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
