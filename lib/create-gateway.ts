@@ -60,9 +60,11 @@ export interface Gateway extends Array<RequestHandler | ErrorRequestHandler> {
   /** The Prometheus metrics, when the `metrics` option is set. */
   readonly metrics: GatewayMetrics | undefined;
   /**
-   * For a graceful shutdown (after the HTTP server stopped accepting): waits up to `deadlineMs` for the
-   * requests in flight to finish, then ends the rest with a 503 `upstream_error` ("The server is shutting
-   * down."): a JSON error before commit, the in-band frame and `[DONE]` after it. Never a cut stream.
+   * For a graceful shutdown (after the HTTP server stopped accepting): new chat requests get a 503
+   * `service_unavailable` with `Retry-After: 1` and `Connection: close` (another instance can answer them);
+   * the requests in flight get up to `deadlineMs` to finish, then the rest end with the same error ("The
+   * server is shutting down."): a JSON error before commit, the in-band frame and `[DONE]` after it. Never
+   * a cut stream.
    */
   drain(deadlineMs: number): Promise<void>;
   /** Releases connection pools and, when the gateway created it, the Redis connection. */
@@ -104,7 +106,13 @@ export function createGateway(options: GatewayOptions): Gateway {
   const errors = sseErrorWriter({ errorBodyForm: form, logger });
 
   const active = new Set<GatewayContext>();
+  let draining = false;
   const track: RequestHandler = (req, res, next) => {
+    // Keep-alive connections can still bring requests while the server drains: another instance answers them.
+    if (draining) {
+      next(new ServiceUnavailableError());
+      return;
+    }
     const ctx = getContext(req);
     active.add(ctx);
     res.once('close', () => active.delete(ctx));
@@ -123,7 +131,10 @@ export function createGateway(options: GatewayOptions): Gateway {
   Object.defineProperty(gateway, 'router', { value: router });
   Object.defineProperty(gateway, 'inFlight', { get: () => active.size });
   Object.defineProperty(gateway, 'metrics', { value: metrics });
-  gateway.drain = (deadlineMs) => drain(active, deadlineMs);
+  gateway.drain = (deadlineMs) => {
+    draining = true;
+    return drain(active, deadlineMs);
+  };
   gateway.close = async () => {
     await router.close();
     await release?.();

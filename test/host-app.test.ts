@@ -244,6 +244,11 @@ describe(`the gateway in a host app (Express ${EXPRESS_MAJOR})`, () => {
       expect(streamed.text.endsWith('data: {"error":{"message":"The server is shutting down.","code":503,"type":"service_unavailable"}}\n\ndata: [DONE]\n\n')).toBe(true);
       expect(lines.filter((l) => l.level === 'error' || l.level === 'warn')).toEqual([]);
       expect(lines.filter((l) => l.level === 'info' && l.msg === 'request ended by the shutdown')).toHaveLength(2);
+      // A request that arrives while draining (a keep-alive connection) is sent elsewhere, in both modes.
+      const [late, lateStreamed] = await chatBoth(server.url, ask('echo me', 'stream'));
+      expect(late.status).toBe(503);
+      expect(parityView(lateStreamed)).toEqual(parityView(late));
+      for (const res of [late, lateStreamed]) expect([res.headers['retry-after'], res.headers['connection']]).toEqual(['1', 'close']);
     });
   });
 
