@@ -37,6 +37,7 @@ interface BrokenConfig {
 const BROKEN_CONFIGS: BrokenConfig[] = [
   { name: 'a wrong type', edit: (yaml) => replaceOnce(yaml, 'maxRetries: 1', 'maxRetries: lots'), path: 'router.retries.maxRetries' },
   { name: 'an unknown provider', edit: (yaml) => replaceOnce(yaml, 'provider: openai', 'provider: openia'), path: 'models[0].deployments[0].provider' },
+  { name: 'an empty API key', edit: (yaml) => replaceOnce(yaml, 'apiKey: sk-ant-mock', 'apiKey: ""'), path: 'models[1].deployments[0].apiKey' },
   { name: 'a fallback to an unknown group', edit: (yaml) => replaceOnce(yaml, 'flaky: [gpt-4o-mini]', 'flaky: [gpt-5-turbo]'), path: 'fallbacks.general.flaky[0]' },
   {
     name: 'a guardrail without a version (given with --config)',
