@@ -28,7 +28,8 @@ const fail = (message) => {
 };
 
 npm(['run', 'build', '--silent'], root);
-const [packed] = JSON.parse(npm(['pack', '--json', '--pack-destination', work], root));
+// Built just above: --ignore-scripts skips the prepack build (its output would mix with the JSON).
+const [packed] = JSON.parse(npm(['pack', '--json', '--ignore-scripts', '--pack-destination', work], root));
 const tarball = join(work, packed.filename);
 
 // ---- 1. What is in the tarball ----
