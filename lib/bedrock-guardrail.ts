@@ -15,7 +15,8 @@ import { type GatewayContext, type InputHook, contextRequirement } from './conte
 import { GuardrailChecker, type MaskHandling } from './guardrail/checker.js';
 import { inputSpotsOf, maskedMessages } from './guardrail/extract.js';
 import { type StreamingMode, outputHook } from './guardrail/output-filters.js';
-import { type Logger, consoleLogger } from './logger.js';
+import { type Logger, consoleLogger, withRedaction } from './logger.js';
+import { registerSecret } from './redact.js';
 import { GatewayConfigError, assertCalledAsFactory, definedOnly, optionsValidator } from './options.js';
 import type { ChatRole } from './types.js';
 
@@ -215,7 +216,7 @@ function parseGuardrailOptions(options: BedrockGuardrailOptions): ResolvedGuardr
     );
   }
   const name = given.name ?? given.guardrailIdentifier ?? '';
-  const logger = given.logger ?? consoleLogger;
+  const logger = withRedaction(given.logger ?? consoleLogger);
   return {
     logger,
     hooks,
@@ -265,6 +266,9 @@ function clientFrom(given: Partial<BedrockGuardrailOptions>): BedrockRuntimeClie
     return given.client;
   }
   if (given.region === undefined) throw new GatewayConfigError('bedrockGuardrail.region', 'is required unless a client is given.');
+  const staticCredentials = typeof given.credentials === 'object' ? given.credentials : undefined;
+  registerSecret(staticCredentials?.secretAccessKey);
+  registerSecret(staticCredentials?.sessionToken);
   const maxAttempts = given.maxAttempts ?? 2;
   return new BedrockRuntimeClient({
     region: given.region,

@@ -9,7 +9,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { type Attempt, HEADER_REQUEST_ID, attemptHeaders } from './attempts.js';
 import { readJsonBody } from './body.js';
 import { type GatewayEvents, summarize } from './events.js';
-import { type Logger, consoleLogger } from './logger.js';
+import { type Logger, consoleLogger, withRedaction } from './logger.js';
 import { guardrailHeaders } from './guardrail/headers.js';
 import { ClientDisconnectedError, InternalError } from './errors.js';
 import { GatewayConfigError, assertCalledAsFactory, definedOnly, optionsValidator, parseSize } from './options.js';
@@ -158,7 +158,7 @@ function parseContextOptions(options: GatewayContextOptions | undefined): Resolv
     trustRequestId: given.trustRequestId ?? true,
     generateRequestId: given.generateRequestId ?? (() => randomUUID()),
     events: given.events,
-    logger: given.logger ?? consoleLogger,
+    logger: withRedaction(given.logger ?? consoleLogger),
   };
 }
 

@@ -11,9 +11,10 @@ import { bedrockGuardrail } from './bedrock-guardrail.js';
 import { type GatewayContext, gatewayContext, getContext } from './context.js';
 import type { GatewayEvents } from './events.js';
 import { ServiceUnavailableError } from './errors.js';
+import { registerUrlCredentials } from './redact.js';
 import { fallbackHandler } from './fallback-handler.js';
 import { type GatewayFileConfig, type GatewayGuardrailConfig, type GatewayStoreConfig, validateGatewayConfig } from './gateway-config.js';
-import { type Logger, consoleLogger } from './logger.js';
+import { type Logger, consoleLogger, withRedaction } from './logger.js';
 import { type GatewayMetrics, type PrometheusMetricsOptions, combineEvents, prometheusMetrics } from './metrics.js';
 import { GatewayConfigError, assertCalledAsFactory } from './options.js';
 import { passThrough } from './passthrough.js';
@@ -73,7 +74,8 @@ export interface Gateway extends Array<RequestHandler | ErrorRequestHandler> {
 
 export function createGateway(options: GatewayOptions): Gateway {
   assertCalledAsFactory(options, 'createGateway');
-  const { store: storeOption, logger = consoleLogger, adapterFactory, events, metrics: metricsOption, ...serializable } = options;
+  const { store: storeOption, logger: givenLogger = consoleLogger, adapterFactory, events, metrics: metricsOption, ...serializable } = options;
+  const logger = withRedaction(givenLogger);
   const isStoreInstance = storeOption !== undefined && typeof (storeOption as Store).getCooldowns === 'function';
   validateGatewayConfig({ ...serializable, ...(isStoreInstance || storeOption === undefined ? {} : { store: storeOption }) });
   const config = serializable as Omit<GatewayFileConfig, 'store'>;
@@ -167,6 +169,7 @@ function guardrailFor(guardrail: GatewayGuardrailConfig, index: number, router: 
 function buildStore(config: GatewayStoreConfig | undefined, logger: Logger): { store: Store; release?: () => Promise<void> } {
   if (!config || config.type === 'memory') return { store: new MemoryStore() };
   const Redis = loadIoredis();
+  registerUrlCredentials(config.url);
   // Fail fast while disconnected: the store falls back to local state instead of queueing commands.
   const client = new Redis(config.url!, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false });
   client.on('error', () => {}); // outages are reported once by the store itself

@@ -5,6 +5,8 @@
  * same error object on the wire.
  */
 
+import { redact } from './redact.js';
+
 /**
  * The wire form of every error body.
  * - `'gateway'` (default): `{"error":{"message":"…","code":400,"type":"…"}}`, numeric `code`.
@@ -291,21 +293,11 @@ function formatLimit(limit: unknown): string {
   return `${limit} bytes`;
 }
 
-const SECRET_PATTERNS: readonly [RegExp, string][] = [
-  [/\b(sk|pk|rk)-[A-Za-z0-9_-]{8,}/g, '[redacted]'],
-  [/\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}/gi, '$1 [redacted]'],
-  [/\b(AKIA|ASIA)[A-Z0-9]{12,}/g, '[redacted]'],
-  [/\b(api[-_]?key|access[-_]?token|secret|password)(["']?\s*[:=]\s*["']?)[^\s"',&]+/gi, '$1$2[redacted]'],
-  [/\bhttps?:\/\/[^\s"'<>)]+/gi, '[url]'],
-];
-
 /**
- * Removes what must never reach a client from a message: API keys, bearer tokens, AWS key ids and
- * internal URLs (provider error messages sometimes echo them). Stack traces never get here: only
- * `message` is ever serialized.
+ * Removes what must never reach a client from a message (see `redact`): every credential the gateway holds,
+ * credential-like tokens, URLs, internal addresses and stack frames. Every error's message goes through it
+ * when the error is created, so nothing later can serialize an unredacted one.
  */
 export function sanitizeMessage(message: string): string {
-  let out = message;
-  for (const [pattern, replacement] of SECRET_PATTERNS) out = out.replace(pattern, replacement);
-  return out;
+  return redact(message);
 }

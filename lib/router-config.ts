@@ -4,7 +4,8 @@
  * (`router.models[1].deployments[0].provider`). Everything per request is precomputed here.
  */
 import type { Logger } from './logger.js';
-import { consoleLogger } from './logger.js';
+import { consoleLogger, withRedaction } from './logger.js';
+import { registerSecret } from './redact.js';
 import { GatewayConfigError, definedOnly, optionsValidator } from './options.js';
 import type { Deployment, DeploymentOptions, ProviderAdapter, ProviderName, TimeoutOptions } from './providers/types.js';
 import type { Store } from './store.js';
@@ -257,7 +258,7 @@ export function parseRouterOptions(options: RouterOptions): ResolvedRouterConfig
     cooldownMs: cooldown.durationMs ?? 30_000,
     deadlineMs: given.deadlineMs ?? 600_000,
     store: given.store ?? new MemoryStore(),
-    logger: given.logger ?? consoleLogger,
+    logger: withRedaction(given.logger ?? consoleLogger),
   };
 }
 
@@ -270,6 +271,7 @@ function resolveDeployments(group: ModelGroupOptions, g: number, defaults: Requi
       throw new GatewayConfigError(`${field}.baseUrl`, "is required for Azure OpenAI (e.g. 'https://NAME.openai.azure.com').");
     }
     checkApiKey(options, `${field}.apiKey`);
+    registerDeploymentSecrets(options);
     if (options.model === '*' && group.name !== '*') {
       throw new GatewayConfigError(`${field}.model`, "'*' (forward the client's model) is only allowed in the wildcard group '*'.");
     }
@@ -287,6 +289,15 @@ function resolveDeployments(group: ModelGroupOptions, g: number, defaults: Requi
       timeouts: { ...defaults, ...definedOnly(options.timeouts) },
     };
   });
+}
+
+/** Every credential a deployment carries is redacted by value from what reaches clients and logs. */
+function registerDeploymentSecrets(options: DeploymentOptions): void {
+  if (typeof options.apiKey === 'string') registerSecret(options.apiKey);
+  registerSecret(options.awsCredentials?.secretAccessKey);
+  registerSecret(options.awsCredentials?.sessionToken);
+  // Extra headers often carry credentials of their own (a gateway token, a tenant key).
+  for (const value of Object.values(options.headers ?? {})) registerSecret(value);
 }
 
 /** Providers whose every request carries an API key (Bedrock signs with AWS credentials instead). */

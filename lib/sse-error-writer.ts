@@ -13,12 +13,13 @@ import {
   ERROR_BODY_FORMS,
   type GatewayError,
   GuardrailViolationError,
+  InternalError,
   ServiceUnavailableError,
   fromBodyParserError,
   toGatewayError,
 } from './errors.js';
 import { claimRequest, isGatewayRequest } from './context.js';
-import { type Logger, consoleLogger } from './logger.js';
+import { type Logger, consoleLogger, withRedaction } from './logger.js';
 import { assertCalledAsFactory, definedOnly, optionsValidator } from './options.js';
 import { echoRequestId } from './request-id.js';
 import { ResponseWriter } from './response-writer.js';
@@ -76,7 +77,7 @@ function parseSseErrorWriterOptions(options: SseErrorWriterOptions | undefined):
   validateOptions(given);
   return {
     errorBodyForm: given.errorBodyForm ?? 'gateway',
-    logger: given.logger ?? consoleLogger,
+    logger: withRedaction(given.logger ?? consoleLogger),
     paths: new Set((given.paths ?? [CHAT_COMPLETIONS_PATH]).map(routeKey)),
   };
 }
@@ -132,6 +133,9 @@ function logError(logger: Logger, error: GatewayError, requestId: string | undef
   const entry = { requestId, status: error.status, type: error.type, message: error.message };
   if (error instanceof ClientDisconnectedError) logger.debug(entry, 'client disconnected');
   else if (error instanceof ServiceUnavailableError) logger.info(entry, 'request ended by the shutdown');
-  else if (error.status >= 500) logger.error({ ...entry, err: error.cause ?? error }, 'request failed');
+  // Only the gateway's own failures (bugs) are logged with the original error and its stack; an upstream's
+  // failure is not a bug, and its message (already redacted) says what happened.
+  else if (error instanceof InternalError) logger.error({ ...entry, err: error.cause ?? error }, 'request failed');
+  else if (error.status >= 500) logger.error(entry, 'request failed');
   else logger.info(entry, 'request failed');
 }

@@ -14,6 +14,7 @@ import type { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
 import { ConnectionError, GatewayError, InternalError, TimeoutError, UpstreamCredentialsError, UpstreamError } from '../errors.js';
 import { asGatewayCredentialFailure, classifyUpstreamError } from './classify.js';
+import { registerSecret } from '../redact.js';
 import type { Deployment } from './types.js';
 
 /** The body of an upstream response (undici's `BodyReadable`). */
@@ -196,7 +197,11 @@ export async function credentialOf(deployment: Deployment): Promise<string | und
     // The function's own error may name a vault URL or worse: it stays in `cause`, for the logs.
     throw noCredential(deployment, 'its key function failed', error);
   }
-  if (typeof key === 'string' && key.trim() !== '') return key;
+  if (typeof key === 'string' && key.trim() !== '') {
+    // A rotated key is as secret as a static one: redacted by value from the moment it is used.
+    if (typeof apiKey === 'function') registerSecret(key);
+    return key;
+  }
   throw noCredential(deployment, typeof apiKey === 'function' ? 'its key function returned none' : 'none is configured');
 }
 
