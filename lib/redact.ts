@@ -58,6 +58,8 @@ const PATTERNS: readonly [RegExp, string][] = [
   [/\b(sk|pk|rk)-[A-Za-z0-9_-]{8,}/g, REDACTED],
   [/\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}/gi, `$1 ${REDACTED}`],
   [/\b(AKIA|ASIA)[A-Z0-9]{12,}/g, REDACTED],
+  // An echoed SigV4 Authorization header: key id, scope and signature.
+  [/\bAWS4-HMAC-SHA256 Credential=[^\s"',]+(?:,\s*SignedHeaders=[^\s"',]+)?(?:,\s*Signature=[0-9a-f]+)?/g, `AWS4-HMAC-SHA256 ${REDACTED}`],
   [/\b(api[-_]?key|access[-_]?token|secret|password|token)(["']?\s*[:=]\s*["']?)[^\s"',&]+/gi, `$1$2${REDACTED}`],
   // Addresses: IPv4 (with a port), bracketed IPv6, and host:port pairs (db.internal:5432, localhost:8000).
   [/\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b/g, '[address]'],
