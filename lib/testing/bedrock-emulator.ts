@@ -54,6 +54,11 @@ export interface BedrockEmulator {
   readonly callCount: number;
   /** Calls received but neither answered nor aborted yet. */
   readonly inFlight: number;
+  /**
+   * Per-call abort controllers held for `close()` to abort: one per call still being handled, 0 when idle
+   * (calls attach nothing to a long-lived signal, so nothing else grows with the number of calls).
+   */
+  readonly trackedCalls: number;
   /** Injects a fault into the next `times` calls (default: all calls until `clearFault()`); replaces any previous fault. */
   setFault(fault: FaultSpec): void;
   clearFault(): void;
@@ -274,7 +279,13 @@ export async function startBedrockEmulator(options: BedrockEmulatorOptions = {})
     registry.set(config);
   }
   const faults = new FaultSchedule();
-  const shutdown = new AbortController();
+  /**
+   * One controller per call in flight, aborted by the client leaving or by `close()`, and removed when the
+   * call ends. Nothing per call is attached to a long-lived signal: `AbortSignal.any([call, shutdown])`
+   * left a WeakRef per call in the shutdown signal's dependants on Node 20, growing the heap of a soak.
+   */
+  const inFlightCalls = new Set<AbortController>();
+  let closing = false;
   const events = new EventEmitter();
   let calls: EmulatorCall[] = [];
   let callCount = 0;
@@ -289,18 +300,22 @@ export async function startBedrockEmulator(options: BedrockEmulatorOptions = {})
   }
 
   /**
-   * Records an abort when the response closes before the emulator answered, and gives a signal that fires
-   * then (or on shutdown). Not based on 'finish': HTTP/2's compat response emits it even for a reset stream.
+   * Records an abort when the response closes before the emulator answered, and gives a controller whose
+   * signal fires then (or on shutdown); the caller passes it to `untrack` when the call ends. Not based on
+   * 'finish': HTTP/2's compat response emits it even for a reset stream.
    */
-  function trackAbort(call: EmulatorCall, res: EmulatorResponse): AbortSignal {
-    const clientGone = new AbortController();
+  function trackAbort(call: EmulatorCall, res: EmulatorResponse): AbortController {
+    const controller = new AbortController();
+    if (closing) controller.abort();
+    else inFlightCalls.add(controller);
     res.once('close', () => {
+      inFlightCalls.delete(controller);
       if (call.respondedAt !== undefined) return;
       call.abortedAt = Date.now();
-      clientGone.abort();
+      controller.abort();
       changed();
     });
-    return AbortSignal.any([clientGone.signal, shutdown.signal]);
+    return controller;
   }
 
   function markResponded(call: EmulatorCall, status: number, written: boolean): void {
@@ -326,6 +341,7 @@ export async function startBedrockEmulator(options: BedrockEmulatorOptions = {})
   /** Applies a fault. Returns `true` when the request should then be answered normally (after a delay). */
   async function applyFault(fault: FaultSpec, res: EmulatorResponse, call: EmulatorCall, signal: AbortSignal): Promise<boolean> {
     call.fault = fault.kind;
+    changed(); // waitFor predicates on the fault see a delayed or hung call
     if (isErrorFault(fault.kind)) {
       const retryAfter: Record<string, string> = fault.retryAfterSeconds === undefined ? {} : { 'retry-after': String(fault.retryAfterSeconds) };
       respondError(res, call, fault.kind, EMULATED_ERRORS[fault.kind].message, retryAfter);
@@ -359,7 +375,15 @@ export async function startBedrockEmulator(options: BedrockEmulatorOptions = {})
       fault: undefined,
       receivedAt: Date.now(),
     };
-    const signal = trackAbort(call, res);
+    const controller = trackAbort(call, res);
+    try {
+      await answerApply(req, res, route, startedAt, call, controller.signal);
+    } finally {
+      inFlightCalls.delete(controller);
+    }
+  }
+
+  async function answerApply(req: EmulatorRequest, res: EmulatorResponse, route: Route, startedAt: number, call: EmulatorCall, signal: AbortSignal): Promise<void> {
     logCall(call);
 
     const body = await readBody(req, opts.maxBodyBytes);
@@ -478,8 +502,13 @@ export async function startBedrockEmulator(options: BedrockEmulatorOptions = {})
         check();
       });
     },
+    get trackedCalls() {
+      return inFlightCalls.size;
+    },
     async close() {
-      shutdown.abort();
+      closing = true;
+      for (const controller of [...inFlightCalls]) controller.abort();
+      inFlightCalls.clear();
       for (const onClose of [...waiters]) onClose();
       await listener.close();
     },

@@ -2,6 +2,12 @@
  * Text matchers used by the evaluator: phrase matching for topics/words/content filters, and the built-in
  * PII detectors. They are deliberately simple and predictable (tests need to know what triggers), not
  * a model of Bedrock's classifiers.
+ *
+ * Every detector runs in time linear in the text (the emulator is exposed to whatever a client sends, and
+ * one request can be 10 MB): the regexes below have a bounded or anchored start (a lookbehind, a fixed
+ * prefix such as `http`, `AKIA` or a name) and no nested quantifier over overlapping classes, and e-mail,
+ * whose unanchored `[local]+@` regex rescanned the rest of a long token from every start position (quadratic),
+ * is found by a scanner around each `@`. `test/bedrock-emulator-bounds.test.ts` holds them to that.
  */
 import type { SupportedPiiType } from './types.js';
 
@@ -28,9 +34,8 @@ export const SUPPORTED_PII_TYPES: readonly SupportedPiiType[] = [
 
 const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
 
-/** Source of the regex detectors (all but `NAME`, which depends on the configured names). */
-const PII_PATTERNS: Record<Exclude<SupportedPiiType, 'NAME'>, string> = {
-  EMAIL: '[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,}',
+/** Source of the regex detectors (all but `NAME`, which depends on the configured names, and `EMAIL`, a scanner). */
+const PII_PATTERNS: Record<Exclude<SupportedPiiType, 'NAME' | 'EMAIL'>, string> = {
   // North-American style with separators, optionally with a country code; or +<cc> international.
   PHONE: '(?<![\\w+])(?:\\+?1[ .-]?)?(?:\\(\\d{3}\\)\\s?|\\d{3}[ .-])\\d{3}[ .-]\\d{4}(?!\\w)|\\+\\d{1,3}(?:[ .-]\\d{2,4}){2,4}(?!\\w)',
   US_SOCIAL_SECURITY_NUMBER: '(?<![\\w-])(?!000|666|9\\d\\d)\\d{3}-(?!00)\\d{2}-(?!0000)\\d{4}(?![\\w-])',
@@ -96,8 +101,75 @@ function nameRegex(extraNames: readonly string[]): RegExp {
 /** A compiled detector for one PII type. */
 export type PiiDetector = (text: string) => TextMatch[];
 
+/**
+ * The regex the e-mail scanner implements, kept as the specification (and the oracle of its tests). Do not
+ * run it on untrusted text: `[…]+@` is retried from every position of a long token without an `@`.
+ */
+export const EMAIL_REFERENCE_PATTERN = '[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,}';
+
+const DOT = 0x2e;
+
+function isAsciiLetter(c: number): boolean {
+  return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
+}
+
+/** `[A-Za-z0-9-]`: a domain label character. */
+function isLabelChar(c: number): boolean {
+  return isAsciiLetter(c) || (c >= 0x30 && c <= 0x39) || c === 0x2d;
+}
+
+/** `[A-Za-z0-9._%+-]`: a local-part character. */
+function isLocalChar(c: number): boolean {
+  return isLabelChar(c) || c === DOT || c === 0x5f || c === 0x25 || c === 0x2b;
+}
+
+/**
+ * End (exclusive) of the domain that `EMAIL_REFERENCE_PATTERN` matches after an `@` whose domain starts at
+ * `from`, or -1. The domain is a chain of labels `l0.l1.….lk`; the regex (greedy, backtracking) ends at the
+ * last label `lj` (j ≥ 1) that starts with two or more letters, after that letter run.
+ */
+function emailDomainEnd(text: string, from: number): number {
+  let end = -1;
+  let pos = from;
+  for (let label = 0; ; label++) {
+    let i = pos;
+    while (i < text.length && isAsciiLetter(text.charCodeAt(i))) i++;
+    const letters = i - pos;
+    while (i < text.length && isLabelChar(text.charCodeAt(i))) i++;
+    if (i === pos) return end; // empty first label
+    if (label >= 1 && letters >= 2) end = pos + letters;
+    if (text.charCodeAt(i) !== DOT || !isLabelChar(text.charCodeAt(i + 1))) return end;
+    pos = i + 1;
+  }
+}
+
+/**
+ * Every match of `EMAIL_REFERENCE_PATTERN` in `text`, as `matchAll` would find them, in linear time: each
+ * character is scanned at most once leftwards (a local part stops at the previous `@` or match) and once
+ * rightwards (a domain stops before the next `@`).
+ */
+export function findEmails(text: string): TextMatch[] {
+  const matches: TextMatch[] = [];
+  let previousEnd = 0;
+  let at = text.indexOf('@');
+  while (at !== -1) {
+    let start = at;
+    while (start > previousEnd && isLocalChar(text.charCodeAt(start - 1))) start--;
+    const end = start < at ? emailDomainEnd(text, at + 1) : -1;
+    if (end === -1) {
+      at = text.indexOf('@', at + 1);
+      continue;
+    }
+    matches.push({ start, end, text: text.slice(start, end) });
+    previousEnd = end;
+    at = text.indexOf('@', end);
+  }
+  return matches;
+}
+
 /** Builds the detector for `type`; `names` extends the built-in name list for `NAME`. */
 export function piiDetector(type: SupportedPiiType, names: readonly string[]): PiiDetector {
+  if (type === 'EMAIL') return findEmails;
   if (type === 'NAME') {
     const regex = nameRegex(names);
     return (text) => findAll(regex, text);
