@@ -12,8 +12,12 @@ import { BedrockRuntimeClient, type BedrockRuntimeClientConfig } from '@aws-sdk/
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { type GatewayContext, type InputHook, contextRequirement } from './context.js';
-import { GuardrailChecker, type MaskHandling } from './guardrail/checker.js';
-import { inputSpotsOf, maskedMessages } from './guardrail/extract.js';
+import { RequestTooLargeError } from './errors.js';
+import { GuardrailChecker, type MaskHandling, checkTexts } from './guardrail/checker.js';
+import { type DefinitionSpot, definitionSpotsOf, withMaskedDefinitions } from './guardrail/definitions.js';
+import { type InputSpot, inputSpotsOf, maskedMessages } from './guardrail/extract.js';
+import { type Pack, packTexts, unpack } from './guardrail/limits.js';
+import { type Replacement, maskedSpans } from './guardrail/masking.js';
 import { type StreamingMode, outputHook } from './guardrail/output-filters.js';
 import { type Logger, consoleLogger, withRedaction } from './logger.js';
 import { registerSecret } from './redact.js';
@@ -130,10 +134,20 @@ export interface BedrockGuardrailOptions {
   failOpen?: boolean;
   /**
    * Roles whose messages are checked on input. String and text-part content, refusals, tool-call and
-   * function-call arguments, tool and function results are checked; images, audio and files are skipped.
+   * function-call arguments, tool and function results, the message's `name` and its tool-call names are
+   * checked; images, audio and files are skipped. Tool, legacy function and `response_format` definitions
+   * are checked whatever the roles.
    * @default ['system', 'developer', 'user', 'assistant', 'tool', 'function']
    */
   roles?: ChatRole[];
+  /**
+   * The most characters of request text the input check (`pre_call` / `during_call`) takes per request:
+   * messages and definitions together. A request with more gets 413 `invalid_request_error` before any
+   * guardrail or model call. The default is 100 text units per policy: four ApplyGuardrail calls of 25
+   * units, 4 s of the lowest default quota (25 text units per second).
+   * @default 100000
+   */
+  maxInputChars?: number;
   /** How streamed output is checked (`post_call`). */
   streaming?: GuardrailStreamingOptions;
   /**
@@ -144,6 +158,7 @@ export interface BedrockGuardrailOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 3000;
+const DEFAULT_MAX_INPUT_CHARS = 100_000;
 const DEFAULT_OVERLAP = 100;
 const ALL_ROLES: readonly ChatRole[] = ['system', 'developer', 'user', 'assistant', 'tool', 'function'];
 const HOOKS: readonly GuardrailHook[] = ['pre_call', 'during_call', 'post_call'];
@@ -175,6 +190,7 @@ export const guardrailOptionsSchema = {
     softBlock: { type: 'boolean' },
     failOpen: { type: 'boolean' },
     roles: { type: 'array', minItems: 1, uniqueItems: true, items: { enum: ALL_ROLES } },
+    maxInputChars: { type: 'integer', minimum: 1 },
     streaming: {
       type: 'object',
       additionalProperties: false,
@@ -193,6 +209,7 @@ const validateOptions = optionsValidator(guardrailOptionsSchema, 'bedrockGuardra
 interface ResolvedGuardrailConfig {
   hooks: ReadonlySet<GuardrailHook>;
   roles: ReadonlySet<ChatRole>;
+  maxInputChars: number;
   onIntervention: 'block' | 'mask';
   maskedInputDuringCall: 'block' | 'allow';
   streaming: Required<GuardrailStreamingOptions>;
@@ -221,6 +238,7 @@ function parseGuardrailOptions(options: BedrockGuardrailOptions): ResolvedGuardr
     logger,
     hooks,
     roles: new Set(given.roles ?? ALL_ROLES),
+    maxInputChars: given.maxInputChars ?? DEFAULT_MAX_INPUT_CHARS,
     onIntervention,
     maskedInputDuringCall: given.maskedInputDuringCall ?? 'block',
     streaming,
@@ -300,32 +318,94 @@ export function bedrockGuardrail(options: BedrockGuardrailOptions): RequestHandl
     ? outputHook(checker, { ...config.streaming, onMask: config.onIntervention === 'mask' ? 'apply' : 'block' })
     : undefined;
   const preCall = config.hooks.has('pre_call');
+  const checksInput = preCall || duringCall !== undefined;
   const contextOf = contextRequirement('bedrockGuardrail()', config.logger);
 
   return function llmGatewayBedrockGuardrail(req: Request, res: Response, next: NextFunction): void {
     const ctx = contextOf(req, res);
     if (!ctx) return;
+    // The size cap is decided here, before any hook is registered, so an oversized request meets neither
+    // a guardrail call nor (with during_call) the model.
+    const input = checksInput ? inputTextsOf(config, ctx) : undefined;
+    if (input && input.chars > config.maxInputChars) {
+      next(tooLarge(input.chars, config.maxInputChars));
+      return;
+    }
     if (duringCall) ctx.hooks.duringCall.push(duringCall);
     if (postCall) ctx.hooks.output.push(postCall);
-    if (!preCall) {
+    if (!preCall || !input) {
       next();
       return;
     }
-    checkInput(config, ctx, ctx.signal, config.onIntervention === 'mask' ? 'apply' : 'block').then(() => next(), next);
+    checkInput(config, ctx, input, ctx.signal, config.onIntervention === 'mask' ? 'apply' : 'block').then(() => next(), next);
   };
+}
+
+function tooLarge(chars: number, max: number): RequestTooLargeError {
+  return new RequestTooLargeError(`Request text too large for the input guardrail: ${chars} characters to check, at most ${max} allowed.`, {
+    param: 'messages',
+  });
 }
 
 function duringCallHook(config: ResolvedGuardrailConfig): InputHook {
   const onMask: MaskHandling = config.onIntervention === 'mask' && config.maskedInputDuringCall === 'allow' ? 'pass' : 'block';
-  return (ctx, signal) => checkInput(config, ctx, signal, onMask);
+  // The body as it is when the model call starts (an earlier guardrail may have masked it since).
+  return (ctx, signal) => checkInput(config, ctx, inputTextsOf(config, ctx), signal, onMask);
 }
 
-/** Checks the request's messages in one call (one content block per text); applies the masked texts. */
-async function checkInput(config: ResolvedGuardrailConfig, ctx: GatewayContext, signal: AbortSignal, onMask: MaskHandling): Promise<void> {
-  const spots = inputSpotsOf(ctx.body.messages, config.roles);
-  if (spots.length === 0) return;
-  const verdict = await config.checker.check(ctx, 'INPUT', spots.map((s) => s.text), signal, onMask);
-  if (verdict.kind === 'mask') ctx.body = { ...ctx.body, messages: maskedMessages(ctx.body.messages, spots, verdict.outputs) };
+/** The request texts the input check covers: message texts, and the definitions the model also reads. */
+interface InputTexts {
+  messages: InputSpot[];
+  definitions: DefinitionSpot[];
+  /** Characters of all of them, as counted against `maxInputChars`. */
+  chars: number;
+}
+
+function inputTextsOf(config: ResolvedGuardrailConfig, ctx: GatewayContext): InputTexts {
+  const messages = inputSpotsOf(ctx.body.messages, config.roles);
+  const definitions = definitionSpotsOf(ctx.body, config.roles);
+  let chars = 0;
+  for (const spot of messages) chars += spot.text.length;
+  for (const spot of definitions) chars += spot.text.length;
+  return { messages, definitions, chars };
+}
+
+/**
+ * Checks the request's texts (one content block per message text; the short definition texts packed
+ * into blocks of one text unit) within ApplyGuardrail's limits, and applies the masked texts. A masking
+ * that cannot be put in place (an identifier, a pack that cannot be lined up) is refused like a block.
+ */
+async function checkInput(config: ResolvedGuardrailConfig, ctx: GatewayContext, input: InputTexts, signal: AbortSignal, onMask: MaskHandling): Promise<void> {
+  const { messages, definitions } = input;
+  if (messages.length === 0 && definitions.length === 0) return;
+  const packs = packTexts(definitions.map((d) => d.text));
+  const texts = [...messages.map((s) => s.text), ...packs.map((p) => p.text)];
+  const verdict = await checkTexts(config.checker, ctx, 'INPUT', texts, signal, onMask);
+  if (verdict.kind !== 'mask') return;
+  const maskedDefinitions = unpackAll(packs, verdict.outputs.slice(messages.length), verdict.replacements);
+  const body = maskedDefinitions && withMaskedDefinitions(ctx.body, definitions, maskedDefinitions);
+  if (!body) throw config.checker.refuseMask(ctx, 'INPUT');
+  ctx.body = messages.length === 0 ? body : { ...body, messages: maskedMessages(body.messages, messages, verdict.outputs) };
+}
+
+/** Each packed text's masked text; `undefined` when a pack's masking cannot be lined up with it. */
+function unpackAll(packs: readonly Pack[], outputs: readonly string[], replacements: readonly Replacement[]): string[] | undefined {
+  const texts: string[] = [];
+  for (const [i, pack] of packs.entries()) {
+    const masked = outputs[i] ?? pack.text;
+    if (masked === pack.text) {
+      for (const m of pack.members) texts.push(pack.text.slice(m.start, m.end));
+      continue;
+    }
+    if (pack.members.length === 1) {
+      texts.push(masked);
+      continue;
+    }
+    const spans = maskedSpans(pack.text, masked, replacements);
+    if (!spans) return undefined;
+    texts.push(...unpack(pack, masked, spans));
+  }
+  return texts;
 }
 
 export { HEADER_GUARDRAIL, HEADER_GUARDRAIL_UNITS, guardrailHeaders } from './guardrail/headers.js';

@@ -36,6 +36,8 @@ export interface GatewayGuardrailConfig {
   maxAttempts?: number;
   connectionTimeoutMs?: number;
   roles?: ('system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function')[];
+  /** Characters of request text the input check takes per request; more gets 413. @default 100000 */
+  maxInputChars?: number;
   streaming?: { mode?: 'buffer' | 'window' | 'async'; windowSize?: number; overlap?: number };
   /**
    * The model groups (names or aliases, as clients request them) this guardrail applies to.

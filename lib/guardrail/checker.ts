@@ -13,7 +13,8 @@ import {
 import type { GatewayContext, GuardrailRecord } from '../context.js';
 import { GuardrailUnavailableError, GuardrailViolationError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Replacement } from './masking.js';
+import { type CheckedPiece, groupIntoCalls, joinPieces, splitText } from './limits.js';
+import { type Replacement, maskedSpans } from './masking.js';
 
 export type GuardrailSource = GuardrailRecord['source'];
 
@@ -95,6 +96,15 @@ export class GuardrailChecker {
     return PASS;
   }
 
+  /**
+   * A masking verdict whose masked text cannot be put in place (a name that would stop being a valid
+   * name, pieces that cannot be joined): refused like a block and recorded as one (no extra units).
+   */
+  refuseMask(ctx: GatewayContext, source: GuardrailSource): GuardrailViolationError {
+    this.record(ctx, source, 'BLOCKED', 0, performance.now());
+    return this.violation(undefined);
+  }
+
   private async send(source: GuardrailSource, texts: readonly string[], parent: AbortSignal): Promise<ApplyGuardrailCommandOutput> {
     const command = new ApplyGuardrailCommand({
       guardrailIdentifier: this.config.guardrailIdentifier,
@@ -134,6 +144,62 @@ export class GuardrailChecker {
   private record(ctx: GatewayContext, source: GuardrailSource, action: GuardrailRecord['action'], units: number, startedAt: number): void {
     ctx.guardrails.push({ guardrail: this.config.name, source, action, units, latencyMs: Math.round(performance.now() - startedAt) });
   }
+}
+
+/**
+ * Checks texts of any length within ApplyGuardrail's per-call limit (`limits.ts`): a text longer than one
+ * call allows is cut into overlapping pieces, and the blocks are grouped into calls of at most 25 text
+ * units. Texts that fit one call go out exactly as `check` sends them. The calls run one after the
+ * other: the first block stops the rest (a blocked input is billed only for what was evaluated), and a
+ * request never asks for more than one call's units at a time (the quota is per second). The verdict has
+ * one output per given text, the pieces' masked texts joined back. A function over `checker.check`, so
+ * every caller (input, output windows, whole completions) shares it.
+ */
+export async function checkTexts(
+  checker: GuardrailChecker,
+  ctx: GatewayContext,
+  source: GuardrailSource,
+  texts: readonly string[],
+  parent: AbortSignal,
+  onMask: MaskHandling,
+): Promise<Verdict> {
+  const blocks = texts.flatMap((text, owner) => splitText(text).map((piece) => ({ owner, piece, text: text.slice(piece.start, piece.end) })));
+  const calls = groupIntoCalls(blocks.map((b) => b.text.length));
+  if (calls.length <= 1 && blocks.length === texts.length) return checker.check(ctx, source, texts, parent, onMask);
+  const checked: Checked[][] = texts.map(() => []);
+  const replacements: Replacement[] = [];
+  let masked = false;
+  for (const call of calls) {
+    const sent = call.map((i) => blocks[i]!);
+    const verdict = await checker.check(ctx, source, sent.map((b) => b.text), parent, onMask);
+    const own = verdict.kind === 'mask' ? verdict.replacements : [];
+    if (verdict.kind === 'mask') {
+      masked = true;
+      replacements.push(...own);
+    }
+    sent.forEach((block, j) => {
+      const out = verdict.kind === 'mask' ? (verdict.outputs[j] ?? block.text) : block.text;
+      const spans = out === block.text ? [] : maskedSpans(block.text, out, own);
+      checked[block.owner]!.push({ ...block.piece, masked: out, spans });
+    });
+  }
+  if (!masked) return PASS;
+  const outputs = checked.map((pieces, i) => joinChecked(texts[i]!, pieces));
+  if (outputs.some((o) => o === undefined)) throw checker.refuseMask(ctx, source);
+  return { kind: 'mask', outputs: outputs as string[], replacements };
+}
+
+/** A checked piece; `spans` is undefined when its masked text cannot be lined up with the original. */
+type Checked = Omit<CheckedPiece, 'spans'> & { spans: CheckedPiece['spans'] | undefined };
+
+/**
+ * The masked text of one text from its checked pieces; `undefined` when they cannot be joined (a piece
+ * whose masking cannot be lined up gives no safe cut to the next one). A whole text needs no joining.
+ */
+function joinChecked(text: string, pieces: readonly Checked[]): string | undefined {
+  if (pieces.length === 1) return pieces[0]?.masked;
+  if (pieces.some((p) => p.spans === undefined)) return undefined;
+  return joinPieces(text.length, pieces as CheckedPiece[]);
 }
 
 type Decision = Verdict | { kind: 'block'; message: string | undefined };

@@ -13,10 +13,13 @@
  *   with one window for the whole answer.
  * - `async` (`AsyncWindowFilter`): chunks go out at once; windows (with `overlap` characters of context) are
  *   checked behind the stream, and a block aborts the attempt. Leaks by design, like Bedrock's async mode.
+ *
+ * Every check goes through `checkTexts`, so a buffered answer or a window larger than one
+ * ApplyGuardrail call may carry (25 text units) is split into several calls within the limits.
  */
 import type { AttemptControl, GatewayContext, OutputFilter, OutputHook } from '../context.js';
 import type { ChatCompletion, ChatCompletionChunk } from '../types.js';
-import type { GuardrailChecker, MaskHandling } from './checker.js';
+import { type GuardrailChecker, type MaskHandling, checkTexts } from './checker.js';
 import { type MessageLike, type TextField, maskedCompletion, outputSpotsOf, textSpotsOf, writeText } from './extract.js';
 import { type MaskedSpan, isInsideSpan, maskedOffset, maskedSpans } from './masking.js';
 
@@ -39,7 +42,7 @@ export function outputHook(checker: GuardrailChecker, config: OutputCheckConfig)
   };
 }
 
-/** Checks every choice of a whole completion in one call (one content block per text) and masks or blocks. */
+/** Checks every choice of a whole completion (one content block per text, split into calls within the limits) and masks or blocks. */
 async function checkCompletion(
   ctx: GatewayContext,
   attempt: AttemptControl,
@@ -49,7 +52,7 @@ async function checkCompletion(
 ): Promise<ChatCompletion> {
   const spots = outputSpotsOf(completion);
   if (spots.length === 0) return completion;
-  const verdict = await checker.check(ctx, 'OUTPUT', spots.map((s) => s.text), attempt.signal, onMask);
+  const verdict = await checkTexts(checker, ctx, 'OUTPUT', spots.map((s) => s.text), attempt.signal, onMask);
   return verdict.kind === 'mask' ? maskedCompletion(completion, spots, verdict.outputs) : completion;
 }
 
@@ -223,7 +226,7 @@ class HeldWindowFilter implements OutputFilter {
   private async checkLane(lane: HeldLane, final: boolean): Promise<void> {
     const start = lane.decidedTo;
     const text = lane.text;
-    const verdict = await this.checker.check(this.ctx, 'OUTPUT', [text], this.attempt.signal, this.config.onMask);
+    const verdict = await checkTexts(this.checker, this.ctx, 'OUTPUT', [text], this.attempt.signal, this.config.onMask);
     let mask: WindowMask | undefined;
     let whole = final;
     if (verdict.kind === 'mask') {
@@ -375,8 +378,7 @@ class AsyncWindowFilter implements OutputFilter {
     const window = lane.tail + lane.text;
     lane.tail = this.config.overlap > 0 ? window.slice(-this.config.overlap) : '';
     lane.text = '';
-    const run = this.checker
-      .check(this.ctx, 'OUTPUT', [window], this.attempt.signal, this.config.onMask)
+    const run = checkTexts(this.checker, this.ctx, 'OUTPUT', [window], this.attempt.signal, this.config.onMask)
       .then(
         () => undefined,
         (err: unknown) => this.fail(err),
