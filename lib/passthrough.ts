@@ -18,10 +18,10 @@ import {
   type GatewayError,
   TimeoutError,
   UpstreamError,
-  sanitizeMessage,
 } from './errors.js';
 import { assertCalledAsFactory, definedOnly, GatewayConfigError, optionsValidator } from './options.js';
 import { compilePathPolicy, DEFAULT_PASSTHROUGH_PATHS } from './passthrough-paths.js';
+import { redact, registerSecret, registerUrlCredentials } from './redact.js';
 import { ResponseWriter } from './response-writer.js';
 
 export { DEFAULT_PASSTHROUGH_PATHS } from './passthrough-paths.js';
@@ -104,9 +104,6 @@ const RETURNED_RESPONSE_PREFIXES = ['x-ratelimit-'];
 /** Larger upstream error bodies are not relayed (they are read whole to be redacted). */
 const MAX_ERROR_BODY_BYTES = 256 * 1024;
 
-/** Shorter configured values are not redacted by value: they cannot be secrets and would mangle text. */
-const MIN_REDACTED_LENGTH = 8;
-
 const REQUEST_ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
 
 /** One proxied request: its deadline and upstream request, so the deadline and a departing client end both. */
@@ -129,7 +126,10 @@ export function passThrough(options: PassThroughOptions): RequestHandler {
     if (NEVER_FORWARDED.has(lower)) throw new GatewayConfigError(`passThrough.forwardHeaders[${i}]`, `'${name}' is never forwarded.`);
     forwarded.add(lower);
   });
-  const redact = upstreamTextRedactor([given.apiKey, ...Object.values(extraHeaders)]);
+  // Redacted by value from everything that reaches a client or a log, the error bodies relayed here included.
+  registerSecret(given.apiKey);
+  registerUrlCredentials(given.target);
+  for (const value of Object.values(extraHeaders)) registerSecret(value);
   const exchanges = new WeakMap<IncomingMessage, Exchange>();
   const fail = (res: ServerResponse, error: GatewayError): void => new ResponseWriter(res).fail(error, form);
 
@@ -157,9 +157,9 @@ export function passThrough(options: PassThroughOptions): RequestHandler {
           return;
         }
         const status = proxyRes.statusCode ?? 502;
-        const headers = returnedHeaders(proxyRes.headers, redact);
+        const headers = returnedHeaders(proxyRes.headers);
         if (status >= 400) {
-          relayErrorBody(proxyRes, res, status, headers, redact, fail);
+          relayErrorBody(proxyRes, res, status, headers, fail);
           return;
         }
         res.writeHead(status, headers);
@@ -232,7 +232,8 @@ function finishExchange(exchanges: WeakMap<IncomingMessage, Exchange>, req: Inco
 }
 
 /**
- * An upstream error body, read whole and redacted before it reaches the client. One that is cut off, too
+ * An upstream error body, read whole and redacted (`redact()`: the gateway's credentials by value, key-like
+ * tokens, internal URLs and addresses) before it reaches the client. One that is cut off, too
  * large or compressed (it cannot be checked) is replaced by the gateway's own error.
  */
 function relayErrorBody(
@@ -240,7 +241,6 @@ function relayErrorBody(
   res: ServerResponse,
   status: number,
   headers: OutgoingHttpHeaders,
-  redact: (text: string) => string,
   fail: (res: ServerResponse, error: GatewayError) => void,
 ): void {
   const encoding = proxyRes.headers['content-encoding'];
@@ -272,7 +272,7 @@ function relayErrorBody(
 }
 
 /** The upstream response headers the client may see (see `RETURNED_RESPONSE_HEADERS`), minus any carrying a secret. */
-function returnedHeaders(upstream: IncomingHttpHeaders, redact: (text: string) => string): OutgoingHttpHeaders {
+function returnedHeaders(upstream: IncomingHttpHeaders): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(upstream)) {
     if (value === undefined) continue;
@@ -282,17 +282,4 @@ function returnedHeaders(upstream: IncomingHttpHeaders, redact: (text: string) =
     out[name] = value;
   }
   return out;
-}
-
-/**
- * Removes the pass-through's own credentials (by value) and what `sanitizeMessage` recognises (keys,
- * tokens, internal URLs) from upstream text. Kept to this one function so a central redactor can replace it.
- */
-export function upstreamTextRedactor(secrets: readonly (string | undefined)[]): (text: string) => string {
-  const values = [...new Set(secrets.filter((s): s is string => s !== undefined && s.length >= MIN_REDACTED_LENGTH))].sort((a, b) => b.length - a.length);
-  return (text) => {
-    let out = text;
-    for (const value of values) out = out.replaceAll(value, '[redacted]');
-    return sanitizeMessage(out);
-  };
 }
