@@ -2,33 +2,150 @@
  * Reads the JSON body of a request, whether or not the app mounted a body parser before us.
  */
 import type { IncomingMessage } from 'node:http';
-import getRawBody from 'raw-body';
-import { BadRequestError, ClientDisconnectedError } from './errors.js';
+import type { Transform } from 'node:stream';
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
+import {
+  BadRequestError,
+  ClientDisconnectedError,
+  type GatewayError,
+  RequestTimeoutError,
+  UnsupportedMediaTypeError,
+  fromBodyParserError,
+} from './errors.js';
 
 /** What body parsers leave on the request: `_body` is set once one of them consumed the stream. */
 type ParsedRequest = IncomingMessage & { body?: unknown; _body?: boolean };
 
+export interface BodyReadOptions {
+  /** Largest body in bytes, both as received and once decoded (a small gzip bomb stops here). */
+  limit: number;
+  /** Milliseconds, from the start of the read, for the whole body to arrive; 0 for no deadline. */
+  timeoutMs: number;
+}
+
+/** The `Content-Encoding`s read here, by the decoder each needs (`x-gzip` is gzip, RFC 9110 §8.4.1.3). */
+const DECODERS: Readonly<Record<string, (() => Transform) | undefined>> = {
+  gzip: createGunzip,
+  'x-gzip': createGunzip,
+  deflate: createInflate,
+  br: createBrotliDecompress,
+};
+const ACCEPTED_ENCODINGS = 'gzip, deflate, br';
+
+// Non-streaming decode of the whole body; like the body parsers, a leading BOM is dropped.
+const utf8 = new TextDecoder('utf-8');
+
 /**
  * Returns the parsed body. If `express.json()` (or `express.text()`/`raw()`) already consumed the stream, its
- * result is used; otherwise the stream is read here, up to `limit` bytes, whatever the content type (curl's
- * `-d` sends `application/x-www-form-urlencoded`, and the endpoint only speaks JSON anyway).
+ * result is used; otherwise the stream is read here, whatever the content type (curl's `-d` sends
+ * `application/x-www-form-urlencoded`, and the endpoint only speaks JSON anyway), decoded when it has a
+ * `Content-Encoding` of gzip, deflate or br (anything else is a 415), within `limit` bytes and `timeoutMs`.
  */
-export async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
+export async function readJsonBody(req: IncomingMessage, options: BodyReadOptions): Promise<unknown> {
   const parsed = req as ParsedRequest;
   if (parsed._body === true || parsed.readableEnded) return fromParsedBody(parsed.body);
-  let text: string;
+  const bytes = await readBody(req, options);
+  return parseJson(utf8.decode(bytes));
+}
+
+/** The `Content-Encoding` decoder, none for identity, or a 415 for an encoding (or a chain of them) not read here. */
+function decoderFor(req: IncomingMessage): Transform | undefined {
+  const header = req.headers['content-encoding'];
+  const encoding = (header ?? 'identity').trim().toLowerCase();
+  if (encoding === 'identity' || encoding === '') return undefined;
+  const create = Object.hasOwn(DECODERS, encoding) ? DECODERS[encoding] : undefined;
+  if (create) return create();
+  throw new UnsupportedMediaTypeError(`Request body: Content-Encoding '${header}' is not supported; use ${ACCEPTED_ENCODINGS} or none.`, {
+    param: 'body',
+    acceptEncoding: ACCEPTED_ENCODINGS,
+  });
+}
+
+/** Worded as a body parser's own 413, so the gateway's read and `express.json()`'s read the same. */
+function tooLarge(limit: number): GatewayError {
+  return fromBodyParserError({ type: 'entity.too.large', status: 413, limit }) as GatewayError;
+}
+
+function readBody(req: IncomingMessage, { limit, timeoutMs }: BodyReadOptions): Promise<Buffer> {
+  const declared = Number(req.headers['content-length']);
+  if (declared > limit) return Promise.reject(tooLarge(limit)); // no need to receive what will be refused
+  let decoder: Transform | undefined;
   try {
-    text = await getRawBody(req, { limit, length: req.headers['content-length'], encoding: 'utf8' });
+    decoder = decoderFor(req);
   } catch (err) {
-    if ((err as { type?: unknown }).type === 'request.aborted') throw new ClientDisconnectedError();
-    throw err; // raw-body's own errors (too large, size mismatch) are classified by toGatewayError
+    return Promise.reject(err);
   }
-  return parseJson(text);
+  const output = decoder ?? req;
+
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let received = 0; // bytes off the wire
+    let decoded = 0; // bytes of the body (the same as received without an encoding)
+    let settled = false;
+    const timer = timeoutMs > 0 ? setTimeout(() => fail(new RequestTimeoutError(`Request body: not received within ${timeoutMs} ms.`, { param: 'body' })), timeoutMs) : undefined;
+
+    const onWire = (chunk: Buffer): void => {
+      received += chunk.length;
+      // Bounds the wire too: a stream that decodes to little can still be endless.
+      if (received > limit) fail(tooLarge(limit));
+    };
+    const onBody = (chunk: Buffer): void => {
+      decoded += chunk.length;
+      if (decoded > limit) fail(tooLarge(limit));
+      else chunks.push(chunk);
+    };
+    const onEnd = (): void => finish(() => resolve(Buffer.concat(chunks, decoded)));
+    const onClose = (): void => {
+      // `close` after the whole message is the normal end of the stream; before it, the client left.
+      if (!req.complete) fail(new ClientDisconnectedError());
+    };
+    const onDecodeError = (): void => {
+      fail(new BadRequestError(`Request body: not valid ${String(req.headers['content-encoding']).trim()} data.`, { param: 'body' }));
+    };
+    const onReadError = (): void => fail(new ClientDisconnectedError());
+
+    function finish(settle: () => void): void {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      req.off('close', onClose);
+      req.off('error', onReadError);
+      output.off('data', onBody);
+      output.off('end', onEnd);
+      if (decoder) {
+        req.off('data', onWire);
+        req.unpipe(decoder);
+        decoder.off('error', onDecodeError);
+        decoder.destroy();
+      }
+      settle();
+    }
+
+    function fail(error: GatewayError): void {
+      finish(() => {
+        // Whatever the client still sends is dropped rather than left in the socket's buffer: the answer
+        // closes the connection (see gatewayContext), and closing over unread bytes resets it, which can
+        // cost the client the answer.
+        if (!req.complete) req.resume();
+        reject(error);
+      });
+    }
+
+    req.once('close', onClose);
+    req.on('error', onReadError);
+    output.on('data', onBody);
+    output.once('end', onEnd);
+    if (decoder) {
+      req.on('data', onWire);
+      decoder.on('error', onDecodeError);
+      req.pipe(decoder);
+    }
+  });
 }
 
 function fromParsedBody(body: unknown): unknown {
   if (typeof body === 'string') return parseJson(body);
-  if (Buffer.isBuffer(body)) return parseJson(body.toString('utf8'));
+  if (Buffer.isBuffer(body)) return parseJson(utf8.decode(body));
   if (body === undefined) throw new BadRequestError('Request body: missing; expected a JSON object.', { param: 'body' });
   return body;
 }

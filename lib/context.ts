@@ -105,6 +105,15 @@ export interface GatewayContextOptions {
    */
   bodyLimit?: number | string;
   /**
+   * Milliseconds for the whole request body to arrive, counted from when this middleware starts reading it;
+   * 0 turns the deadline off. A slower upload is answered with a 408 (`RequestTimeoutError`) and the
+   * connection is closed, so a client trickling bytes cannot hold a request open until Node's own
+   * `server.requestTimeout` (5 minutes, answered in Node's bare format). Applies when this middleware reads
+   * the body itself; a body parser mounted earlier has no deadline of its own beyond the server's.
+   * @default 30000
+   */
+  bodyTimeoutMs?: number;
+  /**
    * Use the client's `x-request-id` header as the request id when it is a usable value (1 to 128 visible
    * ASCII characters). Turn off when clients are not trusted to choose ids.
    * @default true
@@ -126,11 +135,17 @@ export interface GatewayContextOptions {
 
 interface ResolvedContextOptions {
   bodyLimit: number;
+  bodyTimeoutMs: number;
   trustRequestId: boolean;
   generateRequestId: (req: IncomingMessage) => string;
   events: GatewayEvents | undefined;
   logger: Logger;
 }
+
+export const DEFAULT_BODY_TIMEOUT_MS = 30_000;
+
+/** `bodyTimeoutMs` (also `context.bodyTimeoutMs` in the config file): up to the largest delay a Node timer takes. */
+export const BODY_TIMEOUT_SCHEMA = { type: 'integer', minimum: 0, maximum: 2_147_483_647 } as const;
 
 const validateOptions = optionsValidator(
   {
@@ -138,6 +153,7 @@ const validateOptions = optionsValidator(
     additionalProperties: false,
     properties: {
       bodyLimit: { type: ['number', 'string'] },
+      bodyTimeoutMs: BODY_TIMEOUT_SCHEMA,
       trustRequestId: { type: 'boolean' },
       generateRequestId: {},
       events: { type: 'object' },
@@ -155,6 +171,7 @@ function parseContextOptions(options: GatewayContextOptions | undefined): Resolv
   }
   return {
     bodyLimit: parseSize(given.bodyLimit ?? '10mb', 'gatewayContext.bodyLimit'),
+    bodyTimeoutMs: given.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
     trustRequestId: given.trustRequestId ?? true,
     generateRequestId: given.generateRequestId ?? (() => randomUUID()),
     events: given.events,
@@ -219,7 +236,7 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
       next(new ClientDisconnectedError());
       return;
     }
-    readJsonBody(req, config.bodyLimit)
+    readJsonBody(req, { limit: config.bodyLimit, timeoutMs: config.bodyTimeoutMs })
       .then((raw) => {
         if (controller.signal.aborted) throw new ClientDisconnectedError();
         const body = validateChatCompletionRequest(validate, raw);
@@ -228,7 +245,13 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
         if (config.events?.onRequestStart) notify(config, 'onRequestStart', () => config.events?.onRequestStart?.(ctx));
         next();
       })
-      .catch(next);
+      .catch((err: unknown) => {
+        // A body refused before it fully arrived (too slow, too large, undecodable) leaves the connection
+        // in the middle of a request: it cannot carry another one, and the client may still be sending.
+        // Node ends (and then destroys) the socket once an answer with `Connection: close` is written.
+        if (!req.complete && !res.headersSent) res.setHeader('connection', 'close');
+        next(err);
+      });
   };
 }
 

@@ -8,9 +8,9 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import express, { type ErrorRequestHandler, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { bedrockGuardrail } from './bedrock-guardrail.js';
-import { type GatewayContext, gatewayContext, getContext } from './context.js';
+import { type GatewayContext, claimRequest, gatewayContext, getContext } from './context.js';
 import type { GatewayEvents } from './events.js';
-import { ServiceUnavailableError } from './errors.js';
+import { MethodNotAllowedError, ServiceUnavailableError } from './errors.js';
 import { registerUrlCredentials } from './redact.js';
 import { fallbackHandler } from './fallback-handler.js';
 import { type GatewayFileConfig, type GatewayGuardrailConfig, type GatewayStoreConfig, validateGatewayConfig } from './gateway-config.js';
@@ -21,6 +21,7 @@ import { passThrough } from './passthrough.js';
 import type { Deployment, ProviderAdapter } from './providers/types.js';
 import { RedisStore } from './redis-store.js';
 import { createRouter, type GatewayRouter } from './router.js';
+import { echoRequestId } from './request-id.js';
 import { CHAT_COMPLETIONS_PATH, sseErrorWriter } from './sse-error-writer.js';
 import { MemoryStore, type Store } from './store.js';
 
@@ -124,6 +125,9 @@ export function createGateway(options: GatewayOptions): Gateway {
   const routes = express.Router();
   routes.post(CHAT_COMPLETIONS_PATH, atPath({ gatewayContext: 'context' }, () => gatewayContext({ ...config.context, logger, ...(allEvents ? { events: allEvents } : {}) })), track, ...guardrails, router, fallback);
   routes.get('/v1/models', router.listModels);
+  // Before the pass-through: another method on a path the gateway interprets is never proxied.
+  routes.all(CHAT_COMPLETIONS_PATH, methodNotAllowed(['POST']));
+  routes.all('/v1/models', methodNotAllowed(['GET', 'HEAD']));
   const { passthrough } = config;
   if (passthrough) routes.use(atPath({ passThrough: 'passthrough' }, () => passThrough({ ...passthrough, errorBodyForm: form })));
   routes.use(errors);
@@ -142,6 +146,24 @@ export function createGateway(options: GatewayOptions): Gateway {
     await release?.();
   };
   return gateway;
+}
+
+/**
+ * Answers a method a gateway path does not serve (`GET /v1/chat/completions`, `OPTIONS`) with a JSON 405
+ * naming the allowed ones in `Allow`, through the error writer, where Express alone would send its HTML 404.
+ * Mounted on the gateway's own paths only, so every other path still goes on to the host app. A CORS
+ * preflight is the host's: a cors() middleware mounted before the gateway answers it.
+ */
+function methodNotAllowed(allow: readonly string[]): RequestHandler {
+  return function llmGatewayMethodNotAllowed(req: Request, res: Response, next: NextFunction): void {
+    if (allow.includes(req.method)) {
+      next();
+      return;
+    }
+    claimRequest(req);
+    echoRequestId(req, res);
+    next(new MethodNotAllowedError(allow));
+  };
 }
 
 async function drain(active: Set<GatewayContext>, deadlineMs: number): Promise<void> {

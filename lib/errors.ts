@@ -119,6 +119,53 @@ export class RequestTooLargeError extends GatewayError {
   readonly retryable = false;
 }
 
+/**
+ * 408: the client did not send the whole request body in time (`context.bodyTimeoutMs`). The type is the
+ * client's-fault `invalid_request_error`, like 413, not `timeout`: `timeout` (504) means an upstream was
+ * slow, and dashboards counting it should not count slow uploads. The connection is closed with it.
+ */
+export class RequestTimeoutError extends GatewayError {
+  readonly status = 408;
+  readonly type = 'invalid_request_error';
+  readonly retryable = false;
+}
+
+/**
+ * 415: the request body is in an encoding the gateway cannot read (a `Content-Encoding` other than gzip,
+ * deflate, br or identity). `acceptEncoding` is sent back as `Accept-Encoding`, which is how RFC 7694 tells
+ * a client which codings it may use instead.
+ */
+export class UnsupportedMediaTypeError extends GatewayError {
+  readonly status = 415;
+  readonly type = 'invalid_request_error';
+  readonly retryable = false;
+  readonly acceptEncoding: string | undefined;
+  constructor(message: string, options: GatewayErrorOptions & { acceptEncoding?: string } = {}) {
+    super(message, options);
+    this.acceptEncoding = options.acceptEncoding;
+  }
+
+  override responseHeaders(): Record<string, string> {
+    return this.acceptEncoding === undefined ? {} : { 'accept-encoding': this.acceptEncoding };
+  }
+}
+
+/** 405: the gateway serves this path, but not with this method. `allow` goes out as the `Allow` header. */
+export class MethodNotAllowedError extends GatewayError {
+  readonly status = 405;
+  readonly type = 'invalid_request_error';
+  readonly retryable = false;
+  readonly allow: readonly string[];
+  constructor(allow: readonly string[], message = `This endpoint accepts ${allow.join(', ')} only.`, options: GatewayErrorOptions = {}) {
+    super(message, options);
+    this.allow = allow;
+  }
+
+  override responseHeaders(): Record<string, string> {
+    return { allow: this.allow.join(', ') };
+  }
+}
+
 /** 400: the prompt does not fit the model's context window. Deterministic: falls back at once, never retried. */
 export class ContextWindowExceededError extends GatewayError {
   readonly status = 400;

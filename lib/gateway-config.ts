@@ -12,6 +12,7 @@ import type { ErrorBodyForm } from './errors.js';
 import { ERROR_BODY_FORMS } from './errors.js';
 import { type FallbackMap, continuationSchema, fallbackLimitsSchema, fallbackMapSchema } from './fallback-handler.js';
 import { GatewayConfigError, optionsValidator } from './options.js';
+import { BODY_TIMEOUT_SCHEMA } from './context.js';
 import { guardrailOptionsSchema } from './bedrock-guardrail.js';
 import { type PassThroughOptions, passThroughOptionsSchema } from './passthrough.js';
 import { awsCredentialsSchema, routerOptionsSchema, type ModelGroupOptions, type RetryOptions, type CooldownOptions, type RoutingStrategy } from './router-config.js';
@@ -83,7 +84,7 @@ export interface GatewayFileConfig {
   fallbacks?: GatewayFallbackConfig;
   guardrails?: GatewayGuardrailConfig[];
   /** Request context options. */
-  context?: { bodyLimit?: number | string; trustRequestId?: boolean };
+  context?: { bodyLimit?: number | string; bodyTimeoutMs?: number; trustRequestId?: boolean };
   errors?: { bodyForm?: ErrorBodyForm };
   store?: GatewayStoreConfig;
   /**
@@ -149,7 +150,7 @@ export const gatewayConfigSchema = {
     context: {
       type: 'object',
       additionalProperties: false,
-      properties: { bodyLimit: { type: ['number', 'string'] }, trustRequestId: { type: 'boolean' } },
+      properties: { bodyLimit: { type: ['number', 'string'] }, bodyTimeoutMs: BODY_TIMEOUT_SCHEMA, trustRequestId: { type: 'boolean' } },
     },
     errors: { type: 'object', additionalProperties: false, properties: { bodyForm: { enum: ERROR_BODY_FORMS } } },
     store: {

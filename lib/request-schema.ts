@@ -139,7 +139,12 @@ const functionMessage = {
 export const MESSAGE_ROLES = ['system', 'developer', 'user', 'assistant', 'tool', 'function'] as const;
 
 const nullableNumber = (minimum: number, maximum: number) => ({ type: ['number', 'null'], minimum, maximum }) as const;
-const nullablePositiveInteger = { type: ['integer', 'null'], minimum: 1 } as const;
+/**
+ * Largest token limit accepted: the int32 maximum, which every provider's API (and SDKs typed with 32-bit
+ * integers) can take. Any real limit is far below it; `1e20` is a valid JSON integer that is not.
+ */
+export const MAX_TOKEN_LIMIT = 2_147_483_647;
+const tokenLimit = { type: ['integer', 'null'], minimum: 1, maximum: MAX_TOKEN_LIMIT } as const;
 
 export const chatCompletionRequestSchema = {
   $id: 'express-llm-gateway/chat-completion-request',
@@ -168,8 +173,8 @@ export const chatCompletionRequestSchema = {
     top_p: nullableNumber(0, 1),
     presence_penalty: nullableNumber(-2, 2),
     frequency_penalty: nullableNumber(-2, 2),
-    max_tokens: nullablePositiveInteger,
-    max_completion_tokens: nullablePositiveInteger,
+    max_tokens: tokenLimit,
+    max_completion_tokens: tokenLimit,
     seed: { type: ['integer', 'null'] },
     tools: {
       type: 'array',
@@ -210,8 +215,21 @@ export const chatCompletionRequestSchema = {
       required: ['type'],
       properties: {
         type: { enum: ['text', 'json_object', 'json_schema'] },
-        json_schema: { type: 'object', required: ['name'], properties: { name: { type: 'string' } } },
+        // OpenAI's spec requires `name` only; `schema` is optional there, but must be an object when sent.
+        json_schema: {
+          type: 'object',
+          required: ['name'],
+          properties: {
+            name: { type: 'string', minLength: 1 },
+            description: { type: 'string' },
+            schema: { type: 'object' },
+            strict: { type: ['boolean', 'null'] },
+          },
+        },
       },
+      // `type: 'json_schema'` without its `json_schema` object asks for structured output with no structure.
+      if: { required: ['type'], properties: { type: { const: 'json_schema' } } },
+      then: { required: ['json_schema'] },
     },
     stop: {
       anyOf: [{ type: 'string' }, { type: 'null' }, { type: 'array', maxItems: 4, items: { type: 'string' } }],

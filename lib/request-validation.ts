@@ -6,7 +6,7 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { BadRequestError } from './errors.js';
 import { chatCompletionRequestSchema } from './request-schema.js';
-import type { ChatCompletionRequest } from './types.js';
+import type { ChatCompletionRequest, ChatMessage } from './types.js';
 
 let compiled: ValidateFunction<ChatCompletionRequest> | undefined;
 
@@ -40,9 +40,45 @@ export function validateChatCompletionRequest(
       const what = tooDeep === 'body' ? 'Request body: nested' : `Invalid request: '${tooDeep}' is nested`;
       throw new BadRequestError(`${what} more than ${MAX_BODY_NESTING} levels deep.`, { param: tooDeep });
     }
+    checkBeyondSchema(body);
     return body;
   }
   throw describeValidationErrors(validate.errors ?? []);
+}
+
+/**
+ * The rules JSON Schema would word badly (its `not`/`anyOf` errors name no field a person recognises), checked
+ * in code after ajv, with one clear message each.
+ */
+function checkBeyondSchema(body: ChatCompletionRequest): void {
+  // A wildcard deployment (`model: '*'`) puts the client's model into the upstream URL (Azure's deployment,
+  // Bedrock's model id). Encoding makes every other name one path segment, but `.` and `..` are segments
+  // that URL normalization resolves, and that would move the request outside the deployment's path.
+  if (body.model === '.' || body.model === '..') {
+    throw new BadRequestError(`Invalid request: 'model' must be a model name, not '${body.model}'.`, { param: 'model' });
+  }
+  body.messages.forEach((message, i) => {
+    if (message.role === 'assistant' && !assistantSaysSomething(message)) {
+      throw new BadRequestError(`Invalid request: 'messages[${i}].content' is required for an assistant message without tool_calls.`, {
+        param: `messages[${i}].content`,
+      });
+    }
+  });
+}
+
+/**
+ * OpenAI: an assistant message's `content` is "required unless `tool_calls` or `function_call` is
+ * specified"; a `refusal` is what the assistant said too. An empty list of parts or of tool calls says nothing.
+ */
+function assistantSaysSomething(message: ChatMessage): boolean {
+  const { content, tool_calls: toolCalls, function_call: functionCall, refusal } = message;
+  return (
+    typeof content === 'string' ||
+    (Array.isArray(content) && content.length > 0) ||
+    (Array.isArray(toolCalls) && toolCalls.length > 0) ||
+    (functionCall !== undefined && functionCall !== null) ||
+    typeof refusal === 'string'
+  );
 }
 
 /** The top-level field holding a value nested deeper than `MAX_BODY_NESTING`, if any. Iterative: no recursion to overflow. */

@@ -77,10 +77,17 @@ const message: fc.Arbitrary<JsonObject> = fc.oneof(
       { requiredKeys: ['role', 'content'] },
     ),
   ),
+  // An assistant message says something: text, or (with no text) at least one tool call.
   withExtras(
     fc.record(
-      { role: fc.constant('assistant'), content: fc.oneof(unicodeText, fc.constant(null)), tool_calls: fc.array(toolCall, { maxLength: 2 }) },
-      { requiredKeys: ['role'] },
+      { role: fc.constant('assistant'), content: unicodeText, tool_calls: fc.array(toolCall, { maxLength: 2 }) },
+      { requiredKeys: ['role', 'content'] },
+    ),
+  ),
+  withExtras(
+    fc.record(
+      { role: fc.constant('assistant'), content: fc.constant(null), tool_calls: fc.array(toolCall, { minLength: 1, maxLength: 2 }) },
+      { requiredKeys: ['role', 'tool_calls'] },
     ),
   ),
   withExtras(fc.record({ role: fc.constant('tool'), content: unicodeText, tool_call_id: fc.string({ minLength: 1, maxLength: 10 }) })),
@@ -103,7 +110,10 @@ const validBody: fc.Arbitrary<JsonObject> = fc
   .tuple(
     fc.record(
       {
-        model: fc.oneof(fc.string({ minLength: 1, maxLength: 20 }), fc.string({ unit: 'grapheme', minLength: 1, maxLength: 8 }), fc.constantFrom(...SPECIAL_TAGS)),
+        // `.` and `..` are refused as model names (they would be path segments upstream).
+        model: fc
+          .oneof(fc.string({ minLength: 1, maxLength: 20 }), fc.string({ unit: 'grapheme', minLength: 1, maxLength: 8 }), fc.constantFrom(...SPECIAL_TAGS))
+          .filter((m) => m !== '.' && m !== '..'),
         messages: fc.array(message, { minLength: 1, maxLength: 4 }),
         stream: nullable(fc.boolean()),
         stream_options: fc.record({ include_usage: fc.boolean() }),
