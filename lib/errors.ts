@@ -289,7 +289,7 @@ export class ClientDisconnectedError extends GatewayError {
   }
 }
 
-/** Shape of the errors that body-parser / raw-body raise (`express.json()` mounted before us, or our own read). */
+/** Shape of the errors that body-parser / raw-body raise (`express.json()` mounted before us; our own read words its 413 the same way). */
 interface HttpParserError {
   type?: unknown;
   status?: unknown;
