@@ -69,7 +69,7 @@ export { createGateway } from './create-gateway.js';
 export type { Gateway, GatewayOptions } from './create-gateway.js';
 export { gatewayConfigSchema, loadGatewayConfig, parseGatewayConfig, validateGatewayConfig } from './gateway-config.js';
 export type { GatewayFallbackConfig, GatewayFileConfig, GatewayGuardrailConfig, GatewayStoreConfig, LoadConfigOptions } from './gateway-config.js';
-export { passThrough } from './passthrough.js';
+export { DEFAULT_PASSTHROUGH_PATHS, passThrough } from './passthrough.js';
 export type { PassThroughOptions } from './passthrough.js';
 export { bedrockGuardrail, guardrailHeaders, HEADER_GUARDRAIL, HEADER_GUARDRAIL_UNITS } from './bedrock-guardrail.js';
 export type { BedrockGuardrailOptions, GuardrailHook, GuardrailStreamingOptions, StreamingMode } from './bedrock-guardrail.js';

@@ -6,8 +6,7 @@
  */
 import http from 'node:http';
 import type { Express, NextFunction, Request, Response } from 'express';
-import { createGateway, GatewayConfigError, parseGatewayConfig, passThrough, silentLogger, type Gateway, type GatewayOptions, type PassThroughOptions } from '../lib/index.js';
-import { DEFAULT_PASSTHROUGH_PATHS } from '../lib/passthrough.js';
+import { createGateway, DEFAULT_PASSTHROUGH_PATHS, GatewayConfigError, parseGatewayConfig, passThrough, silentLogger, type Gateway, type GatewayOptions, type PassThroughOptions } from '../lib/index.js';
 import { startMockOpenAI, type MockServer } from '../lib/testing/index.js';
 import { exactRequest } from './helpers/exact-request.js';
 import { createApp, EXPRESS_MAJOR, express } from './helpers/express.js';
