@@ -4,7 +4,6 @@
  * gateway's credentials. Only an allow-list of headers crosses in either direction, upstream error bodies
  * are redacted, and one deadline covers the whole exchange; a cut-off upstream body cuts off the client's.
  */
-import { randomUUID } from 'node:crypto';
 import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { pipeline } from 'node:stream';
@@ -22,6 +21,7 @@ import {
 import { assertCalledAsFactory, definedOnly, GatewayConfigError, optionsValidator } from './options.js';
 import { compilePathPolicy, DEFAULT_PASSTHROUGH_PATHS } from './passthrough-paths.js';
 import { redact, registerSecret, registerUrlCredentials } from './redact.js';
+import { echoRequestId } from './request-id.js';
 import { ResponseWriter } from './response-writer.js';
 
 export { DEFAULT_PASSTHROUGH_PATHS } from './passthrough-paths.js';
@@ -104,8 +104,6 @@ const RETURNED_RESPONSE_PREFIXES = ['x-ratelimit-'];
 /** Larger upstream error bodies are not relayed (they are read whole to be redacted). */
 const MAX_ERROR_BODY_BYTES = 256 * 1024;
 
-const REQUEST_ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
-
 /** One proxied request: its deadline and upstream request, so the deadline and a departing client end both. */
 interface Exchange {
   timer: NodeJS.Timeout;
@@ -139,15 +137,18 @@ export function passThrough(options: PassThroughOptions): RequestHandler {
     // We write the response ourselves: filtered headers, redacted error bodies, cut-offs passed on.
     selfHandleResponse: true,
     on: {
-      proxyReq(proxyReq: ClientRequest, req: IncomingMessage) {
+      proxyReq(proxyReq: ClientRequest, req: IncomingMessage, res: ServerResponse) {
         const exchange = exchanges.get(req);
         if (exchange) exchange.upstream = proxyReq;
         for (const name of proxyReq.getHeaderNames()) {
           if (name !== 'host' && !forwarded.has(name)) proxyReq.removeHeader(name);
         }
+        // A chunked body still streaming in is streamed on in chunks (Node sends a body unframed once its
+        // transfer-encoding was removed); one a body parser consumed gets its length from fixRequestBody.
+        if (req.headers['transfer-encoding'] !== undefined && !req.readableEnded) proxyReq.setHeader('transfer-encoding', 'chunked');
         if (given.apiKey !== undefined) proxyReq.setHeader('authorization', `Bearer ${given.apiKey}`);
         for (const [name, value] of Object.entries(extraHeaders)) proxyReq.setHeader(name, value);
-        proxyReq.setHeader('x-request-id', String(req.headers['x-request-id']));
+        proxyReq.setHeader('x-request-id', String(res.getHeader('x-request-id')));
         // A body parser mounted before us consumed the stream: write the parsed body back.
         fixRequestBody(proxyReq, req);
       },
@@ -186,10 +187,7 @@ export function passThrough(options: PassThroughOptions): RequestHandler {
       next();
       return;
     }
-    const clientId = req.headers['x-request-id'];
-    const id = typeof clientId === 'string' && REQUEST_ID_PATTERN.test(clientId) ? clientId : randomUUID();
-    req.headers['x-request-id'] = id;
-    res.setHeader('x-request-id', id);
+    echoRequestId(req, res); // and sent upstream, so both sides log the same id
     if (decision === 'reject') {
       fail(res, new BadRequestError('Request path: dot segments, percent-encoding, backslashes and empty segments are not accepted.', { param: 'path' }));
       return;

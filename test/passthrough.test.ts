@@ -246,6 +246,56 @@ describe(`passThrough (Express ${EXPRESS_MAJOR})`, () => {
       expect(JSON.stringify(seen.headers)).not.toMatch(/client-own-key|host-session-cookie|org-client/);
     });
 
+    it('a body express.json() left alone (multipart, chunked) streams through; Expect: 100-continue does not skip the header allow-list', async () => {
+      const { port } = await serveGateway();
+      const form = '--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFFxxxx\r\n--b--\r\n';
+      const res = await new Promise<number>((resolve, reject) => {
+        const req = http.request({
+          host: '127.0.0.1',
+          port,
+          method: 'POST',
+          path: '/v1/audio/transcriptions',
+          agent: false,
+          headers: { 'content-type': 'multipart/form-data; boundary=b', 'transfer-encoding': 'chunked', expect: '100-continue', cookie: 'session=host-session-cookie', authorization: 'Bearer client-own-key' },
+        });
+        req.on('error', reject);
+        req.on('continue', () => {
+          req.write(form.slice(0, 20));
+          setTimeout(() => req.end(form.slice(20)), 20);
+        });
+        req.on('response', (r) => {
+          r.resume();
+          r.on('end', () => resolve(r.statusCode ?? 0));
+        });
+      });
+      expect(res).toBe(404); // the upstream's own answer for a path it does not know
+      const seen = upstream.requests[0]!;
+      expect(seen.url).toBe('/v1/audio/transcriptions');
+      expect(seen.body).toBe(form);
+      expect(seen.headers).toMatchObject({ authorization: `Bearer ${KEY}`, 'content-type': 'multipart/form-data; boundary=b' });
+      expect(seen.headers['cookie']).toBeUndefined();
+      expect(seen.headers['expect']).toBeUndefined();
+    });
+
+    it('a chunked JSON body that express.json() consumed is written back with its length', async () => {
+      const { port } = await serveGateway();
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/embeddings', agent: false, headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } });
+        req.on('error', reject);
+        req.on('response', (r) => {
+          r.resume();
+          r.on('end', () => resolve(r.statusCode ?? 0));
+        });
+        req.write('{"model":"e",');
+        setTimeout(() => req.end('"input":"chunked"}'), 20);
+      });
+      expect(status).toBe(200);
+      const seen = upstream.requests[0]!;
+      expect(JSON.parse(seen.body)).toEqual({ model: 'e', input: 'chunked' });
+      expect(seen.headers['content-length']).toBe(String(Buffer.byteLength(seen.body)));
+      expect(seen.headers['transfer-encoding']).toBeUndefined();
+    });
+
     it('response headers: no set-cookie, no internal headers, no key; content-type, rate limits, retry-after and the request id stay', async () => {
       const { port } = await serveGateway();
       const res = await exactRequest(port, '/v1/embeddings', { body: { model: 'e', input: 'hi' }, headers: { 'x-request-id': 'pt-req-2' } });
