@@ -30,6 +30,7 @@ afterEach(async () => {
   await Promise.all(running.splice(0).map((s) => s.close()));
   await Promise.all(gateways.splice(0).map((g) => g.close()));
   upstream.requests.length = 0;
+  upstream.abandoned.length = 0;
   chatMock.reset();
 });
 
@@ -400,6 +401,8 @@ describe(`passThrough (Express ${EXPRESS_MAJOR})`, () => {
       expect(JSON.parse(res.text)).toEqual(gatewayShape(504, 'timeout'));
       expect(res.elapsedMs).toBeGreaterThanOrEqual(TIMEOUT_MS - 50);
       expect(res.elapsedMs).toBeLessThan(TIMEOUT_MS + 1000);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(upstream.abandoned).toEqual(['/v1/images/generations']); // the upstream request was ended too
     });
 
     it('an upstream body that stalls after the headers: the timeout covers the body, the client connection is cut', async () => {
@@ -412,6 +415,19 @@ describe(`passThrough (Express ${EXPRESS_MAJOR})`, () => {
       expect(res.elapsedMs).toBeLessThan(TIMEOUT_MS + 1000);
       const later = await exactRequest(port, '/v1/embeddings', { body: { input: 'x' } });
       expect(later.status).toBe(200);
+    });
+
+    it('a client that leaves: the upstream request is aborted at once', async () => {
+      const { port } = await serveGateway(gatewayOptions({ timeoutMs: 10_000 }));
+      const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/images/generations', agent: false, headers: { 'content-type': 'application/json' } });
+      req.on('error', () => {});
+      req.end('{"prompt":"x"}');
+      while (upstream.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      const left = Date.now();
+      req.destroy();
+      while (upstream.abandoned.length === 0 && Date.now() - left < 2000) await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(upstream.abandoned).toEqual(['/v1/images/generations']);
+      expect(Date.now() - left).toBeLessThan(500);
     });
 
     it('an unreachable upstream: a 502 in the gateway shape', async () => {

@@ -16,6 +16,8 @@ export interface RecordedRequest {
 
 export interface HostileUpstream extends RunningServer {
   readonly requests: RecordedRequest[];
+  /** The request targets whose connection closed before the upstream finished its answer, in order. */
+  readonly abandoned: string[];
 }
 
 /** Bytes the truncating path sends before it destroys the socket (it announces `content-length: 1000`). */
@@ -38,7 +40,11 @@ function internalHeaders(req: IncomingMessage): Record<string, string | string[]
 
 export async function startHostileUpstream(): Promise<HostileUpstream> {
   const requests: RecordedRequest[] = [];
+  const abandoned: string[] = [];
   const server = await listen((req: IncomingMessage, res: ServerResponse) => {
+    res.on('close', () => {
+      if (!res.writableFinished) abandoned.push(req.url ?? '');
+    });
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
@@ -46,7 +52,7 @@ export async function startHostileUpstream(): Promise<HostileUpstream> {
       answer(req, res);
     });
   });
-  return { ...server, requests };
+  return { ...server, requests, abandoned };
 }
 
 function answer(req: IncomingMessage, res: ServerResponse): void {
