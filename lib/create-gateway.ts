@@ -192,11 +192,14 @@ function buildStore(config: GatewayStoreConfig | undefined, logger: Logger): { s
   if (!config || config.type === 'memory') return { store: new MemoryStore() };
   const Redis = loadIoredis();
   registerUrlCredentials(config.url);
-  // Fail fast while disconnected: the store falls back to local state instead of queueing commands.
-  const client = new Redis(config.url!, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false });
+  // Fail fast while disconnected, and time commands out with the store (commandTimeout = the store's
+  // timeoutMs; a silent connection is dropped, which frees the commands abandoned on it): the store falls
+  // back to local state instead of queueing commands.
+  const clientOptions = RedisStore.clientOptions();
+  const client = new Redis(config.url!, { ...clientOptions, lazyConnect: false });
   client.on('error', () => {}); // outages are reported once by the store itself
   return {
-    store: new RedisStore({ client, logger, ...(config.prefix !== undefined ? { prefix: config.prefix } : {}) }),
+    store: new RedisStore({ client, logger, timeoutMs: clientOptions.commandTimeout, ...(config.prefix !== undefined ? { prefix: config.prefix } : {}) }),
     release: async () => {
       client.disconnect();
     },

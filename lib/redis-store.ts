@@ -6,6 +6,13 @@
  * `MemoryStore`, every read is bounded by `timeoutMs` and merged with the local state, so while Redis is
  * down or slow the instance keeps routing on what it saw itself. Reconnecting is left to ioredis.
  *
+ * While Redis is unavailable (from a failed or timed-out command until one succeeds), the store sends one
+ * command at a time as a probe and answers every other call from local state at once: a hung Redis
+ * (connected but not answering) would otherwise collect every abandoned command in the client's queue,
+ * and the heap would grow with the load for as long as the outage lasts. After a probe timed out on a
+ * connected client, the next one waits `max(timeoutMs, 1 s)` (or until the late answer comes); after a
+ * probe failed fast or was queued while disconnected, the next call on a connected client probes again.
+ *
  * Data layout (`<p>` is the prefix, `<key>` the deployment key `group/id`):
  * - `<p>cooldown:<key>`: string, the cooldown deadline (epoch ms); expires (PX) at that deadline.
  * - `<p>failures:<key>`: sorted set of failures scored by time (epoch ms); expires a window after the last.
@@ -24,11 +31,14 @@ import { LATENCY_ALPHA, MemoryStore } from './store.js';
 
 export interface RedisStoreOptions {
   /**
-   * The ioredis client (`Redis` or `Cluster`); the store never creates one. Recommended client options:
-   * `enableOfflineQueue: false` (commands fail at once while disconnected instead of queueing until
-   * `timeoutMs`), `maxRetriesPerRequest: 1` (a command cut by a disconnect is not replayed many times), the
-   * default `retryStrategy` (reconnects forever, backing off to 2 s), and an `'error'` listener (ioredis
-   * prints unhandled connection errors to the console otherwise).
+   * The ioredis client (`Redis` or `Cluster`); the store never creates one. Recommended client options
+   * (`RedisStore.clientOptions(timeoutMs)` returns them): `enableOfflineQueue: false` (commands fail at once
+   * while disconnected instead of queueing until `timeoutMs`), `maxRetriesPerRequest: 0` (a command cut by
+   * a disconnect is not replayed: the store stopped waiting for it long before), `commandTimeout` equal to
+   * `timeoutMs` and a `socketTimeout` (a connection that stops answering is dropped and reconnected, which
+   * frees the commands abandoned on it), the default `retryStrategy` (reconnects forever, backing off to
+   * 2 s), and an `'error'` listener (ioredis prints unhandled connection errors to the console otherwise).
+   * Without them the store still bounds what it leaves behind on a hung connection (one probe at a time).
    * With a Cluster, give the prefix a hash tag (`'{llm-gateway}:'`): batch reads and scripts need every key
    * in one slot.
    */
@@ -46,11 +56,38 @@ export interface RedisStoreOptions {
    */
   timeoutMs?: number;
   /**
-   * Told once when Redis becomes unavailable (warn) and once when it answers again (info).
+   * Told once when Redis becomes unavailable and once when it answers again, both at `warn`.
    * @default consoleLogger
    */
   logger?: Logger;
 }
+
+/** The store's default `timeoutMs`. */
+export const DEFAULT_REDIS_TIMEOUT_MS = 50;
+
+/** ioredis options for a store's client (`RedisStore.clientOptions()`); the gateway builds its own client with them. */
+export interface RedisClientOptions {
+  enableOfflineQueue: false;
+  maxRetriesPerRequest: 0;
+  commandTimeout: number;
+  socketTimeout: number;
+}
+
+function clientOptionsFor(timeoutMs: number): RedisClientOptions {
+  return {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    // The promise of a command the store gave up on is settled (rejected) too, not left pending.
+    commandTimeout: timeoutMs,
+    // Commands sent on a connection stay in the client's queue until answered, timed out or not: only
+    // dropping a connection that went silent frees them. Long enough not to drop a merely slow Redis.
+    socketTimeout: Math.max(SOCKET_TIMEOUT_MIN_MS, 20 * timeoutMs),
+  };
+}
+
+const SOCKET_TIMEOUT_MIN_MS = 1_000;
+/** While Redis is unavailable and the last probe timed out, the next probe waits at least this long. */
+const PROBE_INTERVAL_MS = 1_000;
 
 interface ResolvedRedisStoreConfig {
   client: Redis | Cluster;
@@ -131,6 +168,23 @@ export class RedisStore implements Store {
   private readonly local = new MemoryStore();
   /** False from the first failed command until the next one that succeeds: warn and recover once each. */
   private redisAvailable = true;
+  /** While unavailable: the last probe sent, until the client settles it. */
+  private probe: { sentReady: boolean } | undefined;
+  /** While unavailable: no probe before this time (epoch ms); set after a probe that timed out. */
+  private nextProbeAt = 0;
+  /**
+   * Counts changes of `redisAvailable`. Only a command sent in the current state can change it: an answer
+   * to a command sent before the outage was seen is no recovery, a late failure after one is no outage.
+   */
+  private generation = 0;
+
+  /**
+   * The ioredis options the store wants its client to have, for a store with this `timeoutMs` (see
+   * `RedisStoreOptions.client`): `new Redis(url, { ...RedisStore.clientOptions(), ...yours })`.
+   */
+  static clientOptions(timeoutMs: number = DEFAULT_REDIS_TIMEOUT_MS): RedisClientOptions {
+    return clientOptionsFor(timeoutMs);
+  }
 
   constructor(options: RedisStoreOptions) {
     this.config = parseRedisStoreOptions(options);
@@ -224,14 +278,48 @@ export class RedisStore implements Store {
     });
   }
 
-  /** A Redis command bounded by `timeoutMs`: its result, or `undefined` (logged once per outage) on failure. */
+  /**
+   * A Redis command bounded by `timeoutMs`: its result, or `undefined` (logged once per outage) on failure.
+   * While Redis is unavailable, only a probe is sent (see the module comment); other calls get `undefined`
+   * at once.
+   */
   private async command<T>(send: () => Promise<T>): Promise<T | undefined> {
+    const generation = this.generation;
+    const ready = this.config.client.status === 'ready';
+    let probe: { sentReady: boolean } | undefined;
+    if (!this.redisAvailable) {
+      // A probe the client queued while disconnected does not hold back one on the new connection.
+      if ((this.probe && (this.probe.sentReady || !ready)) || Date.now() < this.nextProbeAt) return undefined;
+      probe = { sentReady: ready };
+      this.probe = probe;
+    }
+    let sent: Promise<T>;
     try {
-      const result = await withTimeout(send(), this.config.timeoutMs);
-      this.markAvailable();
+      sent = send();
+    } catch (err) {
+      sent = Promise.reject(err);
+    }
+    if (probe) {
+      // Released when the client settles the command (answer, error, its own commandTimeout, or a flush on
+      // disconnect), not when the store stops waiting: a client without timeouts holds one probe at most.
+      // A late answer shows Redis answers again: the next call may probe at once.
+      const settled = (answered: boolean) => {
+        if (this.probe === probe) this.probe = undefined;
+        if (answered) this.nextProbeAt = 0;
+      };
+      sent.then(
+        () => settled(true),
+        () => settled(false),
+      );
+    }
+    try {
+      const result = await withTimeout(sent, this.config.timeoutMs);
+      if (generation === this.generation) this.markAvailable();
       return result;
     } catch (err) {
-      this.markUnavailable(err);
+      // A connection that took the probe and did not answer: wait before the next one sits in its queue too.
+      if (probe && ready && isTimeout(err)) this.nextProbeAt = Date.now() + Math.max(PROBE_INTERVAL_MS, this.config.timeoutMs);
+      if (generation === this.generation) this.markUnavailable(err);
       return undefined;
     }
   }
@@ -239,12 +327,15 @@ export class RedisStore implements Store {
   private markAvailable(): void {
     if (this.redisAvailable) return;
     this.redisAvailable = true;
-    this.config.logger.info({}, 'Redis store: Redis answers again, sharing state with other instances');
+    this.generation += 1;
+    this.nextProbeAt = 0;
+    this.config.logger.warn({}, 'Redis store: Redis answers again, sharing state with other instances');
   }
 
   private markUnavailable(err: unknown): void {
     if (!this.redisAvailable) return;
     this.redisAvailable = false;
+    this.generation += 1;
     this.config.logger.warn(
       { err: err instanceof Error ? err.message : String(err) },
       'Redis store: Redis is unavailable, using local state until it answers again',
@@ -263,7 +354,7 @@ function parseRedisStoreOptions(options: RedisStoreOptions): ResolvedRedisStoreC
       `with a Redis Cluster, put a hash tag in the prefix (e.g. '{${prefix.replace(/:$/, '')}}:') so every key lands in one slot.`,
     );
   }
-  return { client, prefix, timeoutMs: given.timeoutMs ?? 50, logger: given.logger ?? consoleLogger };
+  return { client, prefix, timeoutMs: given.timeoutMs ?? DEFAULT_REDIS_TIMEOUT_MS, logger: given.logger ?? consoleLogger };
 }
 
 /** Redis Cluster hashes only the part between the first `{` and the next `}`, when it is not empty. */
@@ -275,11 +366,18 @@ function isNoScriptError(err: unknown): boolean {
   return err instanceof Error && err.message.startsWith('NOSCRIPT');
 }
 
+class RedisTimeoutError extends Error {}
+
+/** The store's own deadline, or the client's `commandTimeout`: the command may still sit in the client's queue. */
+function isTimeout(err: unknown): boolean {
+  return err instanceof RedisTimeoutError || (err instanceof Error && err.message === 'Command timed out');
+}
+
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     // Unref'd: a pending timeout must not keep the process alive.
-    timer = setTimeout(() => reject(new Error(`Redis did not answer within ${ms} ms`)), ms).unref();
+    timer = setTimeout(() => reject(new RedisTimeoutError(`Redis did not answer within ${ms} ms`)), ms).unref();
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

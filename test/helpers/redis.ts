@@ -14,6 +14,13 @@ export interface RedisServer {
   kill(): Promise<void>;
   /** Starts it again on the same port, empty, and waits until it answers PING. */
   restart(): Promise<void>;
+  /**
+   * SIGSTOPs the server (a hung Redis: connections stay open and the kernel still accepts and buffers,
+   * but nothing answers) until `resume()`.
+   */
+  pause(): void;
+  /** SIGCONTs a paused server; it answers everything buffered meanwhile. */
+  resume(): void;
   /** Kills it for good (afterAll). */
   stop(): Promise<void>;
 }
@@ -55,6 +62,10 @@ export async function startRedisServer(): Promise<RedisServer> {
   const port = await freePort();
   let child: ChildProcess | undefined = await launch(binary, port);
 
+  const signal = (name: 'SIGSTOP' | 'SIGCONT'): void => {
+    if (!child?.pid) throw new Error('redis-server is not running');
+    process.kill(child.pid, name);
+  };
   const kill = async (): Promise<void> => {
     const running = child;
     child = undefined;
@@ -63,6 +74,8 @@ export async function startRedisServer(): Promise<RedisServer> {
   return {
     port,
     kill,
+    pause: () => signal('SIGSTOP'),
+    resume: () => signal('SIGCONT'),
     restart: async () => {
       await kill();
       child = await launch(binary, port);
@@ -135,6 +148,6 @@ function killProcess(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     child.once('exit', () => resolve());
-    child.kill('SIGKILL');
+    child.kill('SIGKILL'); // also ends a SIGSTOPped server
   });
 }
