@@ -1,7 +1,6 @@
 /**
- * The emulator's bounds: every detector is linear in its input (a 10 MB body or a 40,000-character token is
- * checked in well under a second; the wall-clock bounds are deliberately generous, they only catch a
- * quadratic blow-up), the e-mail scanner finds exactly what its reference regex finds, and calls attach
+ * The emulator's bounds: every detector is linear in its input (a 10 MB body or a 400,000-character token;
+ * the wall-clock bound is deliberately wide, it only catches a quadratic blow-up), the e-mail scanner finds exactly what its reference regex finds, and calls attach
  * nothing per call to a long-lived signal.
  */
 import http from 'node:http';
@@ -15,8 +14,12 @@ import {
 } from '../lib/testing/bedrock-emulator.js';
 import { EMAIL_REFERENCE_PATTERN, findAll, findEmails, phraseRegex, piiDetector } from '../lib/testing/bedrock-emulator/detectors.js';
 
-/** Generous: a linear scan of 10 MB takes tens of ms; the quadratic e-mail regex took 0.7–2.5 s for 40 kB. */
-const BOUND_MS = 1500;
+/**
+ * Not a speed target: a guard against quadratic blow-ups, wide enough for a loaded 2-core CI machine. A
+ * linear scan of 10 MB takes tens of ms on a quiet machine (2.5 s was seen under load); the quadratic
+ * e-mail regex took 0.7–2.5 s for 40 kB, so for the 400 kB tokens below it would take minutes.
+ */
+const BOUND_MS = 8000;
 
 function timed<T>(fn: () => T): { value: T; ms: number } {
   const started = performance.now();
@@ -36,33 +39,33 @@ const SENTENCE =
   'Hello John Smith, mail john.doe@example.com or call 555-123-4567 / +44 20 7946 0958; card 4111 1111 1111 1111, ' +
   'ssn 123-45-6789, ip 10.0.3.4, key AKIAIOSFODNN7EXAMPLE, see https://example.com/a?b=c. Ticket TICKET-1234. ';
 
-/** 40,000-character tokens without a space, each aimed at one detector's worst case. */
+/** 400,000-character tokens without a space, each aimed at one detector's worst case. */
 const TOKENS: Record<string, string> = {
-  'local-part characters, no @': 'a'.repeat(40_000),
-  'dotted labels, no @': 'ab.'.repeat(13_334),
-  'many @ without a domain': 'a@'.repeat(20_000),
-  'many @ with a numeric domain': 'a@b.1'.repeat(8_000),
-  'one @ and a long domain': `x@${'ab.'.repeat(13_333)}1`,
-  digits: '1'.repeat(40_000),
-  'digits and dashes': '12-'.repeat(13_334),
-  'digits and dots': '1.'.repeat(20_000),
-  'plus and digits': '+1-'.repeat(13_334),
-  'url with a punctuation tail': `http://${')'.repeat(40_000)}`,
-  'urls back to back': 'http://.'.repeat(5_000),
-  'access key prefixes': 'AKIA'.repeat(10_000),
-  'names with spaces': `John${'\t'.repeat(40_000)}A1`,
-  'name and a long surname': `John A${"'".repeat(40_000)}1`,
+  'local-part characters, no @': 'a'.repeat(400_000),
+  'dotted labels, no @': 'ab.'.repeat(133_340),
+  'many @ without a domain': 'a@'.repeat(200_000),
+  'many @ with a numeric domain': 'a@b.1'.repeat(80_000),
+  'one @ and a long domain': `x@${'ab.'.repeat(133_330)}1`,
+  digits: '1'.repeat(400_000),
+  'digits and dashes': '12-'.repeat(133_340),
+  'digits and dots': '1.'.repeat(200_000),
+  'plus and digits': '+1-'.repeat(133_340),
+  'url with a punctuation tail': `http://${')'.repeat(400_000)}`,
+  'urls back to back': 'http://.'.repeat(50_000),
+  'access key prefixes': 'AKIA'.repeat(100_000),
+  'names with spaces': `John${'\t'.repeat(400_000)}A1`,
+  'name and a long surname': `John A${"'".repeat(400_000)}1`,
 };
 
 describe('detectors are linear', () => {
-  it.each(Object.entries(TOKENS))('checks a 40,000-character token (%s) in well under a second', (_label, token) => {
+  it.each(Object.entries(TOKENS))('checks a 400,000-character token (%s) in linear time', (_label, token) => {
     for (const source of ['INPUT', 'OUTPUT'] as const) {
       const { ms } = timed(() => evaluateGuardrail(EVERYTHING, source, [{ text: { text: token } }]));
       expect(ms).toBeLessThan(BOUND_MS);
     }
   });
 
-  it('checks a 10 MB text in well under a second, and still finds everything in it', () => {
+  it('checks a 10 MB text in linear time, and still finds everything in it', () => {
     const copies = Math.ceil(10_000_000 / SENTENCE.length);
     const { value, ms } = timed(() => evaluateGuardrail(EVERYTHING, 'INPUT', [{ text: { text: SENTENCE.repeat(copies) } }]));
     expect(ms).toBeLessThan(BOUND_MS);
@@ -99,7 +102,7 @@ describe('detectors are linear', () => {
     }
   });
 
-  it('answers a ~10 MB ApplyGuardrail request over HTTP in well under a second or two', async () => {
+  it('answers a ~10 MB ApplyGuardrail request over HTTP in linear time', async () => {
     const emulator = await startBedrockEmulator({ guardrails: [EVERYTHING], maxBodyBytes: 11 * 1024 * 1024 });
     try {
       const body = JSON.stringify({ source: 'INPUT', content: [{ text: { text: 'a'.repeat(10_000_000) } }] });
@@ -123,7 +126,7 @@ describe('detectors are linear', () => {
         req.end(body);
       });
       expect(status).toBe(200);
-      expect(performance.now() - started).toBeLessThan(2 * BOUND_MS);
+      expect(performance.now() - started).toBeLessThan(BOUND_MS);
     } finally {
       await emulator.close();
     }
