@@ -1,8 +1,9 @@
 /**
- * `createGateway(config)`: the pieces mounted in the right order, in one call. Returns an Express router
- * that serves `POST /v1/chat/completions` (context → guardrails → router → fallback handler → SSE error
- * writer), `GET /v1/models`, and, when configured, passes every other path through to an upstream.
- * Each piece stays exported for teams who compose by hand.
+ * `createGateway(config)`: the pieces mounted in the right order, in one call. Returns the middlewares to
+ * mount: a router that serves `POST /v1/chat/completions` (context → guardrails → router → fallback
+ * handler → SSE error writer), `GET /v1/models` and, when configured, the pass-through's own paths, then
+ * the error writer for body-parser failures on those paths. Every other request, and every error that is
+ * not the gateway's, goes on to the host app. Each piece stays exported for teams who compose by hand.
  */
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
