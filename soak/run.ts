@@ -50,6 +50,7 @@ function print(report: SoakReport): void {
     `latency (not aborted): p50 ${report.latencyMs.p50} ms, p99 ${report.latencyMs.p99} ms, max ${report.latencyMs.max} ms`,
     `client aborts: ${report.aborts.total}, ${report.aborts.inFlightUpstream} with an OpenAI upstream call in flight; upstream closed after p50 ${report.aborts.closeP50Ms} ms, p99 ${report.aborts.closeP99Ms} ms, max ${report.aborts.closeMaxMs} ms net of loop stalls (max ${report.aborts.rawCloseMaxMs} ms as measured)`,
     `upstream calls: openai ${report.upstream.openaiCalls}, anthropic ${report.upstream.anthropicCalls}, guardrail ${report.upstream.guardrailCalls} (${report.upstream.guardrailFaultsArmed} guardrail faults armed)`,
+    `gateway log lines (every level, checked for the configured credentials): ${report.logLines}`,
     'gateway error logs:',
     ...Object.entries(report.loggedErrors).map(([entry, n]) => `  ${n} × ${entry}`),
     `event loop delay: p50 ${report.environment.loopDelay.p50Ms} ms, p99 ${report.environment.loopDelay.p99Ms} ms, max ${report.environment.loopDelay.maxMs} ms; load average ${report.environment.loadAverage.map((n) => n.toFixed(1)).join(' ')}`,

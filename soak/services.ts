@@ -23,8 +23,19 @@ export const STRICT_GROUP: Group = 'guarded';
  */
 export const GUARDRAIL_TIMEOUT_MS = 1000;
 
-/** Secrets that must never appear in a response body. */
-export const SECRETS = ['sk-soak-alpha-0123456789', 'sk-soak-beta-0123456789', 'sk-ant-soak-0123456789', 'AKIDSOAKEXAMPLE', 'soak-secret-access-key'];
+/**
+ * Credentials configured on the gateway, which must never appear in a response body or a log line. The
+ * keys and the AWS secret have shapes no redaction pattern recognises (no `sk-` prefix, no `key=`), so only
+ * redaction by value hides them: a plain token, a 32-hex Azure-style key, an Anthropic key without its
+ * prefix, an AWS access key id and a 40-character AWS secret access key.
+ */
+export const SECRETS = [
+  'plainSoakAlphaToken42xyz',
+  '9b1d4c7e2f5a8036b4d1e7c9a2f5086d',
+  'soakClaudeKey-7Hq2Lw9Zp4Xv',
+  'AKIASOAKEXAMPLE7Q2WX',
+  'wJalrXUtnFEMI/K7MDENG/bPxRfiCYSOAKSECRET1',
+];
 
 export interface SoakServices {
   /** The gateway's origin, `http://127.0.0.1:<port>`. */

@@ -68,6 +68,8 @@ export interface SoakReport {
   upstream: { openaiCalls: number; anthropicCalls: number; guardrailCalls: number; guardrailFaultsArmed: number };
   /** Errors the gateway logged (5xx are logged at error level), by type and message. */
   loggedErrors: Record<string, number>;
+  /** Log entries the gateway wrote at any level, each checked for the configured credentials. */
+  logLines: number;
   violationCount: number;
   /** Violation messages (without the request id) and how often each occurred. */
   violationKinds: Record<string, number>;
@@ -86,7 +88,7 @@ export async function runSoak(options: SoakOptions = {}): Promise<SoakReport> {
   const warmup = Math.min(options.warmup ?? Math.min(5000, Math.floor(requests / 2)), requests);
   const abortLimit = options.abortCloseLimitMs ?? 100;
   const memoryCheck = options.memory ?? { rss: 0.1, heapUsed: 0.1 };
-  const tally = new Tally();
+  const tally = new Tally(requests);
   const stalls = new LoopStalls();
   const processWatch = watchProcess(tally);
   const logged = new Map<string, number>();
@@ -123,7 +125,8 @@ interface RunSettings {
 
 /** Sends request ranges with a fixed number in flight, checks each response and schedules abort checks. */
 class Run {
-  private readonly pendingAbortChecks: Promise<void>[] = [];
+  /** Abort checks not finished yet (finished ones leave: a list of every check grew with the run). */
+  private readonly pendingAbortChecks = new Set<Promise<void>>();
   private readonly leaks: LeakPatterns;
   private readonly sendOptions: SendOptions;
   private done = 0;
@@ -144,7 +147,10 @@ class Run {
       onAbort: (plan, at) => {
         const probe = probeAbort(services.openai, plan.id, at);
         this.tally.abortTotal++;
-        if (probe.inFlight.length > 0) this.pendingAbortChecks.push(this.checkLater(probe));
+        if (probe.inFlight.length > 0) {
+          const check: Promise<void> = this.checkLater(probe).finally(() => this.pendingAbortChecks.delete(check));
+          this.pendingAbortChecks.add(check);
+        }
       },
     };
   }
@@ -162,7 +168,7 @@ class Run {
   }
 
   async abortChecks(): Promise<void> {
-    await Promise.all(this.pendingAbortChecks);
+    await Promise.all([...this.pendingAbortChecks]);
   }
 
   private record(exchange: Exchange): void {
@@ -177,8 +183,8 @@ class Run {
     await settleProbe(probe, this.stalls, this.abortLimitMs);
     const findings = checkAbort(probe, this.services.openai, this.stalls, this.abortLimitMs);
     this.tally.abortInFlight++;
-    this.tally.closeDelays.push(...findings.closeDelays);
-    this.tally.rawCloseDelays.push(...findings.rawCloseDelays);
+    for (const delay of findings.closeDelays) this.tally.closeDelays.push(delay);
+    for (const delay of findings.rawCloseDelays) this.tally.rawCloseDelays.push(delay);
     for (const violation of findings.violations) this.tally.violation(probe.id, violation);
   }
 }
@@ -223,20 +229,40 @@ function watchProcess(tally: Tally): { counts: SoakReport['process']; stop(): vo
   };
 }
 
-/** Counts what the gateway logs by error type; an internal error's cause is kept, it names the bug. */
+/**
+ * Counts what the gateway logs by error type (an internal error's cause is kept, it names the bug), and
+ * checks every entry, at every level, for the configured credentials: a log capture must hold none.
+ */
 function countingLogger(logged: Map<string, number>, tally: Tally): Logger {
-  const noop = (): void => {};
+  const checked = (level: string, obj: object, msg: string | undefined): void => {
+    tally.logLines++;
+    const line = `${msg ?? ''} ${safeJson(obj)}`;
+    if (SECRETS.some((secret) => line.includes(secret))) tally.violation('log', `credential in a ${level} log line: ${msg ?? ''}`);
+  };
   return {
-    debug: noop,
-    info: noop,
-    warn: (_obj, msg) => logged.set(`warn:${msg ?? ''}`, (logged.get(`warn:${msg ?? ''}`) ?? 0) + 1),
-    error: (obj) => {
+    debug: (obj, msg) => checked('debug', obj, msg),
+    info: (obj, msg) => checked('info', obj, msg),
+    warn: (obj, msg) => {
+      checked('warn', obj, msg);
+      logged.set(`warn:${msg ?? ''}`, (logged.get(`warn:${msg ?? ''}`) ?? 0) + 1);
+    },
+    error: (obj, msg) => {
+      checked('error', obj, msg);
       const { type, message, err, requestId } = obj as { type?: string; message?: string; err?: unknown; requestId?: string };
       const key = `${String(type)}: ${String(message).replace(/\d+/g, 'N')}`;
       logged.set(key, (logged.get(key) ?? 0) + 1);
       if (type === 'internal_error') tally.violation(`${requestId ?? '?'} (logged)`, `internal error cause: ${describe(err)}`);
     },
   };
+}
+
+/** A log entry as a log line would hold it; errors with their message and stack. */
+function safeJson(obj: object): string {
+  try {
+    return JSON.stringify(obj, (_key, value: unknown) => (value instanceof Error ? { name: value.name, message: value.message, stack: value.stack } : value));
+  } catch {
+    return String(obj);
+  }
 }
 
 function describe(value: unknown): string {
@@ -249,14 +275,23 @@ function mb(bytes: number): string {
 
 class Tally {
   readonly outcomes = new Map<string, number>();
-  readonly latencies: number[] = [];
-  readonly closeDelays: number[] = [];
-  readonly rawCloseDelays: number[] = [];
+  // Sized for the whole run up front (outside the V8 heap): per-request lists growing in the heap would
+  // show up in the soak's own heap check.
+  readonly latencies: Samples;
+  readonly closeDelays: Samples;
+  readonly rawCloseDelays: Samples;
   readonly kinds = new Map<string, number>();
   readonly listed: string[] = [];
   abortTotal = 0;
   abortInFlight = 0;
   violations = 0;
+  logLines = 0;
+
+  constructor(requests: number) {
+    this.latencies = new Samples(requests);
+    this.closeDelays = new Samples(requests);
+    this.rawCloseDelays = new Samples(requests);
+  }
 
   count(outcome: string): void {
     this.outcomes.set(outcome, (this.outcomes.get(outcome) ?? 0) + 1);
@@ -274,14 +309,14 @@ class Tally {
     return {
       ...rest,
       outcomes: Object.fromEntries([...this.outcomes].sort((a, b) => b[1] - a[1])),
-      latencyMs: { p50: percentile(this.latencies, 0.5), p99: percentile(this.latencies, 0.99), max: percentile(this.latencies, 1) },
+      latencyMs: { p50: this.latencies.percentile(0.5), p99: this.latencies.percentile(0.99), max: this.latencies.percentile(1) },
       aborts: {
         total: this.abortTotal,
         inFlightUpstream: this.abortInFlight,
-        closeP50Ms: percentile(this.closeDelays, 0.5),
-        closeP99Ms: percentile(this.closeDelays, 0.99),
-        closeMaxMs: percentile(this.closeDelays, 1),
-        rawCloseMaxMs: percentile(this.rawCloseDelays, 1),
+        closeP50Ms: this.closeDelays.percentile(0.5),
+        closeP99Ms: this.closeDelays.percentile(0.99),
+        closeMaxMs: this.closeDelays.percentile(1),
+        rawCloseMaxMs: this.rawCloseDelays.percentile(1),
       },
       upstream: {
         openaiCalls: services.openai.reduce((sum, mock) => sum + mock.callCount(), 0),
@@ -289,6 +324,7 @@ class Tally {
         guardrailCalls: services.emulator.callCount,
         guardrailFaultsArmed: faultsArmed,
       },
+      logLines: this.logLines,
       violationCount: this.violations,
       violationKinds: Object.fromEntries(this.kinds),
       violations: this.listed,
@@ -296,8 +332,27 @@ class Tally {
   }
 }
 
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return 0;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)]!;
+/** Numbers in a typed array allocated once (grown by doubling only if a run records more than expected). */
+class Samples {
+  private values: Float64Array;
+  private length = 0;
+
+  constructor(capacity: number) {
+    this.values = new Float64Array(Math.max(16, capacity));
+  }
+
+  push(value: number): void {
+    if (this.length === this.values.length) {
+      const grown = new Float64Array(this.values.length * 2);
+      grown.set(this.values);
+      this.values = grown;
+    }
+    this.values[this.length++] = value;
+  }
+
+  percentile(p: number): number {
+    if (this.length === 0) return 0;
+    const sorted = this.values.slice(0, this.length).sort();
+    return sorted[Math.min(this.length - 1, Math.ceil(p * this.length) - 1)]!;
+  }
 }

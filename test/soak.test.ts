@@ -83,4 +83,6 @@ test('1,000 requests through failing upstreams and guardrails break no invariant
   expect(report.outcomes['client-aborted']).toBeGreaterThan(0);
   expect(report.aborts.inFlightUpstream).toBeGreaterThan(0);
   expect(report.upstream.guardrailFaultsArmed).toBeGreaterThan(0);
+  // The gateway logged (5xx at error level, failures at info), and every line was checked for the credentials.
+  expect(report.logLines).toBeGreaterThan(0);
 }, 60_000);
