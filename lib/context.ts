@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { type Attempt, HEADER_REQUEST_ID, attemptHeaders } from './attempts.js';
 import { readJsonBody } from './body.js';
-import { type GatewayEvents, summarize } from './events.js';
+import { type GatewayEvents, type ResponseEnding, summarize } from './events.js';
 import { type Logger, consoleLogger, withRedaction } from './logger.js';
 import { guardrailHeaders } from './guardrail/headers.js';
 import { ClientDisconnectedError, InternalError } from './errors.js';
@@ -93,7 +93,10 @@ export interface GatewayContext {
   readonly guardrails: GuardrailRecord[];
   readonly hooks: ContextHooks;
   readonly writer: ResponseWriter;
-  /** Token usage of the answer (partial when the client left early). */
+  /**
+   * Token usage of the upstream attempt that ended the request: reported by the upstream, or estimated
+   * (`estimated: true`) when it did not report any (the client left, the stream broke, a timeout, a block).
+   */
   usage: Usage | undefined;
 }
 
@@ -125,8 +128,9 @@ export interface GatewayContextOptions {
    */
   generateRequestId?: (req: IncomingMessage) => string;
   /**
-   * Called when a request starts (after validation) and when its response closes, with a summary for
-   * accounting and metrics (see `RequestSummary`). A throwing handler is logged, never fails a request.
+   * Called when a request starts (after validation) and when it ended (its response closed and the router's
+   * work for it settled, so the usage is final), with a summary for accounting and metrics (see
+   * `RequestSummary`). A throwing handler is logged, never fails a request.
    */
   events?: GatewayEvents;
   /** @default console, warnings and errors only */
@@ -225,8 +229,13 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
       if (!res.writableFinished) controller.abort(new ClientDisconnectedError());
       const ctx = req.llmGateway;
       if (ctx && config.events?.onRequestEnd) {
-        const summary = summarize(ctx, res.statusCode, res.writableFinished);
-        notify(config, 'onRequestEnd', () => config.events?.onRequestEnd?.(summary));
+        const ending: ResponseEnding = { statusCode: res.statusCode, headersSent: res.headersSent, finished: res.writableFinished, at: performance.now() };
+        // The abort above only starts the router's unwinding: the usage of the cut attempt is recorded once
+        // it settled, so the summary waits for that (no timer: the abort makes every upstream call end).
+        whenPipelineSettled(ctx, () => {
+          const summary = summarize(ctx, ending);
+          notify(config, 'onRequestEnd', () => config.events?.onRequestEnd?.(summary));
+        });
       }
     });
     // A client that left before this middleware ran (a slow auth middleware earlier) has no 'close' left to
@@ -241,6 +250,7 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
         if (controller.signal.aborted) throw new ClientDisconnectedError();
         const body = validateChatCompletionRequest(validate, raw);
         const ctx = createContext(id, body, controller, res);
+        if (config.events?.onRequestEnd) pipelines.set(ctx, { pending: 0, onSettled: undefined });
         req.llmGateway = ctx;
         if (config.events?.onRequestStart) notify(config, 'onRequestStart', () => config.events?.onRequestStart?.(ctx));
         next();
@@ -253,6 +263,44 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
         next(err);
       });
   };
+}
+
+/**
+ * The router work of a request that has not settled yet, for the requests someone summarizes (kept out of
+ * the context itself, which is logged and handed to users).
+ */
+interface PipelineState {
+  pending: number;
+  /** Set when the response closed while work was still pending: emits the summary. */
+  onSettled: (() => void) | undefined;
+}
+
+const pipelines = new WeakMap<GatewayContext, PipelineState>();
+
+/**
+ * Makes the request's summary (`onRequestEnd`) wait until `work` settled, so what `work` records on the
+ * context (the usage of an attempt cut short by the client leaving) is in it. The router registers each
+ * dispatch (the first and every fallback's). Nothing is tracked when nobody listens to `onRequestEnd`.
+ */
+export function holdSummaryUntil(ctx: GatewayContext, work: Promise<unknown>): void {
+  const state = pipelines.get(ctx);
+  if (!state) return;
+  state.pending++;
+  const settled = (): void => {
+    state.pending--;
+    if (state.pending > 0 || !state.onSettled) return;
+    const emit = state.onSettled;
+    state.onSettled = undefined;
+    emit();
+  };
+  work.then(settled, settled);
+}
+
+/** Runs `emit` now when no registered work is pending, otherwise once the last of it settled. */
+function whenPipelineSettled(ctx: GatewayContext, emit: () => void): void {
+  const state = pipelines.get(ctx);
+  if (!state || state.pending === 0) emit();
+  else state.onSettled = emit;
 }
 
 /** Users' event handlers never break a request. */

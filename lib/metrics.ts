@@ -134,7 +134,7 @@ function createInstruments({ registry, prefix, buckets }: ResolvedMetricsOptions
     fallbacks: counter('fallbacks_total', 'Fallbacks to another group, by that group and the error type that led to them.', ['group', 'reason']),
     guardrailChecks: counter('guardrail_checks_total', 'Guardrail checks, by guardrail, source (INPUT, OUTPUT) and action.', ['guardrail', 'source', 'action']),
     guardrailUnits: counter('guardrail_text_units_total', 'Guardrail text units billed (1 unit = up to 1,000 characters).', ['guardrail', 'source']),
-    tokens: counter('tokens_total', 'Tokens used, by serving group and type (prompt, completion).', ['group', 'type']),
+    tokens: counter('tokens_total', 'Tokens used, by serving group, type (prompt, completion) and source (reported by the upstream, or estimated by the gateway).', ['group', 'type', 'source']),
   };
 }
 
@@ -182,8 +182,11 @@ function recordRequest(m: Instruments, summary: RequestSummary, model: string): 
   if (summary.clientAborted) m.clientAborts.inc({ model, stream });
   if (summary.usage) {
     const group = summary.attempts.at(-1)?.group ?? model;
-    m.tokens.inc({ group, type: 'prompt' }, summary.usage.prompt_tokens);
-    m.tokens.inc({ group, type: 'completion' }, summary.usage.completion_tokens);
+    // Estimates (client gone, stream broken, timeout, block) are counted too, apart, so a dashboard can
+    // sum everything or keep to what the providers will bill.
+    const source = summary.usage['estimated'] === true ? 'estimated' : 'reported';
+    m.tokens.inc({ group, type: 'prompt', source }, summary.usage.prompt_tokens);
+    m.tokens.inc({ group, type: 'completion', source }, summary.usage.completion_tokens);
   }
 }
 
@@ -210,10 +213,14 @@ function modelLabel(summary: RequestSummary, canonicalGroup: ResolvedMetricsOpti
   return summary.attempts.find((a) => a.kind === 'first')?.group ?? UNKNOWN_MODEL;
 }
 
-/** `2xx`, `4xx`, …; `none` when the client left before any status line went out. */
+/**
+ * The class of the status line sent (`2xx`, `4xx`, …), not of the summary's 499 for a client that left:
+ * `error_type` tells those apart already. `none` when the client left before any status line went out.
+ */
 function statusClass(summary: RequestSummary): string {
-  if (summary.clientAborted && !summary.committed) return 'none';
-  return `${Math.floor(summary.status / 100)}xx`;
+  const sent = summary.clientAborted ? summary.httpStatus : summary.status;
+  if (sent === undefined) return 'none';
+  return `${Math.floor(sent / 100)}xx`;
 }
 
 /** Serves `registry.metrics()`; a collection failure goes to `next(err)` (Express 4 does not catch it). */

@@ -13,7 +13,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { type Attempt, type AttemptKind } from './attempts.js';
 import { UpstreamAttempt } from './attempt-control.js';
 import { Balancer, deploymentKey } from './balancer.js';
-import { type GatewayContext, type OutputFilter, contextRequirement } from './context.js';
+import { type GatewayContext, type OutputFilter, contextRequirement, holdSummaryUntil } from './context.js';
 import {
   ClientDisconnectedError,
   ContentPolicyViolationError,
@@ -69,9 +69,16 @@ export function createRouter(options: RouterOptions): GatewayRouter {
   const router = function llmGatewayRouter(req: Request, res: Response, next: NextFunction): void {
     const ctx = contextOf(req, res);
     if (!ctx) return;
-    engine.dispatch(ctx, ctx.model, 'first').catch(next);
+    dispatch(ctx, ctx.model, 'first').catch(next);
   } as GatewayRouter;
-  router.dispatch = (ctx, group, kind) => engine.dispatch(ctx, group, kind);
+  // The request's summary waits for every dispatch (the first and each fallback's) to settle: the usage of
+  // an attempt cut short (client gone, timeout, block) is only known once it unwound.
+  const dispatch = (ctx: GatewayContext, group: string, kind: AttemptKind): Promise<void> => {
+    const work = engine.dispatch(ctx, group, kind);
+    holdSummaryUntil(ctx, work);
+    return work;
+  };
+  router.dispatch = dispatch;
   router.hasGroup = (name) => config.byName.has(name) || config.wildcard !== undefined;
   router.canonicalGroup = (name) => (config.byName.get(name) ?? config.wildcard)?.name;
   router.close = async () => {
@@ -274,11 +281,18 @@ async function streamAnswer(ctx: GatewayContext, adapter: ProviderAdapter, contr
   const wantsUsage = ctx.body.stream_options?.include_usage === true;
   let held: ChatCompletionChunk[] | undefined = [];
   let firstTokenMs: number | undefined;
+  // This attempt's usage: the upstream's when it reports it, else estimated from the output it sent (all of
+  // it, held or blocked text included: the upstream generated it whether or not the client got it).
+  let reported: Usage | undefined;
+  let chunks = 0;
   let completionChars = 0;
+  ctx.usage = undefined;
   try {
     for await (const chunk of adapter.stream({ body: ctx.body, signal: control.signal, requestId: ctx.id })) {
       control.chunk();
-      if (chunk.usage) ctx.usage = chunk.usage;
+      chunks++;
+      completionChars += outputLength(chunk);
+      if (chunk.usage) reported = chunk.usage;
       if (!wantsUsage && chunk.usage !== undefined) {
         // Usage is always requested upstream (for accounting); the client did not ask for it.
         if (chunk.choices.length === 0) continue;
@@ -297,33 +311,39 @@ async function streamAnswer(ctx: GatewayContext, adapter: ProviderAdapter, contr
         held = undefined;
         for (const leading of release) await emit(ctx, filters, leading);
       }
-      completionChars += contentLength(chunk);
       await emit(ctx, filters, chunk);
     }
-  } catch (err) {
-    if (control.signal.aborted && control.signal.reason instanceof ClientDisconnectedError) {
-      ctx.usage ??= estimatedUsage(ctx, completionChars);
-    }
-    throw err;
+    // An answer without any content or tool call is a provider failure (an engine glitch, a dropped
+    // generation), handled before commit like any other, the same way without streaming.
+    if (held !== undefined) throw emptyAnswerError();
+    if (filters) for (const chunk of await endFilters(filters)) await send(ctx, chunk);
+    ctx.writer.finish();
+    return firstTokenMs;
+  } finally {
+    // Set before the outcome leaves this function, so the summary (which waits for the dispatch) sees it.
+    // An upstream that refused outright (nothing streamed, not cut by us) generated nothing to account.
+    ctx.usage = reported ?? (chunks > 0 || control.signal.aborted ? estimatedUsage(ctx, completionChars) : undefined);
   }
-  // An answer without any content or tool call is a provider failure (an engine glitch, a dropped
-  // generation), handled before commit like any other, the same way without streaming.
-  if (held !== undefined) throw emptyAnswerError();
-  if (filters) for (const chunk of await endFilters(filters)) await send(ctx, chunk);
-  ctx.writer.finish();
-  return firstTokenMs;
 }
 
 async function completeAnswer(ctx: GatewayContext, adapter: ProviderAdapter, control: UpstreamAttempt): Promise<undefined> {
-  let completion: ChatCompletion = await adapter.complete({ body: ctx.body, signal: control.signal, requestId: ctx.id });
-  if (completion.usage) ctx.usage = completion.usage;
-  if (!completion.choices.some((c) => hasMessageContent(c.message))) {
-    if (completion.choices.some((c) => c.finish_reason === 'content_filter')) throw contentFilteredError();
-    throw emptyAnswerError();
+  ctx.usage = undefined;
+  let answer: ChatCompletion | undefined;
+  try {
+    answer = await adapter.complete({ body: ctx.body, signal: control.signal, requestId: ctx.id });
+    if (!answer.choices.some((c) => hasMessageContent(c.message))) {
+      if (answer.choices.some((c) => c.finish_reason === 'content_filter')) throw contentFilteredError();
+      throw emptyAnswerError();
+    }
+    let completion = answer;
+    for (const hook of ctx.hooks.output) completion = await hook(ctx, control).completion(completion);
+    await ctx.writer.json(completion);
+    return undefined;
+  } finally {
+    // The upstream's usage whenever it answered (a guardrail may still block the answer); an estimate when
+    // it answered without one, or when we cut the call (client gone, timeout) while it was generating.
+    ctx.usage = answer?.usage ?? (answer !== undefined || control.signal.aborted ? estimatedUsage(ctx, answer ? completionLength(answer) : 0) : undefined);
   }
-  for (const hook of ctx.hooks.output) completion = await hook(ctx, control).completion(completion);
-  await ctx.writer.json(completion);
-  return undefined;
 }
 
 function contentFilteredError(): ContentPolicyViolationError {
@@ -355,13 +375,33 @@ function hasMessageContent(message: ChatCompletion['choices'][number]['message']
   );
 }
 
-function contentLength(chunk: ChatCompletionChunk): number {
+/** Characters the model generated in a chunk (text, refusal, tool-call arguments), for the usage estimate. */
+function outputLength(chunk: ChatCompletionChunk): number {
   let n = 0;
-  for (const choice of chunk.choices) n += choice.delta.content?.length ?? 0;
+  for (const choice of chunk.choices) {
+    const delta = choice.delta;
+    n += (delta.content?.length ?? 0) + (delta.refusal?.length ?? 0);
+    if (delta.tool_calls) for (const call of delta.tool_calls) n += call.function?.arguments?.length ?? 0;
+  }
   return n;
 }
 
-/** Rough usage for a stream the client cut short (about 4 characters a token), so it is still accounted. */
+/** The same for a whole completion. */
+function completionLength(completion: ChatCompletion): number {
+  let n = 0;
+  for (const { message } of completion.choices) {
+    const content = message.content;
+    n += typeof content === 'string' ? content.length : content ? JSON.stringify(content).length : 0;
+    n += message.refusal?.length ?? 0;
+    if (message.tool_calls) for (const call of message.tool_calls) n += call.function.arguments.length;
+  }
+  return n;
+}
+
+/**
+ * Usage when the upstream reported none (the client left, the stream broke, a timeout, a block, or a
+ * provider that never reports it): about 4 characters a token, marked as an estimate.
+ */
 function estimatedUsage(ctx: GatewayContext, completionChars: number): Usage {
   let promptChars = 0;
   for (const m of ctx.body.messages) promptChars += typeof m.content === 'string' ? m.content.length : JSON.stringify(m.content ?? '').length;
