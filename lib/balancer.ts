@@ -1,6 +1,6 @@
 /**
- * Choosing a deployment inside a model group: skip the ones in cooldown or over their rpm/tpm, prefer the
- * ones this request has not tried yet, then apply the routing strategy.
+ * Choosing a deployment inside a model group: skip the ones in cooldown or over their rpm/tpm (and the ones
+ * this request must not use again), prefer the ones it has not tried yet, then apply the routing strategy.
  */
 import type { ModelGroup, ResolvedRouterConfig } from './router-config.js';
 import type { Deployment } from './providers/types.js';
@@ -19,6 +19,11 @@ export interface Choice {
 export interface Unavailable {
   /** When the first cooldown ends (epoch ms), if cooldowns are what blocks the group. */
   cooldownEndsAt: number | undefined;
+  /**
+   * A group with one deployment, cooling down (not over its rpm/tpm): the deployment to try anyway when
+   * nothing else can serve the request. The router decides (it asks whether a fallback exists).
+   */
+  lastResort?: Deployment;
 }
 
 export class Balancer {
@@ -27,21 +32,24 @@ export class Balancer {
 
   constructor(private readonly config: ResolvedRouterConfig) {}
 
-  async choose(group: ModelGroup, tried: ReadonlySet<string>, now: number): Promise<Choice | Unavailable> {
+  /** `excluded`: deployments this request must not use again (they timed out). */
+  async choose(group: ModelGroup, tried: ReadonlySet<string>, now: number, excluded?: ReadonlySet<string>): Promise<Choice | Unavailable> {
     const deployments = group.deployments;
     const keys = deployments.map(deploymentKey);
     const cooldowns = await this.config.store.getCooldowns(keys, now);
     const overLimit = await this.overLimit(deployments, keys, now);
-    let healthy: Deployment[] = [];
+    const healthy: Deployment[] = [];
     let cooldownEndsAt: number | undefined;
     deployments.forEach((deployment, i) => {
       const until = cooldowns[i];
       if (until !== undefined) cooldownEndsAt = Math.min(cooldownEndsAt ?? until, until);
-      if (until === undefined && !overLimit[i]) healthy.push(deployment);
+      if (until === undefined && !overLimit[i] && !excluded?.has(keys[i]!)) healthy.push(deployment);
     });
-    // A group with one deployment has nowhere else to go: try it even while it cools down.
-    if (healthy.length === 0 && deployments.length === 1 && !overLimit[0]) healthy = [...deployments];
-    if (healthy.length === 0) return { cooldownEndsAt };
+    if (healthy.length === 0) {
+      // A group with one deployment may have nowhere else to go: offered, not chosen (see `lastResort`).
+      const only = deployments.length === 1 && cooldowns[0] !== undefined && !overLimit[0] && !excluded?.has(keys[0]!) ? deployments[0] : undefined;
+      return only ? { cooldownEndsAt, lastResort: only } : { cooldownEndsAt };
+    }
     const untried = healthy.filter((d) => !tried.has(deploymentKey(d)));
     const pool = untried.length > 0 ? untried : healthy;
     return { deployment: await this.pick(pool), untried: untried.length > 0 };
@@ -76,6 +84,9 @@ export class Balancer {
         return pickLeastBusy(pool, this.inFlight);
       case 'lowest-latency':
         return pickLowestLatency(pool, await this.config.store.getLatencies(pool.map(deploymentKey)));
+      case 'ordered':
+        // The pool keeps the configured order (it is only ever filtered): the first is the preferred one.
+        return pool[0]!;
       default:
         return pickWeighted(pool);
     }

@@ -10,7 +10,7 @@
  * while streaming).
  *
  * Order of candidates (depth first): the failed group's own list (the specific list for its error kind,
- * then the general list when `generalForSpecific` is on), then the remaining entries of the list of the
+ * then the general list when `generalForSpecific` is on; it is off by default), then the remaining entries of the list of the
  * group it fell back from, and so on up to the requested group. A group's list is its own entry, or the
  * `'*'` entry when it has none. Each group is served at most once per request.
  */
@@ -23,10 +23,11 @@ import {
   ContextWindowExceededError,
   type GatewayError,
   GuardrailViolationError,
+  ServiceUnavailableError,
   toGatewayError,
 } from './errors.js';
 import { assertCalledAsFactory, definedOnly, GatewayConfigError, optionsValidator } from './options.js';
-import type { GatewayRouter } from './router.js';
+import type { FallbackProbe, GatewayRouter } from './router.js';
 
 /** Fallback lists: group name (or `'*'` for every group without its own entry) → ordered fallback groups. */
 export type FallbackMap = Record<string, string[]>;
@@ -52,8 +53,10 @@ export interface FallbackHandlerOptions {
   contextWindowFallbacks?: FallbackMap;
   /**
    * Also use the general `fallbacks` for content-policy and context-window errors when their own list has
-   * no (more) entries. LiteLLM silently skips them; we do not, unless told to.
-   * @default true
+   * no (more) entries. Off by default: the general list is for outages (rate limits, 5xx, timeouts), and
+   * sending a provider's moderation refusal there routes around moderation nobody asked to route around.
+   * Turn it on for the behaviour LiteLLM users may expect (a general fallback also catching these).
+   * @default false
    */
   generalForSpecific?: boolean;
   /**
@@ -95,6 +98,8 @@ interface ResolvedFallbackOptions {
 interface FallbackState {
   /** Every group served so far, the requested one included. */
   readonly used: Set<string>;
+  /** The group the last re-dispatch went to (it may have failed before any attempt: all cooling down). */
+  current: string | undefined;
   /** For nested fallbacks: the group each fallback group was reached from. */
   readonly parent: Map<string, string>;
   count: number;
@@ -164,7 +169,7 @@ function parseFallbackOptions(options: FallbackHandlerOptions): ResolvedFallback
   return {
     router,
     lists,
-    generalForSpecific: given.generalForSpecific ?? true,
+    generalForSpecific: given.generalForSpecific ?? false,
     maxFallbacks: given.maxFallbacks ?? 3,
     disableHeader: (given.disableHeader ?? 'x-gateway-disable-fallbacks').toLowerCase(),
     fallbackOnGuardrail: given.fallbackOnGuardrail ?? false,
@@ -178,6 +183,9 @@ function parseFallbackOptions(options: FallbackHandlerOptions): ResolvedFallback
 export function fallbackHandler(options: FallbackHandlerOptions): ErrorRequestHandler {
   assertCalledAsFactory(options, 'fallbackHandler');
   const config = parseFallbackOptions(options);
+  // The router asks this before it skips a group whose every deployment is cooling down.
+  const probe: FallbackProbe = (ctx, req, group, error) => planStep(config, ctx, req, error, group) !== undefined;
+  config.router.attachFallbacks?.(probe);
 
   const handle = function llmGatewayFallbacks(err: unknown, req: Request, _res: Response, next: NextFunction): void {
     const ctx = req.llmGateway;
@@ -207,22 +215,43 @@ function nextStep(
   req: Request,
   error: GatewayError,
 ): { group: string; continuation: boolean } | undefined {
+  const step = planStep(config, ctx, req, error);
+  if (!step) return undefined;
+  const state = stateOf(ctx);
+  state.used.add(step.failed);
+  state.used.add(step.group);
+  state.parent.set(step.group, step.failed);
+  state.current = step.group;
+  state.count++;
+  return step;
+}
+
+/**
+ * Decides the next step without recording it (the router's probe asks the same question before it fails
+ * a group whose deployments are all cooling down). `failedGroup` defaults to the group served last.
+ */
+function planStep(
+  config: ResolvedFallbackOptions,
+  ctx: GatewayContext,
+  req: Request | undefined,
+  error: GatewayError,
+  failedGroup?: string,
+): { group: string; failed: string; continuation: boolean } | undefined {
   if (error instanceof ClientDisconnectedError || ctx.signal.aborted) return undefined;
-  if (isDisabled(req, config.disableHeader)) return undefined;
+  // A draining instance starts no new upstream work: the client is told to come back (another instance).
+  if (error instanceof ServiceUnavailableError) return undefined;
+  if (req && isDisabled(req, config.disableHeader)) return undefined;
   const kind = fallbackKindOf(error, config.fallbackOnGuardrail);
   if (!kind) return undefined;
   const committed = ctx.writer.committed;
   if (committed && (!config.continuation || ctx.writer.finished || (ctx.body.n ?? 1) > 1 || ctx.writer.sentText() === '')) return undefined;
   const state = stateOf(ctx);
   if (state.count >= config.maxFallbacks) return undefined;
-  const failed = ctx.attempts.at(-1)?.group ?? config.router.canonicalGroup(ctx.model) ?? ctx.model;
-  state.used.add(failed);
-  const group = nextFallbackGroup(config, state, failed, kind, committed ? config.continuation?.groups : undefined);
-  if (!group) return undefined;
-  state.used.add(group);
-  state.parent.set(group, failed);
-  state.count++;
-  return { group, continuation: committed };
+  const failed = failedGroup ?? state.current ?? config.router.canonicalGroup(ctx.model) ?? ctx.model;
+  // `used` gains `failed` only when the step is taken; until then it counts as served for the search.
+  const used = state.used.has(failed) ? state.used : new Set([...state.used, failed]);
+  const group = nextFallbackGroup(config, { used, parent: state.parent }, failed, kind, committed ? config.continuation?.groups : undefined);
+  return group === undefined ? undefined : { group, failed, continuation: committed };
 }
 
 function isDisabled(req: Request, header: string): boolean {
@@ -241,7 +270,7 @@ export function fallbackKindOf(error: GatewayError, onGuardrail: boolean): Fallb
 function stateOf(ctx: GatewayContext): FallbackState {
   let state = states.get(ctx);
   if (!state) {
-    state = { used: new Set(), parent: new Map(), count: 0 };
+    state = { used: new Set(), current: undefined, parent: new Map(), count: 0 };
     states.set(ctx, state);
   }
   return state;

@@ -113,9 +113,10 @@ export class ResponseWriter {
 
   /**
    * Reports a failure: a JSON body with the error's status before commit, or one in-band error frame then
-   * `data: [DONE]` after it. Does nothing once the response is finished or the client is gone.
+   * `data: [DONE]` after it. Does nothing once the response is finished or the client is gone. `headers`
+   * go out with the JSON answer only (after commit there is no header left to send).
    */
-  fail(error: GatewayError, form: ErrorBodyForm, extra?: Record<string, unknown>): void {
+  fail(error: GatewayError, form: ErrorBodyForm, extra?: Record<string, unknown>, headers?: Record<string, string>): void {
     if (this.finished || this.res.destroyed) {
       this.state = 'finished';
       return;
@@ -126,6 +127,7 @@ export class ResponseWriter {
       this.state = 'finished';
       this.writeHead(error.status, {
         ...this.headers(),
+        ...headers,
         ...error.responseHeaders(),
         'content-type': 'application/json; charset=utf-8',
         'content-length': Buffer.byteLength(body),

@@ -11,7 +11,7 @@ import type { Deployment, DeploymentOptions, ProviderAdapter, ProviderName, Time
 import type { Store } from './store.js';
 import { MemoryStore } from './store.js';
 
-export type RoutingStrategy = 'weighted' | 'least-busy' | 'lowest-latency';
+export type RoutingStrategy = 'weighted' | 'least-busy' | 'lowest-latency' | 'ordered';
 
 /** The taxonomy `type` slugs the router may retry. */
 export type RetryableType = 'rate_limit_exceeded' | 'upstream_error' | 'timeout' | 'connection_error';
@@ -43,6 +43,15 @@ export interface RetryOptions {
    * @default { initialMs: 250, maxMs: 4000 }
    */
   backoff?: { initialMs?: number; maxMs?: number };
+  /**
+   * Retry a timed-out deployment (connect, first-token, idle before commit, total) in the same request.
+   * Off by default: a deployment that stayed silent for a whole timeout is likely to stay silent for the
+   * next one too, so the next attempt goes to another deployment of the group or, when none is left, the
+   * request goes to its fallback at once (total time ≈ one timeout, not one per retry). Connection
+   * failures (refused, reset) are retried with backoff either way.
+   * @default false
+   */
+  retryTimeoutsOnSameDeployment?: boolean;
 }
 
 export interface CooldownOptions {
@@ -65,8 +74,10 @@ export interface RouterOptions {
   models: ModelGroupOptions[];
   /**
    * How a deployment is chosen inside a group: `weighted` random by `weight`, `least-busy` (fewest
-   * requests in flight on this instance), or `lowest-latency` (lowest recent time to first token).
-   * Deployments in cooldown or over their rpm/tpm are skipped.
+   * requests in flight on this instance), `lowest-latency` (lowest recent time to first token), or
+   * `ordered` (the first healthy deployment in the order they are listed: a primary with standbys).
+   * Deployments in cooldown or over their rpm/tpm are skipped, and a retry prefers one the request has
+   * not tried yet.
    * @default 'weighted'
    */
   strategy?: RoutingStrategy;
@@ -107,6 +118,7 @@ export interface ResolvedRouterConfig {
   strategy: RoutingStrategy;
   maxRetries: number;
   retryOn: ReadonlySet<string>;
+  retryTimeoutsOnSameDeployment: boolean;
   backoffInitialMs: number;
   backoffMaxMs: number;
   failureThreshold: number;
@@ -189,7 +201,7 @@ export const routerOptionsSchema = {
         },
       },
     },
-    strategy: { enum: ['weighted', 'least-busy', 'lowest-latency'] },
+    strategy: { enum: ['weighted', 'least-busy', 'lowest-latency', 'ordered'] },
     retries: {
       type: 'object',
       additionalProperties: false,
@@ -201,6 +213,7 @@ export const routerOptionsSchema = {
           additionalProperties: false,
           properties: { initialMs: { type: 'integer', minimum: 0 }, maxMs: { type: 'integer', minimum: 0 } },
         },
+        retryTimeoutsOnSameDeployment: { type: 'boolean' },
       },
     },
     cooldown: {
@@ -251,6 +264,7 @@ export function parseRouterOptions(options: RouterOptions): ResolvedRouterConfig
     strategy: given.strategy ?? 'weighted',
     maxRetries: retries.maxRetries ?? 2,
     retryOn: new Set(retries.retryOn ?? RETRYABLE_TYPES),
+    retryTimeoutsOnSameDeployment: retries.retryTimeoutsOnSameDeployment ?? false,
     backoffInitialMs: backoff.initialMs ?? 250,
     backoffMaxMs: backoff.maxMs ?? 4_000,
     failureThreshold: cooldown.failureThreshold ?? 3,

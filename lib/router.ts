@@ -12,7 +12,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { type Attempt, type AttemptKind } from './attempts.js';
 import { UpstreamAttempt } from './attempt-control.js';
-import { Balancer, deploymentKey } from './balancer.js';
+import { Balancer, type Choice, deploymentKey } from './balancer.js';
 import { type GatewayContext, type OutputFilter, contextRequirement, holdSummaryUntil } from './context.js';
 import {
   ClientDisconnectedError,
@@ -20,6 +20,7 @@ import {
   type GatewayError,
   NotFoundError,
   RateLimitError,
+  TimeoutError,
   UpstreamCredentialsError,
   UpstreamError,
   toGatewayError,
@@ -45,7 +46,23 @@ export interface GatewayRouter extends RequestHandler {
   canonicalGroup(name: string): string | undefined;
   /** Releases the adapters' connection pools. */
   close(): Promise<void>;
+  /**
+   * Called by `fallbackHandler()` when it is created with this router, so the router can ask, when every
+   * deployment of a group is cooling down, whether a fallback would serve the request instead (then the
+   * group is skipped at once) or nothing else is left (then its deployment is tried anyway). The last
+   * handler attached wins. Not needed in application code.
+   */
+  attachFallbacks(probe: FallbackProbe): void;
 }
+
+/**
+ * Whether the fallback handler would re-dispatch the request to another group if `group` failed now with
+ * `error`. Pure: it answers without using up anything (fallback count, groups served).
+ */
+export type FallbackProbe = (ctx: GatewayContext, req: Request | undefined, group: string, error: GatewayError) => boolean;
+
+/** The request each context came from (the fallback probe reads its headers, e.g. the disable header). */
+const requests = new WeakMap<GatewayContext, Request>();
 
 /** Per-request router state, kept across re-dispatches (fallbacks) of the same request. */
 interface RequestState {
@@ -69,6 +86,7 @@ export function createRouter(options: RouterOptions): GatewayRouter {
   const router = function llmGatewayRouter(req: Request, res: Response, next: NextFunction): void {
     const ctx = contextOf(req, res);
     if (!ctx) return;
+    requests.set(ctx, req);
     dispatch(ctx, ctx.model, 'first').catch(next);
   } as GatewayRouter;
   // The request's summary waits for every dispatch (the first and each fallback's) to settle: the usage of
@@ -81,6 +99,9 @@ export function createRouter(options: RouterOptions): GatewayRouter {
   router.dispatch = dispatch;
   router.hasGroup = (name) => config.byName.has(name) || config.wildcard !== undefined;
   router.canonicalGroup = (name) => (config.byName.get(name) ?? config.wildcard)?.name;
+  router.attachFallbacks = (probe) => {
+    engine.fallbackProbe = probe;
+  };
   router.close = async () => {
     await Promise.all([...adapters.values()].map((a) => a.close()));
   };
@@ -112,6 +133,9 @@ function createAdapters(
 }
 
 class RouterEngine {
+  /** Set by the fallback handler mounted after the router; absent, no fallback ever exists. */
+  fallbackProbe: FallbackProbe | undefined;
+
   constructor(
     private readonly config: ResolvedRouterConfig,
     private readonly adapters: Map<string, ProviderAdapter>,
@@ -125,13 +149,24 @@ class RouterEngine {
     }
     const state = this.stateOf(ctx);
     const tried = new Set<string>();
+    // Deployments that timed out in this request: a silent deployment is not waited for twice.
+    const silent = new Set<string>();
     let attemptKind = kind;
     let retries = 0;
     let lastError: GatewayError | undefined;
     for (;;) {
       if (lastError && Date.now() >= state.deadline) throw lastError;
-      const choice = await this.balancer.choose(group, tried, Date.now());
-      if (!('deployment' in choice)) throw lastError ?? noDeploymentError(group, choice.cooldownEndsAt);
+      const found = await this.balancer.choose(group, tried, Date.now(), silent);
+      let choice: Choice;
+      if ('deployment' in found) {
+        choice = found;
+      } else {
+        const failure = lastError ?? noDeploymentError(group, found.cooldownEndsAt);
+        // Every deployment is cooling down: a fallback group serves the request at once when there is one;
+        // the cooling deployment is tried only when nothing else is left.
+        if (!found.lastResort || this.fallbackProbe?.(ctx, requests.get(ctx), group.name, failure)) throw failure;
+        choice = { deployment: found.lastResort, untried: !tried.has(deploymentKey(found.lastResort)) };
+      }
       if (!choice.untried && lastError) {
         // The same credentials would be refused again: only another deployment or a fallback group can help.
         if (lastError instanceof UpstreamCredentialsError) throw lastError;
@@ -146,6 +181,7 @@ class RouterEngine {
         if (ctx.writer.committed || ctx.signal.aborted || !this.isRetryable(error) || retries >= this.config.maxRetries) {
           throw error;
         }
+        if (error instanceof TimeoutError && !this.config.retryTimeoutsOnSameDeployment) silent.add(deploymentKey(choice.deployment));
         retries++;
         attemptKind = 'retry';
         lastError = error;

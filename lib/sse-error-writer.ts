@@ -6,7 +6,7 @@
  * never a destroyed socket, never a silent end, never Express's default HTML error page.
  */
 import type { ErrorRequestHandler, NextFunction, Request, Response } from 'express';
-import { attemptHeaders, attemptSummary } from './attempts.js';
+import { type Attempt, attemptHeaders, attemptSummary } from './attempts.js';
 import {
   ClientDisconnectedError,
   type ErrorBodyForm,
@@ -112,8 +112,30 @@ export function sseErrorWriter(options?: SseErrorWriterOptions): ErrorRequestHan
     // After several attempts (retries, fallbacks) the final error carries the list, so the client can see
     // what was tried; a failure on the first and only attempt keeps the plain error object.
     const attempts = ctx?.attempts;
-    writer.fail(error, config.errorBodyForm, attempts && attempts.length > 1 ? { attempts: attemptSummary(attempts) } : undefined);
+    writer.fail(error, config.errorBodyForm, attempts && attempts.length > 1 ? { attempts: attemptSummary(attempts) } : undefined, {
+      [HEADER_SHOULD_RETRY]: String(shouldClientRetry(error, attempts ?? [])),
+    });
   };
+}
+
+/** Read by openai-node (and Anthropic's SDKs) before their own retry rules: `false` means no retry. */
+export const HEADER_SHOULD_RETRY = 'x-should-retry';
+
+/**
+ * Whether the client should send the same request again (the `x-should-retry` header of a JSON error).
+ * - A shutdown drain: yes, another instance can answer (with `Retry-After` and `Connection: close`).
+ * - A deterministic failure (bad request, auth, content policy, context window, guardrail…): no, the same
+ *   request fails the same way.
+ * - A failure the gateway could retry, once it made upstream attempts: no. The gateway already ran its
+ *   retry and fallback policy on it; a client retry would repeat the whole policy (openai-node's 2 retries
+ *   turned one failing request into 3 requests and 6 upstream calls).
+ * - A retryable failure without any upstream attempt (every deployment cooling down or over its limits,
+ *   with no fallback): yes, nothing was spent on it; `Retry-After` says when, when the wait is known.
+ */
+export function shouldClientRetry(error: GatewayError, attempts: readonly Attempt[]): boolean {
+  if (error instanceof ServiceUnavailableError) return true;
+  if (!error.retryable) return false;
+  return attempts.length === 0;
 }
 
 function isBodyParserErrorOnOwnPath(config: ResolvedSseErrorWriterOptions, err: unknown, req: Request, res: Response): boolean {

@@ -121,10 +121,19 @@ describe(`fallback handler (Express ${EXPRESS_MAJOR}): every scenario, streaming
     expect(plain.headers['x-gateway-model-group']).toBe('backup');
   });
 
-  it('429 with Retry-After → fallback', async () => {
-    const g = await gateway(openai(primary, 'rate-limit:1'), general);
-    const [plain] = await expectParity(g);
+  it('429 with Retry-After → fallback; while the primary cools down, later requests go to the fallback without calling it', async () => {
+    // The 429 cools the single-deployment group down for its Retry-After, so each mode starts from a fresh
+    // gateway (the same state) for the parity check.
+    const [g1, g2] = [await gateway(openai(primary, 'rate-limit:1'), general), await gateway(openai(primary, 'rate-limit:1'), general)];
+    const plain = await chat(g1.url, ask('main', { stream: false }));
+    const streamed = await chat(g2.url, ask('main', { stream: true }));
+    expect(parityView(streamed)).toEqual(parityView(plain));
     expect(plain.headers['x-gateway-attempt-log']).toBe('main/openai/rate-limit:1:429:rate_limit_exceeded, backup/openai/normal:200');
+    expect(primary.callCount()).toBe(2);
+    const [again, againStreamed] = await chatBoth(g1.url, ask('main'));
+    expect(again.headers['x-gateway-attempt-log']).toBe('backup/openai/normal:200');
+    expect(parityView(againStreamed)).toEqual(parityView(again));
+    expect(primary.callCount()).toBe(2);
   });
 
   it('first-token timeout → fallback', async () => {
@@ -145,11 +154,11 @@ describe(`fallback handler (Express ${EXPRESS_MAJOR}): every scenario, streaming
     expect(plain.headers['x-gateway-model-group']).toBe('other');
   });
 
-  it('the general list also serves content-policy errors when their own list has no entry (unless switched off)', async () => {
-    const g = await gateway(openai(primary, 'content-policy'), general);
+  it('the general list serves content-policy errors without their own list only with generalForSpecific: true (default false)', async () => {
+    const g = await gateway(openai(primary, 'content-policy'), { ...general, generalForSpecific: true });
     const [plain] = await expectParity(g);
     expect(plain.headers['x-gateway-model-group']).toBe('backup');
-    const strict = await gateway(openai(primary, 'content-policy'), { ...general, generalForSpecific: false });
+    const strict = await gateway(openai(primary, 'content-policy'), general);
     const [p2] = await expectParity(strict);
     expect(p2.status).toBe(400);
   });
