@@ -51,7 +51,7 @@ export interface GatewayFallbackConfig {
   general?: FallbackMap;
   contentPolicy?: FallbackMap;
   contextWindow?: FallbackMap;
-  /** @default true */
+  /** Also use `general` for content-policy / context-window errors (LiteLLM's behaviour). @default false */
   generalForSpecific?: boolean;
   /** @default 3 */
   maxFallbacks?: number;
