@@ -19,6 +19,11 @@ export interface Attempt {
   /** The taxonomy's `type` slug of the failure, absent on success. */
   errorType?: string;
   latencyMs: number;
+  /**
+   * Malformed events in this attempt's stream (`router.malformedChunks`): every one skipped, or the one
+   * that ended it. Absent when there were none.
+   */
+  malformedChunks?: number;
 }
 
 export const HEADER_REQUEST_ID = 'x-request-id';

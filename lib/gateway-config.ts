@@ -16,7 +16,7 @@ import { BODY_TIMEOUT_SCHEMA } from './context.js';
 import { guardrailOptionsSchema } from './bedrock-guardrail.js';
 import { type PassThroughOptions, passThroughOptionsSchema } from './passthrough.js';
 import { awsCredentialsSchema, routerOptionsSchema, type ModelGroupOptions, type RetryOptions, type CooldownOptions, type RoutingStrategy } from './router-config.js';
-import type { TimeoutOptions } from './providers/types.js';
+import type { MalformedChunkPolicy, TimeoutOptions } from './providers/types.js';
 
 export interface GatewayGuardrailConfig {
   /** Name used in records, logs and headers. @default guardrailIdentifier */
@@ -80,6 +80,8 @@ export interface GatewayFileConfig {
     cooldown?: CooldownOptions;
     timeouts?: TimeoutOptions;
     deadlineMs?: number;
+    /** See `RouterOptions.malformedChunks`. @default 'error' */
+    malformedChunks?: MalformedChunkPolicy;
   };
   fallbacks?: GatewayFallbackConfig;
   guardrails?: GatewayGuardrailConfig[];
@@ -119,6 +121,7 @@ export const gatewayConfigSchema = {
         cooldown: routerProps.cooldown,
         timeouts: routerProps.timeouts,
         deadlineMs: routerProps.deadlineMs,
+        malformedChunks: routerProps.malformedChunks,
       },
     },
     fallbacks: {

@@ -132,6 +132,7 @@ function createInstruments({ registry, prefix, buckets }: ResolvedMetricsOptions
     attemptDuration: histogram('upstream_attempt_duration_seconds', 'Upstream attempt latency.', ['group', 'deployment', 'outcome']),
     retries: counter('retries_total', 'Retries inside a model group.', ['group']),
     fallbacks: counter('fallbacks_total', 'Fallbacks to another group, by that group and the error type that led to them.', ['group', 'reason']),
+    malformedChunks: counter('malformed_chunks_total', "Malformed upstream stream events (not JSON, a broken chunk shape), by group and deployment: skipped under router.malformedChunks 'skip', each one ending its attempt under 'error'.", ['group', 'deployment']),
     guardrailChecks: counter('guardrail_checks_total', 'Guardrail checks, by guardrail, source (INPUT, OUTPUT) and action.', ['guardrail', 'source', 'action']),
     guardrailUnits: counter('guardrail_text_units_total', 'Guardrail text units billed (1 unit = up to 1,000 characters).', ['guardrail', 'source']),
     tokens: counter('tokens_total', 'Tokens used, by serving group, type (prompt, completion) and source (reported by the upstream, or estimated by the gateway).', ['group', 'type', 'source']),
@@ -194,6 +195,7 @@ function recordAttempt(m: Instruments, attempt: Attempt, previous: Attempt | und
   const { group, deployment, provider, kind, outcome } = attempt;
   m.attempts.inc({ group, deployment, provider, kind, outcome });
   m.attemptDuration.observe({ group, deployment, outcome }, attempt.latencyMs / 1000);
+  if (attempt.malformedChunks) m.malformedChunks.inc({ group, deployment }, attempt.malformedChunks);
   if (kind === 'retry') m.retries.inc({ group });
   // A fallback with no attempt before it followed a failure outside the model call (an input guardrail).
   if (kind === 'fallback') m.fallbacks.inc({ group, reason: previous?.errorType ?? 'unknown' });

@@ -7,7 +7,7 @@ import type { Logger } from './logger.js';
 import { consoleLogger, withRedaction } from './logger.js';
 import { registerSecret } from './redact.js';
 import { GatewayConfigError, definedOnly, optionsValidator } from './options.js';
-import type { Deployment, DeploymentOptions, ProviderAdapter, ProviderName, TimeoutOptions } from './providers/types.js';
+import type { Deployment, DeploymentOptions, MalformedChunkPolicy, ProviderAdapter, ProviderName, TimeoutOptions } from './providers/types.js';
 import type { Store } from './store.js';
 import { MemoryStore } from './store.js';
 
@@ -90,6 +90,17 @@ export interface RouterOptions {
    * @default 600000
    */
   deadlineMs?: number;
+  /**
+   * What a stream does with an upstream event that breaks its protocol (data that is not JSON, `choices`
+   * that is not an array): `error` ends the attempt with a 502 `upstream_error` (retried or fallen back
+   * before commit, the in-band error frame after); `skip` drops the event and keeps streaming, with one
+   * warning per request (no content logged) and every such event counted in the metrics
+   * (`malformed_chunks_total`). Frames that carry nothing for the client (keep-alives, `event: ping`,
+   * SSE comments, unknown event types, metadata objects without `choices`) are skipped under both.
+   * Bedrock streams are parsed by the AWS SDK, which fails on a broken message whatever this says.
+   * @default 'error'
+   */
+  malformedChunks?: MalformedChunkPolicy;
   /**
    * Where cooldowns, failure counts, usage and latency stats live. Use a shared store (Redis) when several
    * gateway instances serve the same deployments.
@@ -223,6 +234,7 @@ export const routerOptionsSchema = {
     },
     timeouts: timeoutsSchema,
     deadlineMs: positiveInteger,
+    malformedChunks: { enum: ['error', 'skip'] },
     store: { type: 'object' },
     logger: { type: 'object' },
     adapterFactory: {},
@@ -240,7 +252,7 @@ export function parseRouterOptions(options: RouterOptions): ResolvedRouterConfig
   (given.models ?? []).forEach((groupOptions, g) => {
     const group: ModelGroup = {
       name: groupOptions.name,
-      deployments: resolveDeployments(groupOptions, g, defaults),
+      deployments: resolveDeployments(groupOptions, g, defaults, given.malformedChunks ?? 'error'),
     };
     for (const [i, name] of [groupOptions.name, ...(groupOptions.aliases ?? [])].entries()) {
       if (byName.has(name)) {
@@ -276,7 +288,12 @@ export function parseRouterOptions(options: RouterOptions): ResolvedRouterConfig
   };
 }
 
-function resolveDeployments(group: ModelGroupOptions, g: number, defaults: Required<TimeoutOptions>): Deployment[] {
+function resolveDeployments(
+  group: ModelGroupOptions,
+  g: number,
+  defaults: Required<TimeoutOptions>,
+  malformedChunks: MalformedChunkPolicy,
+): Deployment[] {
   const seen = new Map<string, number>();
   return group.deployments.map((options, d) => {
     const field = `router.models[${g}].deployments[${d}]`;
@@ -301,6 +318,8 @@ function resolveDeployments(group: ModelGroupOptions, g: number, defaults: Requi
       group: group.name,
       weight: options.weight ?? 1,
       timeouts: { ...defaults, ...definedOnly(options.timeouts) },
+      // On the deployment, so every adapter (custom ones from `adapterFactory` too) learns it when created.
+      malformedChunks,
     };
   });
 }

@@ -27,6 +27,7 @@ import {
 } from './errors.js';
 import { assertCalledAsFactory } from './options.js';
 import { echoRequestId } from './request-id.js';
+import { malformedChunkReporter } from './malformed-chunks.js';
 import { createAdapter } from './providers/index.js';
 import type { Deployment, ProviderAdapter } from './providers/types.js';
 import { type ModelGroup, type ResolvedRouterConfig, type RouterOptions, parseRouterOptions } from './router-config.js';
@@ -234,7 +235,7 @@ class RouterEngine {
     }
     try {
       const firstTokenMs = ctx.stream
-        ? await streamAnswer(ctx, adapter, control)
+        ? await streamAnswer(ctx, adapter, control, malformedChunkReporter(ctx, record, this.config.logger))
         : await completeAnswer(ctx, adapter, control);
       record.outcome = 'success';
       record.latencyMs = performance.now() - started;
@@ -311,7 +312,12 @@ function noDeploymentError(group: ModelGroup, cooldownEndsAt: number | undefined
  * Streams one attempt to the client. Resolves with the time to first content (ms) once the stream finished
  * normally; throws a classified error otherwise (the writer decides whether that is still pre-commit).
  */
-async function streamAnswer(ctx: GatewayContext, adapter: ProviderAdapter, control: UpstreamAttempt): Promise<number | undefined> {
+async function streamAnswer(
+  ctx: GatewayContext,
+  adapter: ProviderAdapter,
+  control: UpstreamAttempt,
+  onMalformedChunk: (reason: string, skipped: boolean) => void,
+): Promise<number | undefined> {
   const started = performance.now();
   const filters = ctx.hooks.output.length === 0 ? undefined : ctx.hooks.output.map((hook) => hook(ctx, control));
   const wantsUsage = ctx.body.stream_options?.include_usage === true;
@@ -324,7 +330,7 @@ async function streamAnswer(ctx: GatewayContext, adapter: ProviderAdapter, contr
   let completionChars = 0;
   ctx.usage = undefined;
   try {
-    for await (const chunk of adapter.stream({ body: ctx.body, signal: control.signal, requestId: ctx.id })) {
+    for await (const chunk of adapter.stream({ body: ctx.body, signal: control.signal, requestId: ctx.id, onMalformedChunk })) {
       control.chunk();
       chunks++;
       completionChars += outputLength(chunk);

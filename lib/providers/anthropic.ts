@@ -26,7 +26,7 @@ import {
   withoutTrailingSlash,
   type UpstreamResponse,
 } from './http.js';
-import { parseEventJson, readSse } from './sse.js';
+import { MalformedEvent, malformedEventHandler, parseEventData, readSse } from './sse.js';
 import { parseToolArguments } from './tool-arguments.js';
 import { upstreamModel } from './model.js';
 import type { Deployment, ProviderAdapter, UpstreamRequest } from './types.js';
@@ -53,9 +53,12 @@ const DEFAULT_MAX_TOKENS = 4096;
  *   `tool_use` → `tool_calls`, `refusal` → `content_filter`).
  * - `message_stop` → a final usage-only chunk (`choices: []`, `usage`), like OpenAI's with
  *   `include_usage`, then the end. The router strips it when the client did not ask for usage.
- * - `ping` and unknown events are skipped. `event: error`, first or later, throws the classified error
+ * - `ping`, SSE comments, blank data and unknown events (an event name or `type` the adapter does not
+ *   know, whatever its data) are skipped. `event: error`, first or later, throws the classified error
  *   (the same class as the HTTP form). A stream that ends without `message_stop` throws `UpstreamError`;
  *   a body with no event at all ends quietly (an empty answer, for the router to judge).
+ * - A known event whose data is not a JSON object is malformed: under `deployment.malformedChunks:
+ *   'error'` (the default) it throws `UpstreamError` (502, "malformed chunk"); under `'skip'` it is dropped.
  * Chunks carry the message id and the upstream model name; `created` is when `message_start` arrived.
  */
 export function createAnthropicAdapter(deployment: Deployment): ProviderAdapter {
@@ -86,7 +89,10 @@ export function createAnthropicAdapter(deployment: Deployment): ProviderAdapter 
         throw adapterFailure(error, request.signal, deployment);
       }
     },
-    stream: (request) => streamResponse(() => send(request, true), anthropicChunks, request.signal, deployment),
+    stream: (request) => {
+      const malformed = malformedEventHandler(deployment, request);
+      return streamResponse(() => send(request, true), (chunks, signal) => anthropicChunks(chunks, signal, malformed), request.signal, deployment);
+    },
     close: () => client.close(),
   };
 }
@@ -307,6 +313,9 @@ function toolCallOf(block: Record<string, unknown>): ToolCall {
   return { id: String(block.id), type: 'function', function: { name: String(block.name), arguments: JSON.stringify(block.input ?? {}) } };
 }
 
+/** The events `anthropicChunks` translates (or that end the stream); every other name is skipped unread. */
+const TRANSLATED_EVENTS: ReadonlySet<string> = new Set(['message_start', 'content_block_start', 'content_block_delta', 'message_delta', 'message_stop']);
+
 /** What a stream's chunks share, and what it has learnt so far. */
 interface StreamState {
   id: string;
@@ -319,14 +328,24 @@ interface StreamState {
 }
 
 /** Yields the translated chunks (see the adapter's JSDoc); returns whether the stream completed. */
-async function* anthropicChunks(chunks: AsyncIterable<Uint8Array>, signal: AbortSignal): AsyncGenerator<ChatCompletionChunk, boolean, undefined> {
+async function* anthropicChunks(
+  chunks: AsyncIterable<Uint8Array>,
+  signal: AbortSignal,
+  malformed: (event: MalformedEvent) => void,
+): AsyncGenerator<ChatCompletionChunk, boolean, undefined> {
   const state: StreamState = { id: '', model: '', created: 0, usage: {}, toolIndexes: new Map() };
   let sawEvent = false;
   for await (const event of readSse(chunks, signal)) {
     sawEvent = true;
     if (event.event === 'ping') continue;
     if (event.event === 'error') throw classifyUpstreamError({ body: parseJsonOrText(event.data) });
-    const data = parseEventJson(event.data);
+    const data = parseEventData(event.data);
+    if (data === undefined) continue;
+    if (data instanceof MalformedEvent) {
+      // Only an event we would have translated is broken; an unknown one carried nothing for us anyway.
+      if (event.event === undefined || TRANSLATED_EVENTS.has(event.event)) malformed(data);
+      continue;
+    }
     let chunk: ChatCompletionChunk | undefined;
     switch (data.type) {
       case 'message_start':

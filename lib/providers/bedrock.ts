@@ -343,6 +343,11 @@ function toToolCall(toolUse: ToolUseBlock): ToolCall {
 
 // ---------------------------------------------------------------------------------------------
 // Streaming: ConverseStream events → chat.completion.chunk
+//
+// Harmless events need no special case here: the SDK drops event types it does not model (`$unknown`),
+// and `translate` returns nothing for the ones without content (block stops, reasoning, metadata without
+// usage). `malformedChunks: 'skip'` has nothing to act on: a broken event-stream message (bad prelude or
+// CRC, a payload that is not JSON) fails inside the SDK's iterator, which cannot be resumed after it throws.
 
 async function* streamCompletion(
   client: BedrockRuntimeClient,

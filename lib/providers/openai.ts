@@ -18,7 +18,7 @@ import {
   withoutTrailingSlash,
   type UpstreamResponse,
 } from './http.js';
-import { parseEventJson, readSse } from './sse.js';
+import { MalformedEvent, malformedEventHandler, parseEventData, readSse } from './sse.js';
 import { upstreamModel } from './model.js';
 import type { Deployment, ProviderAdapter, UpstreamRequest } from './types.js';
 
@@ -48,13 +48,21 @@ interface Target {
  *   chunk) when the client did not ask for `include_usage`.
  * - Not yielded: a chunk with no choices and no usage (Azure's leading `prompt_filter_results` chunk). It is
  *   not content, and dropping it keeps "the first chunk" meaning the first real one.
+ * - Skipped, whatever the policy: frames that carry nothing for the client. SSE comments (`: keep-alive`),
+ *   `event: ping`, a blank `data:`, and any JSON object without `choices` and without `error` (`{}`,
+ *   `{"type":"metadata",…}`); under another event name than `error`, the same rules apply to its data,
+ *   and data that is not JSON is skipped too (an extension we do not know, not a broken chunk). A choice
+ *   without `delta` (Azure's asynchronous-filter annotations) gets an empty one.
  * - A `finish_reason: "content_filter"` chunk is yielded like any other: the router decides what it means.
  * - `[DONE]` ends the iteration. A stream that ends without `[DONE]` ends quietly if a choice finished,
  *   and throws `UpstreamError` ("ended before it finished") if none did. A body with no event at all ends
  *   quietly: an empty answer, for the router to judge.
  * - An in-band error (`data: {"error":…}`, a bare `{"object":"error",…}`, or an `event: error` frame),
  *   first or later, throws the error classified exactly as the same error with its HTTP status would be.
- *   A data line that is not a JSON object throws `UpstreamError` (502, "malformed chunk").
+ * - Malformed (a real protocol violation): data that is not a JSON object, `choices` that is not an
+ *   array, a choice or `delta` that is not an object. Under `deployment.malformedChunks: 'error'` (the
+ *   default) it throws `UpstreamError` (502, "malformed chunk"); under `'skip'` the frame is dropped.
+ *   Either way `request.onMalformedChunk` hears of it.
  * - When `request.signal` aborts, the upstream socket is destroyed and `signal.reason` is thrown.
  */
 export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
@@ -81,7 +89,10 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
         throw adapterFailure(error, request.signal, deployment);
       }
     },
-    stream: (request) => streamResponse(() => send(request, true), openAIChunks, request.signal, deployment),
+    stream: (request) => {
+      const malformed = malformedEventHandler(deployment, request);
+      return streamResponse(() => send(request, true), (chunks, signal) => openAIChunks(chunks, signal, malformed), request.signal, deployment);
+    },
     close: () => client.close(),
   };
 }
@@ -130,23 +141,60 @@ function completionOf(value: unknown): ChatCompletion {
 }
 
 /** Yields the stream's chunks (see the adapter's JSDoc); returns whether it completed, so the socket can be reused. */
-async function* openAIChunks(chunks: AsyncIterable<Uint8Array>, signal: AbortSignal): AsyncGenerator<ChatCompletionChunk, boolean, undefined> {
+async function* openAIChunks(
+  chunks: AsyncIterable<Uint8Array>,
+  signal: AbortSignal,
+  malformed: (event: MalformedEvent) => void,
+): AsyncGenerator<ChatCompletionChunk, boolean, undefined> {
   let sawEvent = false;
   let finished = false;
   for await (const event of readSse(chunks, signal)) {
     sawEvent = true;
     if (event.data === '[DONE]') return true;
-    if (event.event === 'error') throw classifyUpstreamError({ body: parseJsonOrText(event.data) });
-    const data = parseEventJson(event.data);
+    const name = event.event;
+    if (name === 'error') throw classifyUpstreamError({ body: parseJsonOrText(event.data) });
+    if (name === 'ping') continue;
+    const data = parseEventData(event.data);
+    if (data === undefined) continue;
+    if (data instanceof MalformedEvent) {
+      // OpenAI's chunks come unnamed (or as `message`); a named event is an extension we do not know.
+      if (name === undefined || name === 'message') malformed(data);
+      continue;
+    }
     // `{"error":…}` as OpenAI sends it; a bare `{"object":"error",…}` as some vLLM-style servers do.
     if (data.error != null || data.object === 'error') throw classifyUpstreamError({ body: data });
-    if (!Array.isArray(data.choices)) throw new UpstreamError('The upstream sent a malformed chunk (no choices).');
-    const chunk = data as ChatCompletionChunk;
-    if (chunk.choices.length === 0 && chunk.usage == null) continue;
+    const choices = data.choices;
+    // Keep-alives (`{}`) and metadata of shapes we do not know: nothing for the client.
+    if (choices == null) continue;
+    if (!Array.isArray(choices)) {
+      malformed(new MalformedEvent('choices is not an array'));
+      continue;
+    }
+    if (choices.length === 0) {
+      if (data.usage == null) continue;
+    } else if (!normalizeChoices(choices)) {
+      malformed(new MalformedEvent('a choice or its delta is not an object'));
+      continue;
+    }
+    const chunk = data as unknown as ChatCompletionChunk;
     if (!finished) finished = hasFinishReason(chunk);
     yield chunk;
   }
   if (sawEvent && !finished) throw new UpstreamError('The upstream stream ended before it finished.');
+  return true;
+}
+
+/**
+ * Checks the choices in place, which everything downstream reads as `choice.delta.…`: false when one is
+ * not an object; a missing `delta` (Azure's filter annotations, some servers' finish chunks) becomes `{}`.
+ */
+function normalizeChoices(choices: unknown[]): boolean {
+  for (const choice of choices) {
+    if (!isRecord(choice)) return false;
+    const delta = choice.delta;
+    if (delta == null) choice.delta = {};
+    else if (!isRecord(delta)) return false;
+  }
   return true;
 }
 

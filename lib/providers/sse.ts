@@ -4,6 +4,7 @@
  */
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import { UpstreamError } from '../errors.js';
+import type { Deployment, UpstreamRequest } from './types.js';
 
 export interface SseEvent {
   /** The `event:` field, when the frame had one. */
@@ -53,16 +54,43 @@ export async function* readSse(chunks: AsyncIterable<Uint8Array>, signal: AbortS
   }
 }
 
-/** Parses one event's data as a JSON object: one `JSON.parse` per event, anything else is a malformed chunk. */
-export function parseEventJson(data: string): Record<string, unknown> {
+/** Why an event's data is not a JSON object (returned, not thrown: the policy decides what it costs). */
+export class MalformedEvent {
+  constructor(
+    readonly reason: string,
+    readonly cause?: unknown,
+  ) {}
+}
+
+/**
+ * Parses one event's data as a JSON object, with one `JSON.parse` per event: the object, or a
+ * `MalformedEvent` saying why not. Data that is only whitespace (a bare `data:` line, which some servers
+ * send as a keep-alive) is `undefined`: nothing was sent, so nothing is wrong.
+ */
+export function parseEventData(data: string): Record<string, unknown> | MalformedEvent | undefined {
   let value: unknown;
   try {
     value = JSON.parse(data);
   } catch (error) {
-    throw new UpstreamError('The upstream sent a malformed chunk (not JSON).', { cause: error });
+    // Only on the failure path: a healthy stream never pays for the blank check.
+    return data.trim() === '' ? undefined : new MalformedEvent('not JSON', error);
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new UpstreamError('The upstream sent a malformed chunk (not a JSON object).');
-  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return new MalformedEvent('not a JSON object');
   return value as Record<string, unknown>;
+}
+
+/**
+ * What a stream does with a malformed event, per the deployment's `malformedChunks` policy: the returned
+ * function reports the event to the request's `onMalformedChunk`, then throws `UpstreamError` (502,
+ * "malformed chunk (<reason>)") under `error`, or returns under `skip` so the adapter drops the event.
+ */
+export function malformedEventHandler(deployment: Deployment, request: UpstreamRequest): (event: MalformedEvent) => void {
+  const skip = deployment.malformedChunks === 'skip';
+  const report = request.onMalformedChunk;
+  return (event) => {
+    report?.(event.reason, skip);
+    if (!skip) {
+      throw new UpstreamError(`The upstream sent a malformed chunk (${event.reason}).`, event.cause === undefined ? {} : { cause: event.cause });
+    }
+  };
 }

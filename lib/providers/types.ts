@@ -87,12 +87,22 @@ export interface DeploymentOptions {
   timeouts?: TimeoutOptions;
 }
 
+/**
+ * What a streaming adapter does with an event that breaks its protocol (data that is not JSON, `choices`
+ * that is not an array…): `error` ends the attempt with a 502 `upstream_error`; `skip` drops the event and
+ * goes on. Events that merely carry nothing for the client (keep-alives, pings, unknown event types or
+ * metadata) are never malformed: they are skipped under either policy.
+ */
+export type MalformedChunkPolicy = 'error' | 'skip';
+
 /** A deployment after validation and defaults. */
 export interface Deployment extends Omit<DeploymentOptions, 'id' | 'timeouts' | 'weight'> {
   id: string;
   group: string;
   weight: number;
   timeouts: Required<TimeoutOptions>;
+  /** The router's `malformedChunks` policy, set on every deployment it creates. @default 'error' */
+  malformedChunks?: MalformedChunkPolicy;
 }
 
 /** One upstream call, as the router hands it to an adapter. */
@@ -106,6 +116,12 @@ export interface UpstreamRequest {
   signal: AbortSignal;
   /** The gateway request id, forwarded upstream as `x-request-id` where the provider accepts it. */
   requestId: string;
+  /**
+   * Told about every malformed event of a stream (see `MalformedChunkPolicy`): `reason` says what was
+   * wrong ("not JSON"), never what the event held; `skipped` is false when the event ends the stream
+   * (`error` policy; the adapter throws right after). The router logs and counts it.
+   */
+  onMalformedChunk?: (reason: string, skipped: boolean) => void;
 }
 
 export interface ProviderAdapter {
@@ -115,7 +131,8 @@ export interface ProviderAdapter {
   /**
    * Streaming call. Yields normalized chunks as they arrive (never buffering the whole answer). Throws a
    * `GatewayError` for an HTTP error status, an in-band error event (whenever it comes: the first event
-   * is classified exactly like the same error returned as an HTTP status), a malformed event, or a stream
+   * is classified exactly like the same error returned as an HTTP status), a malformed event (unless
+   * `deployment.malformedChunks` is `skip`), or a stream
    * that stops without its terminator (`[DONE]` / `message_stop` / `messageStop`). A stream that ends
    * properly but carried no content simply ends: judging emptiness is the router's job.
    */

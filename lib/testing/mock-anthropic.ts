@@ -15,6 +15,7 @@ import {
   completionTokens,
   play,
   sendFailure,
+  sseData,
   sseEvent,
   type Answer,
   type AnswerChoice,
@@ -151,8 +152,18 @@ const anthropicDialect: Dialect = {
   },
 
   malformedFrame: 'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hel\n\n',
+
+  harmlessFrames: () => HARMLESS_FRAMES,
   emptyStream: '',
 };
+
+/** Extra pings, a comment, metadata without an event name, and event types Anthropic may add one day. */
+const HARMLESS_FRAMES =
+  sseEvent('ping', { type: 'ping' }) +
+  ': keep-alive\n\n' +
+  sseData({ type: 'metadata', server: 'mock-anthropic' }) +
+  sseEvent('content_block_annotation', { type: 'content_block_annotation', index: 0, annotation: { kind: 'future' } }) +
+  'event: server_heartbeat\ndata: still here\n\n';
 
 function frame(event: string, data: object): Frame {
   return { text: sseEvent(event, data), content: false };

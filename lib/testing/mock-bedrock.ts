@@ -27,6 +27,7 @@
  * | `midstream-error[:<failure>]` | half the text deltas, then the failure as an exception event (default `error-500`) | as `<failure>` |
  * | `midstream-drop` | half the text deltas, then the connection is destroyed (HTTP/2: the stream is reset) | half the JSON body, then the same |
  * | `no-stop` | all content, then a clean end without `messageStop` and `metadata` | `normal` |
+ * | `pings` | `normal`, with events of types ConverseStream does not define (`ping`, `contentBlockAnnotation`) before every text delta and before `messageStop` | `normal` |
  * | `hang` | no answer at all; the call log records when the client gives up | the same |
  *
  * Failures (`<failure>`). In-stream (`stream-error:`, `midstream-error:`) only the first six exist, as in the
@@ -240,11 +241,11 @@ interface AnswerScenario {
 type Scenario =
   | AnswerScenario
   | { kind: 'failure'; failure: Failure; delivery: 'status' | 'stream-start' | 'mid-stream' }
-  | { kind: 'guardrail-intervened' | 'midstream-drop' | 'no-stop' | 'hang' };
+  | { kind: 'guardrail-intervened' | 'midstream-drop' | 'no-stop' | 'pings' | 'hang' };
 
 const NORMAL: AnswerScenario = { kind: 'answer', content: 'normal', length: 0, chunkDelayMs: undefined };
 const DEFAULT_LONG_LENGTH = 2000;
-const PATHOLOGIES = ['guardrail-intervened', 'midstream-drop', 'no-stop', 'hang'] as const;
+const PATHOLOGIES = ['guardrail-intervened', 'midstream-drop', 'no-stop', 'pings', 'hang'] as const;
 
 function parseScenario(name: string, slowChunkDelayMs: number): Scenario | undefined {
   const colon = name.indexOf(':');
@@ -425,6 +426,18 @@ function contentEvents(answer: Answer, upTo = answer.pieces.length): Uint8Array[
   return events;
 }
 
+/** Events of types the real API does not send (yet): an SDK that knows only today's types must skip them. */
+function withUnknownEvents(events: Uint8Array[]): Uint8Array[] {
+  const unknown = [eventMessage('ping', {}), eventMessage('contentBlockAnnotation', { contentBlockIndex: 0, annotation: { kind: 'future' } })];
+  const out: Uint8Array[] = [];
+  for (const event of events) {
+    const type = codec.decode(event).headers[':event-type']?.value;
+    if (type === 'contentBlockDelta' || type === 'messageStop') out.push(...unknown);
+    out.push(event);
+  }
+  return out;
+}
+
 function finishEvents(stopReason: string, inputTokens: number, outputTokens: number): Uint8Array[] {
   return [
     eventMessage('messageStop', { stopReason }),
@@ -603,6 +616,12 @@ function play(x: Exchange, scenario: Scenario, settings: Settings): void {
       const answer = buildAnswer(NORMAL, body, settings, call.seq);
       if (!call.stream) return x.sendJson(200, converseJson(answer));
       return x.stream(contentEvents(answer), settings.chunkDelayMs, 'end');
+    }
+    case 'pings': {
+      const answer = buildAnswer(NORMAL, body, settings, call.seq);
+      if (!call.stream) return x.sendJson(200, converseJson(answer));
+      const events = [...contentEvents(answer), ...finishEvents(answer.stopReason, answer.inputTokens, answer.outputTokens)];
+      return x.stream(withUnknownEvents(events), settings.chunkDelayMs, 'end');
     }
     case 'answer': {
       const answer = buildAnswer(scenario, body, settings, call.seq);

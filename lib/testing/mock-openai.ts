@@ -192,8 +192,23 @@ const openAIDialect: Dialect = {
   },
 
   malformedFrame: 'data: {"id":"chatcmpl-mock","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hel\n\n',
+
+  harmlessFrames(x) {
+    // Azure's asynchronous content filter annotates the answer with choices that have no `delta`.
+    const annotation = azureStyle(x) ? sseData({ ...AZURE_ANNOTATION_CHUNK, id: completionId(x) }) : '';
+    return HARMLESS_FRAMES + annotation;
+  },
+
   emptyStream: DONE,
 };
+
+/** What servers and proxies put between chunks: nothing in it is for the client. */
+const HARMLESS_FRAMES =
+  ': keep-alive\n\n' +
+  'data:\n\n' +
+  'data: {}\n\n' +
+  'event: ping\ndata: {}\n\n' +
+  sseData({ type: 'metadata', server: 'mock-openai', queue_ms: 0 });
 
 type ChunkWriter = (index: number, delta: object, finishReason: string | null, extra?: object) => string;
 
@@ -290,6 +305,13 @@ const PROMPT_FILTER_RESULTS = [
   { prompt_index: 0, content_filter_results: { hate: SAFE, self_harm: SAFE, sexual: SAFE, violence: SAFE, jailbreak: { filtered: false, detected: false } } },
 ];
 const OUTPUT_FILTER_RESULTS = { hate: SAFE, self_harm: SAFE, sexual: SAFE, violence: { filtered: true, severity: 'medium' } };
+/** Azure's asynchronous-filter annotation: a choice without `delta`, only `content_filter_results`. */
+const AZURE_ANNOTATION_CHUNK = {
+  choices: [{ index: 0, finish_reason: null, content_filter_results: { hate: SAFE, self_harm: SAFE, sexual: SAFE, violence: SAFE } }],
+  created: 0,
+  model: '',
+  object: '',
+};
 /** Azure streams start with this chunk: empty `choices`, empty id and model. */
 const AZURE_PROMPT_FILTER_CHUNK = { choices: [], created: 0, id: '', model: '', object: '', prompt_filter_results: PROMPT_FILTER_RESULTS };
 

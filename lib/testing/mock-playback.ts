@@ -75,6 +75,8 @@ export interface Dialect {
   contentFilterStream(x: MockExchange, azureStyle: boolean): string;
   /** An SSE frame whose data is not JSON. */
   malformedFrame: string;
+  /** SSE frames that carry nothing for the client (keep-alives, pings, unknown events), for `pings`. */
+  harmlessFrames(x: MockExchange): string;
   /** The whole body of an `empty-stream` answer. */
   emptyStream: string;
 }
@@ -120,7 +122,14 @@ function playStreamPathology(x: MockExchange, dialect: Dialect, pathology: MockP
     case 'midstream-drop':
       return x.stream(firstHalf(toBatches(contentFrames(x, dialect))), 'destroy');
     case 'malformed-chunk':
-      return x.stream(toBatches(withMalformedFrame(dialect, normalFrames(x, dialect))), 'end');
+      return x.stream(toBatches(withMalformedFrame(dialect, normalFrames(x, dialect), 0)), 'end');
+    case 'midstream-malformed-chunk': {
+      const frames = normalFrames(x, dialect);
+      const contentCount = frames.filter((frame) => frame.content).length;
+      return x.stream(toBatches(withMalformedFrame(dialect, frames, Math.ceil(contentCount / 2))), 'end');
+    }
+    case 'pings':
+      return x.stream(toBatches(withHarmlessFrames(dialect.harmlessFrames(x), normalFrames(x, dialect))), 'end');
     case 'content-filter-first':
     case 'content-filter-first-azure':
       return x.stream([dialect.contentFilterStream(x, pathology === 'content-filter-first-azure')], 'end');
@@ -140,7 +149,10 @@ function playJsonPathology(x: MockExchange, dialect: Dialect, pathology: MockPat
     case 'midstream-drop':
       return x.sendTruncatedJson(JSON.stringify(dialect.answerJson(x, buildAnswer(x, dialect, 'normal'))));
     case 'malformed-chunk':
+    case 'midstream-malformed-chunk':
       return x.sendMalformedJson(MALFORMED_JSON_BODY);
+    case 'pings':
+      return sendAnswer(x, dialect, buildAnswer(x, dialect, 'normal'));
     case 'content-filter-first':
     case 'content-filter-first-azure':
       return x.sendJson(200, dialect.contentFilterJson(x, pathology === 'content-filter-first-azure'));
@@ -162,10 +174,30 @@ function contentFrames(x: MockExchange, dialect: Dialect): Frame[] {
   return frames.slice(0, lastContent + 1);
 }
 
-function withMalformedFrame(dialect: Dialect, frames: Frame[]): Frame[] {
-  const firstContent = frames.findIndex((frame) => frame.content);
-  const at = firstContent < 0 ? frames.length : firstContent;
+/** Puts the malformed frame before the content frame number `afterContent` (0: before the first content). */
+function withMalformedFrame(dialect: Dialect, frames: Frame[], afterContent: number): Frame[] {
+  let seen = 0;
+  let at = frames.length;
+  for (const [i, frame] of frames.entries()) {
+    if (!frame.content) continue;
+    if (seen === afterContent) {
+      at = i;
+      break;
+    }
+    seen++;
+  }
   return [...frames.slice(0, at), { text: dialect.malformedFrame, content: true }, ...frames.slice(at)];
+}
+
+/** `harmless` before every content frame and once more before the end (finish, usage, terminator). */
+function withHarmlessFrames(harmless: string, frames: Frame[]): Frame[] {
+  const out: Frame[] = [];
+  const lastContent = frames.findLastIndex((frame) => frame.content);
+  for (const [i, frame] of frames.entries()) {
+    if (frame.content || i === lastContent + 1) out.push({ text: harmless, content: false });
+    out.push(frame);
+  }
+  return out;
 }
 
 /**

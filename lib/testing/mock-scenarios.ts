@@ -19,6 +19,8 @@
  * | `no-done` | the content, then a clean end: no finish chunk, usage or `[DONE]` (Anthropic: no `content_block_stop`, `message_delta`, `message_stop`) | `normal` |
  * | `midstream-drop` | the first half of the chunks, then the socket is destroyed | half the JSON body, then the socket is destroyed |
  * | `malformed-chunk` | a non-JSON `data:` line as the first content event, then the normal answer | HTTP 200 with a non-JSON body |
+ * | `midstream-malformed-chunk` | the same non-JSON line after the first half of the content, then the rest of the answer | as `malformed-chunk` |
+ * | `pings` | `normal`, with frames that carry nothing before every content chunk and before the end: OpenAI a `: keep-alive` comment, a blank `data:`, `data: {}`, `event: ping`, a metadata object without `choices` (Azure routes also a choice without `delta`, as Azure's content-filter annotations); Anthropic extra `ping` events, a comment, an unnamed `{"type":"metadata"}` and unknown event types (one with data that is not JSON) | `normal` |
  * | `content-filter-first` | OpenAI: one chunk with `finish_reason: "content_filter"` and no content (Azure's form on Azure routes); Anthropic: `stop_reason: "refusal"`, no content block | the same, as JSON |
  * | `content-filter-first-azure` | OpenAI: Azure's form on any route (a `prompt_filter_results` chunk, then `content_filter` with `content_filter_results`); Anthropic: as `content-filter-first` | the same, as JSON |
  * | `hang` | no answer at all; the call log records when the client gives up | the same |
@@ -66,6 +68,8 @@ export const MOCK_PATHOLOGIES = [
   'no-done',
   'midstream-drop',
   'malformed-chunk',
+  'midstream-malformed-chunk',
+  'pings',
   'content-filter-first',
   'content-filter-first-azure',
   'hang',
