@@ -138,11 +138,11 @@ export const WALKTHROUGH = [
     headers: {
       'x-gateway-model-group': 'claude',
       'x-gateway-fallbacks': '1',
-      'x-gateway-attempt-log': 'rate-limited/openai/rate-limit:429:rate_limit_exceeded, rate-limited/openai/rate-limit:429:rate_limit_exceeded, claude/anthropic/claude-sonnet-4-5:200',
+      'x-gateway-attempt-log': 'rate-limited/openai/rate-limit:0:429:rate_limit_exceeded, rate-limited/openai/rate-limit:0:429:rate_limit_exceeded, claude/anthropic/claude-sonnet-4-5:200',
     },
     expected:
-      `after about 1 s (the retry waits for Retry-After: 1), HTTP 200 "${ANTHROPIC_ANSWER}" with x-gateway-model-group: claude, x-gateway-fallbacks: 1, ` +
-      'x-gateway-attempt-log: rate-limited/openai/rate-limit:429:rate_limit_exceeded, rate-limited/openai/rate-limit:429:rate_limit_exceeded, claude/anthropic/claude-sonnet-4-5:200',
+      `HTTP 200 (the 429 says Retry-After: 0, so the one retry goes at once; a 429 with a wait would cool the deployment and go to claude at once) "${ANTHROPIC_ANSWER}" with x-gateway-model-group: claude, x-gateway-fallbacks: 1, ` +
+      'x-gateway-attempt-log: rate-limited/openai/rate-limit:0:429:rate_limit_exceeded, rate-limited/openai/rate-limit:0:429:rate_limit_exceeded, claude/anthropic/claude-sonnet-4-5:200',
   },
   {
     id: 'moderated',
