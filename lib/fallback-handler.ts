@@ -15,8 +15,8 @@
  * `'*'` entry when it has none. Each group is served at most once per request.
  */
 import type { ErrorRequestHandler, NextFunction, Request, Response } from 'express';
-import type { ChatCompletionChunk } from './types.js';
-import type { GatewayContext, OutputFilter } from './context.js';
+import type { GatewayContext } from './context.js';
+import { continuationFailure, prepareContinuation } from './continuation.js';
 import {
   ClientDisconnectedError,
   ContentPolicyViolationError,
@@ -199,10 +199,14 @@ export function fallbackHandler(options: FallbackHandlerOptions): ErrorRequestHa
       next(error);
       return;
     }
-    if (target.continuation) prepareContinuation(ctx, config.continuation!.instruction);
+    // An answer that cannot be continued (a cut tool call) ends with the failure that cut it.
+    if (target.continuation && !prepareContinuation(ctx, config.continuation!.instruction)) {
+      next(error);
+      return;
+    }
     config.router.dispatch(ctx, target.group, 'fallback').then(
       () => undefined,
-      (fallbackError: unknown) => handle(fallbackError, req, _res, next),
+      (fallbackError: unknown) => handle(target.continuation ? continuationFailure(fallbackError, target.group) : fallbackError, req, _res, next),
     );
   };
   return handle;
@@ -301,73 +305,5 @@ function candidatesOf(config: Pick<ResolvedFallbackOptions, 'lists' | 'generalFo
   return [...specific, ...listFor(config.lists.general)];
 }
 
-/**
- * Sets up a continuation after commit: the fallback sees the partial answer and is asked to go on; its
- * output loses the role chunk and any text that repeats what the client already has.
- */
-function prepareContinuation(ctx: GatewayContext, instruction: string): void {
-  const partial = ctx.writer.sentText();
-  ctx.body = {
-    ...ctx.body,
-    messages: [...ctx.body.messages, { role: 'assistant', content: partial }, { role: 'user', content: instruction }],
-  };
-  ctx.hooks.output.push(() => new ContinuationFilter(partial));
-}
-
-/** Longest overlap looked for between the end of the partial answer and the start of the continuation. */
-const MAX_OVERLAP = 200;
-/** Shorter matches are likely chance (a space, a letter), and cutting them would damage the text. */
-const MIN_OVERLAP = 4;
-
-/**
- * Drops the continuation's role chunk and strips, from the start of its text, the longest piece that
- * repeats the end of what the client already has (models often restate the last words when resuming).
- */
-export class ContinuationFilter implements OutputFilter {
-  private held: ChatCompletionChunk[] = [];
-  private heldText = '';
-  private deciding = true;
-
-  constructor(private readonly partial: string) {}
-
-  chunk(chunk: ChatCompletionChunk): ChatCompletionChunk[] {
-    for (const choice of chunk.choices) delete choice.delta.role;
-    if (!this.deciding) return [chunk];
-    this.held.push(chunk);
-    for (const choice of chunk.choices) if (choice.index === 0) this.heldText += choice.delta.content ?? '';
-    if (this.heldText.length < Math.min(MAX_OVERLAP, this.partial.length) && !chunk.choices.some((c) => c.finish_reason)) return [];
-    return this.release();
-  }
-
-  end(): ChatCompletionChunk[] {
-    return this.deciding ? this.release() : [];
-  }
-
-  completion(): never {
-    throw new Error('a continuation only exists for a committed stream');
-  }
-
-  private release(): ChatCompletionChunk[] {
-    this.deciding = false;
-    let strip = repeatedPrefixLength(this.partial, this.heldText);
-    const out = this.held;
-    this.held = [];
-    for (const chunk of out) {
-      for (const choice of chunk.choices) {
-        if (choice.index !== 0 || strip === 0 || !choice.delta.content) continue;
-        const cut = Math.min(strip, choice.delta.content.length);
-        choice.delta.content = choice.delta.content.slice(cut);
-        strip -= cut;
-      }
-    }
-    return out;
-  }
-}
-
-/** Length of the longest suffix of `before` that `after` starts with (0 below `MIN_OVERLAP`). */
-export function repeatedPrefixLength(before: string, after: string): number {
-  for (let n = Math.min(before.length, after.length, MAX_OVERLAP); n >= MIN_OVERLAP; n--) {
-    if (before.endsWith(after.slice(0, n))) return n;
-  }
-  return 0;
-}
+// The continuation logic lives in continuation.ts; these stay importable from here.
+export { ContinuationFilter, repeatedPrefixLength } from './continuation.js';

@@ -42,6 +42,8 @@ export class ResponseWriter {
   private readonly headers: HeaderSource;
   /** The content deltas of choice 0 that reached the client (a continuation must not repeat them). */
   private readonly sent: string[] = [];
+  /** Whether choice 0 started a tool or function call on the wire (its arguments may be cut anywhere). */
+  private toolCallSent = false;
   /** `performance.now()` when the status line went out (time to first byte), once committed. */
   committedAt: number | undefined;
   /** The error the response ended with (JSON or in-band), if it ended with one. */
@@ -87,6 +89,11 @@ export class ResponseWriter {
   /** The text of choice 0 the client has received so far. */
   sentText(): string {
     return this.sent.join('');
+  }
+
+  /** Whether the client has (part of) a tool call of choice 0: such an answer cannot be continued. */
+  sentToolCall(): boolean {
+    return this.toolCallSent;
   }
 
   /** Ends a stream normally with `data: [DONE]`. A stream that never committed has nothing to end. */
@@ -196,7 +203,9 @@ export class ResponseWriter {
   private writeChunk(chunk: ChatCompletionChunk): Promise<void> | undefined {
     if (this.state !== 'streaming') return undefined;
     for (const choice of chunk.choices) {
-      if (choice.index === 0 && choice.delta.content) this.sent.push(choice.delta.content);
+      if (choice.index !== 0) continue;
+      if (choice.delta.content) this.sent.push(choice.delta.content);
+      if (choice.delta.tool_calls?.length || choice.delta['function_call']) this.toolCallSent = true;
     }
     return this.writeFrame(`data: ${JSON.stringify(chunk)}\n\n`);
   }
