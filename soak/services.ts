@@ -124,6 +124,9 @@ function gatewayConfig(alphaUrl: string, betaUrl: string, anthropicUrl: string, 
       general: { chat: ['backup', 'claude'], backup: ['claude'], guarded: ['claude'] },
       contentPolicy: { chat: ['claude'], backup: ['claude'] },
       contextWindow: { chat: ['claude'], guarded: ['claude'] },
+      // After the first byte, a chat answer cut mid-stream resumes on backup or claude: the mocks answer
+      // the same text again, so every continuation meets a fallback that restarts its answer.
+      continuation: { groups: ['backup', 'claude'] },
     },
     guardrails: [
       { ...guardrail, name: 'strict', maxAttempts: 1, hooks: ['pre_call', 'post_call'], onIntervention: 'block', groups: ['guarded'] },

@@ -29,6 +29,9 @@ const FAULTS: Table = [
   ['content-filter-first', 1],
   ['hang', 1],
   ['hang-after-first', 1],
+  // Frames that carry nothing (keep-alives, pings, metadata) must never end a healthy answer.
+  ['pings', 4],
+  ['midstream-malformed-chunk', 1],
 ];
 
 const MODEL_ANSWERS: Table = [
