@@ -1,10 +1,10 @@
 /**
  * Load generation and client-side timing.
  *
- * - `runLoad()`: closed-loop load at N connections for a fixed time, with autocannon (in this process),
- *   or wrk with `--loader=wrk` (Debian's `wrk`; whole seconds only). Both report req/s and latency
- *   percentiles; autocannon's latencies have 1 ms resolution, wrk's 10 µs. Socket errors and non-2xx
- *   answers are counted and shown beside req/s.
+ * - `runLoad()`: closed-loop load at N connections for a fixed time, with wrk (Debian's `wrk`, one
+ *   thread, whole seconds only; the default when installed) or autocannon (in this process). Both report
+ *   req/s and latency percentiles; autocannon's latencies have 1 ms resolution, wrk's 1 µs. Socket errors
+ *   and non-2xx answers are counted and shown beside req/s.
  * - `timedLoop()`: one keep-alive connection, requests one after another, each timed with
  *   `performance.now()`: time to first byte (autocannon does not report it), full latency with µs
  *   resolution, and optionally the time until the answer carried more than N characters of content.
@@ -81,14 +81,19 @@ async function runAutocannon(options: LoadOptions): Promise<LoadResult> {
   };
 }
 
+/**
+ * wrk, one thread, with a Lua script that sets the POST body and headers and prints the summary as one
+ * JSON line from `done()` (latency percentiles in µs from wrk's own histogram, every error class). wrk
+ * parses every response with its HTTP parser (chunked SSE included): a request counts when its whole body
+ * has been read, so req/s and latency cover the full stream, on keep-alive connections.
+ */
 async function runWrk(options: LoadOptions): Promise<LoadResult> {
   const dir = mkdtempSync(join(tmpdir(), 'llm-gateway-bench-'));
   try {
     const script = join(dir, 'post.lua');
-    const headers = Object.entries(REQUEST_HEADERS).map(([name, value]) => `wrk.headers[${luaString(name)}] = ${luaString(value)}`);
-    writeFileSync(script, [`wrk.method = "POST"`, `wrk.body = ${luaString(options.body)}`, ...headers, ''].join('\n'));
+    writeFileSync(script, wrkScript(options.body));
     // wrk takes whole seconds only.
-    const args = ['-t1', `-c${options.connections}`, `-d${Math.max(1, Math.round(options.durationS))}s`, '--latency', '--timeout', '10s', '-s', script, options.origin + CHAT_PATH];
+    const args = ['-t1', `-c${options.connections}`, `-d${Math.max(1, Math.round(options.durationS))}s`, '--timeout', '10s', '-s', script, options.origin + CHAT_PATH];
     const output = await capture('wrk', args);
     return parseWrk(output, options);
   } finally {
@@ -96,8 +101,32 @@ async function runWrk(options: LoadOptions): Promise<LoadResult> {
   }
 }
 
+export const WRK_RESULT_MARK = 'WRK_RESULT ';
+
+/** The Lua script: POST with the bench headers and body; `done()` prints the summary as one JSON line. */
+export function wrkScript(body: string): string {
+  const headers = Object.entries(REQUEST_HEADERS).map(([name, value]) => `wrk.headers[${luaString(name)}] = ${luaString(value)}`);
+  return [
+    'wrk.method = "POST"',
+    `wrk.body = ${luaString(body)}`,
+    ...headers,
+    'function done(summary, latency, requests)',
+    '  local e = summary.errors',
+    `  io.write(string.format('${WRK_RESULT_MARK}{"requests":%d,"durationUs":%d,"p50Us":%d,"p99Us":%d,"meanUs":%f,"connect":%d,"read":%d,"write":%d,"timeout":%d,"status":%d}\\n',`,
+    '    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.mean, e.connect, e.read, e.write, e.timeout, e.status))',
+    'end',
+    '',
+  ].join('\n');
+}
+
+/**
+ * A Lua long string. Spaces around it: `t[[==[x]==]]` would open a long string at `[[`, which is how an
+ * earlier version of this script failed to parse; wrk then printed a Lua error on stderr, exited 0 and
+ * sent plain GETs (every answer a 404, counted as errors), which made wrk look broken in this sandbox.
+ */
 function luaString(text: string): string {
-  return `[==[${text}]==]`;
+  if (text.includes(']==]')) throw new Error('wrk script: text contains ]==]');
+  return ` [==[${text}]==] `;
 }
 
 function capture(command: string, args: string[]): Promise<string> {
@@ -111,33 +140,23 @@ function capture(command: string, args: string[]): Promise<string> {
   });
 }
 
-/** Parses wrk's `--latency` report. */
+/** Reads the JSON line the script's `done()` printed; anything else (a Lua error) breaks the run. */
 export function parseWrk(output: string, options: Pick<LoadOptions, 'connections' | 'durationS'>): LoadResult {
-  const number = (pattern: RegExp): number => {
-    const match = pattern.exec(output);
-    return match?.[1] === undefined ? 0 : Number(match[1]);
-  };
-  const duration = (pattern: RegExp): number => {
-    const match = pattern.exec(output);
-    if (match?.[1] === undefined || match[2] === undefined) return Number.NaN;
-    const scale: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000 };
-    return Number(match[1]) * (scale[match[2]] ?? Number.NaN);
-  };
-  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
-  const errors = socketErrors ? socketErrors.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0;
-  const requests = number(/(\d+) requests in/);
-  const durationS = duration(/requests in ([\d.]+)(us|ms|s|m),/) / 1000;
+  const line = output.split('\n').find((l) => l.startsWith(WRK_RESULT_MARK));
+  if (line === undefined || /\.lua:\d+:/.test(output)) throw new Error(`wrk: no result line (script error?): ${output.slice(0, 500)}`);
+  const r = JSON.parse(line.slice(WRK_RESULT_MARK.length)) as Record<string, number>;
+  const durationS = r.durationUs! / 1e6;
   return {
     tool: 'wrk',
     connections: options.connections,
-    durationS: Number.isFinite(durationS) ? durationS : options.durationS,
-    requests,
-    reqPerSec: number(/Requests\/sec:\s+([\d.]+)/),
-    latencyP50Ms: duration(/^\s+50%\s+([\d.]+)(us|ms|s|m)\s*$/m),
-    latencyP99Ms: duration(/^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$/m),
-    latencyMeanMs: duration(/Latency\s+([\d.]+)(us|ms|s|m)/),
-    errors,
-    non2xx: number(/Non-2xx or 3xx responses: (\d+)/),
+    durationS: durationS > 0 ? durationS : options.durationS,
+    requests: r.requests!,
+    reqPerSec: r.requests! / (durationS > 0 ? durationS : options.durationS),
+    latencyP50Ms: r.p50Us! / 1000,
+    latencyP99Ms: r.p99Us! / 1000,
+    latencyMeanMs: r.meanUs! / 1000,
+    errors: r.connect! + r.read! + r.write! + r.timeout!,
+    non2xx: r.status!,
   };
 }
 
