@@ -9,8 +9,8 @@
  * both are followed by a single `data: [DONE]` and a clean `res.end()`. Nothing is written after that.
  */
 import type { ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import { type ErrorBodyForm, type GatewayError } from './errors.js';
+import { RawChunk, type StreamChunk } from './raw-chunk.js';
 import type { ChatCompletion, ChatCompletionChunk } from './types.js';
 
 export const SSE_HEADERS: Readonly<Record<string, string>> = {
@@ -20,6 +20,8 @@ export const SSE_HEADERS: Readonly<Record<string, string>> = {
 };
 
 const DONE_FRAME = 'data: [DONE]\n\n';
+/** Frames held for the end of the tick beyond this many characters are written at once (bounded buffering). */
+const BATCH_CHARS = 16 * 1024;
 
 /** Where the response is: nothing sent yet, streaming (headers and frames sent), or finished. */
 export type WriterState = 'pending' | 'streaming' | 'finished';
@@ -37,7 +39,10 @@ export class ResponseWriter {
   private state: WriterState;
   private holds: Promise<unknown>[] | undefined;
   private commit: Promise<void> | undefined;
-  private corkedSocket: Socket | undefined;
+  /** Frames of the current tick not yet written (see `writeFrame`). */
+  private batch = '';
+  /** Set while the client's socket is full: resolves when it drains (or closes). */
+  private draining: Promise<void> | undefined;
   private readonly res: FlushableResponse;
   private readonly headers: HeaderSource;
   /** The content deltas of choice 0 that reached the client (a continuation must not repeat them). */
@@ -78,7 +83,7 @@ export class ResponseWriter {
    * Streams one chunk. The first call commits (after the holds pass). Returns a promise only when the caller
    * has to wait: for the commit, or for the socket to drain (backpressure from a slow client).
    */
-  send(chunk: ChatCompletionChunk): Promise<void> | undefined {
+  send(chunk: StreamChunk): Promise<void> | undefined {
     if (this.state === 'streaming') return this.writeChunk(chunk);
     if (this.state === 'finished') return undefined;
     // Chunks sent while the commit is pending queue behind it in order.
@@ -100,16 +105,17 @@ export class ResponseWriter {
   finish(): void {
     if (this.state !== 'streaming') return;
     this.state = 'finished';
-    this.res.end(DONE_FRAME);
+    this.res.end(this.takeBatch() + DONE_FRAME);
   }
 
   /** Sends a whole (non-streaming) completion, after the holds pass. */
-  async json(completion: ChatCompletion): Promise<void> {
+  async json(completion: ChatCompletion, rawBody?: string): Promise<void> {
     if (this.state !== 'pending') return;
     await this.awaitHolds();
     if (this.state !== 'pending') return;
     this.state = 'finished';
-    const body = JSON.stringify(completion);
+    // `rawBody`: the upstream's own text of `completion`, when nothing changed it (see `rawBodyOf`).
+    const body = rawBody ?? JSON.stringify(completion);
     this.writeHead(200, {
       ...this.headers(),
       'content-type': 'application/json; charset=utf-8',
@@ -143,7 +149,7 @@ export class ResponseWriter {
       return;
     }
     this.state = 'finished';
-    if (isEventStream(this.res)) this.res.end(`data: ${body}\n\n${DONE_FRAME}`);
+    if (isEventStream(this.res)) this.res.end(`${this.takeBatch()}data: ${body}\n\n${DONE_FRAME}`);
     else this.res.end(); // someone else committed a non-SSE response; no frame would be understood there
   }
 
@@ -177,7 +183,7 @@ export class ResponseWriter {
       `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: answer.model, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
     const opening = this.state === 'pending' ? { role: 'assistant' as const, content: text } : { content: text };
     this.state = 'finished';
-    this.res.end(frame(opening, null) + frame({}, 'content_filter') + DONE_FRAME);
+    this.res.end(this.takeBatch() + frame(opening, null) + frame({}, 'content_filter') + DONE_FRAME);
   }
 
   /** The one place the status line goes out. */
@@ -200,8 +206,13 @@ export class ResponseWriter {
     await Promise.all(holds);
   }
 
-  private writeChunk(chunk: ChatCompletionChunk): Promise<void> | undefined {
+  private writeChunk(chunk: StreamChunk): Promise<void> | undefined {
     if (this.state !== 'streaming') return undefined;
+    if (chunk instanceof RawChunk) {
+      if (chunk.text0 !== '') this.sent.push(chunk.text0);
+      if (chunk.toolCall0) this.toolCallSent = true;
+      return this.writeFrame(`data: ${chunk.data}\n\n`);
+    }
     for (const choice of chunk.choices) {
       if (choice.index !== 0) continue;
       if (choice.delta.content) this.sent.push(choice.delta.content);
@@ -210,28 +221,39 @@ export class ResponseWriter {
     return this.writeFrame(`data: ${JSON.stringify(chunk)}\n\n`);
   }
 
+  /**
+   * Frames written in the same tick (one upstream read often carries several chunks) leave in one
+   * `res.write`, at the end of the tick: one chunk of the chunked body and one socket write for all of them.
+   * A batch past `BATCH_CHARS` is written at once, so a fast upstream and a slow client still meet
+   * backpressure: the returned promise resolves when the client's socket drained.
+   */
   private writeFrame(frame: string): Promise<void> | undefined {
-    const res = this.res;
-    // Frames written in the same tick (one upstream read often carries several chunks) leave in one
-    // socket write: cork now, uncork once the current tick's work is done. The socket, not `res`:
-    // Node 22's `res.cork()` with chunked encoding sends the terminating chunk before corked data at end().
-    const socket = res.socket;
-    if (this.corkedSocket === undefined && socket) {
-      this.corkedSocket = socket;
-      socket.cork();
-      process.nextTick(this.uncork);
-    }
-    const flushedAll = res.write(frame);
-    res.flush?.();
-    return flushedAll || res.destroyed ? undefined : waitForDrain(res);
+    if (this.batch === '') process.nextTick(this.flushBatch);
+    this.batch += frame;
+    if (this.batch.length >= BATCH_CHARS) this.flushBatch();
+    return this.draining;
   }
 
-  /** The tick's frames are written: let the socket send them. */
-  private readonly uncork = (): void => {
-    const socket = this.corkedSocket;
-    this.corkedSocket = undefined;
-    socket?.uncork();
+  /** Writes the tick's frames (nothing once the response ended: `finish`/`fail` took them). */
+  private readonly flushBatch = (): void => {
+    const frames = this.takeBatch();
+    const res = this.res;
+    if (frames === '' || this.state !== 'streaming' || res.destroyed) return;
+    const flushedAll = res.write(frames);
+    res.flush?.();
+    if (!flushedAll && !res.destroyed && this.draining === undefined) this.draining = waitForDrain(res).then(this.drained);
   };
+
+  private readonly drained = (): void => {
+    this.draining = undefined;
+  };
+
+  /** The frames not written yet, to go out ahead of whatever ends the response. */
+  private takeBatch(): string {
+    const frames = this.batch;
+    this.batch = '';
+    return frames;
+  }
 }
 
 function initialState(res: ServerResponse): WriterState {

@@ -31,6 +31,7 @@ import { malformedChunkReporter } from './malformed-chunks.js';
 import { createAdapter } from './providers/index.js';
 import type { Deployment, ProviderAdapter } from './providers/types.js';
 import { type ModelGroup, type ResolvedRouterConfig, type RouterOptions, parseRouterOptions } from './router-config.js';
+import { type LeadingKind, RawChunk, type StreamChunk, rawBodyOf } from './raw-chunk.js';
 import type { ChatCompletion, ChatCompletionChunk, Usage } from './types.js';
 
 export interface GatewayRouter extends RequestHandler {
@@ -321,7 +322,10 @@ async function streamAnswer(
   const started = performance.now();
   const filters = ctx.hooks.output.length === 0 ? undefined : ctx.hooks.output.map((hook) => hook(ctx, control));
   const wantsUsage = ctx.body.stream_options?.include_usage === true;
-  let held: ChatCompletionChunk[] | undefined = [];
+  const request = { body: ctx.body, signal: control.signal, requestId: ctx.id, onMalformedChunk };
+  // No output filter reads the chunks: the adapter may forward what needs no change as the upstream's text.
+  const stream = filters === undefined && adapter.streamRaw ? adapter.streamRaw(request, wantsUsage) : adapter.stream(request);
+  let held: StreamChunk[] | undefined = [];
   let firstTokenMs: number | undefined;
   // This attempt's usage: the upstream's when it reports it, else estimated from the output it sent (all of
   // it, held or blocked text included: the upstream generated it whether or not the client got it).
@@ -330,18 +334,23 @@ async function streamAnswer(
   let completionChars = 0;
   ctx.usage = undefined;
   try {
-    for await (const chunk of adapter.stream({ body: ctx.body, signal: control.signal, requestId: ctx.id, onMalformedChunk })) {
+    for await (const chunk of stream) {
       control.chunk();
       chunks++;
-      completionChars += outputLength(chunk);
-      if (chunk.usage) reported = chunk.usage;
-      if (!wantsUsage && chunk.usage !== undefined) {
-        // Usage is always requested upstream (for accounting); the client did not ask for it.
-        if (chunk.choices.length === 0) continue;
-        chunk.usage = undefined;
+      if (chunk instanceof RawChunk) {
+        // Never a usage chunk, and already without `"usage":null` unless the client asked for usage.
+        completionChars += chunk.outputChars;
+      } else {
+        completionChars += outputLength(chunk);
+        if (chunk.usage) reported = chunk.usage;
+        if (!wantsUsage && chunk.usage !== undefined) {
+          // Usage is always requested upstream (for accounting); the client did not ask for it.
+          if (chunk.choices.length === 0) continue;
+          chunk.usage = undefined;
+        }
       }
       if (held !== undefined) {
-        const kind = classifyLeadingChunk(chunk);
+        const kind = chunk instanceof RawChunk ? chunk.leading : classifyLeadingChunk(chunk);
         if (kind === 'blocked') throw contentFilteredError();
         if (kind !== 'content') {
           held.push(chunk);
@@ -353,7 +362,9 @@ async function streamAnswer(
         held = undefined;
         for (const leading of release) await emit(ctx, filters, leading);
       }
-      await emit(ctx, filters, chunk);
+      // Without filters, only a slow client (backpressure) or the commit makes this wait.
+      const sent = filters ? emit(ctx, filters, chunk) : send(ctx, chunk);
+      if (sent) await sent;
     }
     // An answer without any content or tool call is a provider failure (an engine glitch, a dropped
     // generation), handled before commit like any other, the same way without streaming.
@@ -379,7 +390,8 @@ async function completeAnswer(ctx: GatewayContext, adapter: ProviderAdapter, con
     }
     let completion = answer;
     for (const hook of ctx.hooks.output) completion = await hook(ctx, control).completion(completion);
-    await ctx.writer.json(completion);
+    // Nothing changed the answer: the upstream's own body goes out (when its adapter kept it).
+    await ctx.writer.json(completion, completion === answer && ctx.hooks.output.length === 0 ? rawBodyOf(answer) : undefined);
     return undefined;
   } finally {
     // The upstream's usage whenever it answered (a guardrail may still block the answer); an estimate when
@@ -395,8 +407,6 @@ function contentFilteredError(): ContentPolicyViolationError {
 function emptyAnswerError(): UpstreamError {
   return new UpstreamError('The provider answered without any content.');
 }
-
-type LeadingKind = 'content' | 'blocked' | 'other';
 
 /** What a chunk before the first content means for the commit decision. */
 function classifyLeadingChunk(chunk: ChatCompletionChunk): LeadingKind {
@@ -453,8 +463,9 @@ function estimatedUsage(ctx: GatewayContext, completionChars: number): Usage {
 }
 
 /** Passes a chunk through the output filters (in order) and sends what comes out. */
-async function emit(ctx: GatewayContext, filters: OutputFilter[] | undefined, chunk: ChatCompletionChunk): Promise<void> {
-  if (!filters) return send(ctx, chunk);
+async function emit(ctx: GatewayContext, filters: OutputFilter[] | undefined, chunk: StreamChunk): Promise<void> {
+  // Raw chunks only come when there is no filter (see `streamAnswer`).
+  if (!filters || chunk instanceof RawChunk) return send(ctx, chunk);
   let batch = [chunk];
   for (const filter of filters) {
     const next: ChatCompletionChunk[] = [];
@@ -476,7 +487,7 @@ async function endFilters(filters: OutputFilter[]): Promise<ChatCompletionChunk[
   return carried;
 }
 
-function send(ctx: GatewayContext, chunk: ChatCompletionChunk): Promise<void> | undefined {
+function send(ctx: GatewayContext, chunk: StreamChunk): Promise<void> | undefined {
   return ctx.writer.send(chunk);
 }
 

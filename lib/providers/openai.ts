@@ -5,6 +5,7 @@
  */
 import { UpstreamError } from '../errors.js';
 import { GatewayConfigError } from '../options.js';
+import { keepRawBody, scanChunk, type RawChunk } from '../raw-chunk.js';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from '../types.js';
 import { classifyUpstreamError } from './classify.js';
 import {
@@ -13,7 +14,6 @@ import {
   credentialOf,
   lowerCaseHeaders,
   parseJsonOrText,
-  readJsonBody,
   streamResponse,
   withoutTrailingSlash,
   type UpstreamResponse,
@@ -64,6 +64,11 @@ interface Target {
  *   default) it throws `UpstreamError` (502, "malformed chunk"); under `'skip'` the frame is dropped.
  *   Either way `request.onMalformedChunk` hears of it.
  * - When `request.signal` aborts, the upstream socket is destroyed and `signal.reason` is thrown.
+ *
+ * `streamRaw()` is the same stream for a router that reads no chunk in parsed form: a chunk `scanChunk`
+ * fully understands comes as a `RawChunk` (its text as received, minus `"usage":null` unless the client asked
+ * for usage), every other one is parsed and judged exactly as above. `complete()` keeps the body's text
+ * beside the completion (`rawBodyOf`), so an answer nothing changes can go out as received.
  */
 export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
   const target = targetOf(deployment);
@@ -84,14 +89,19 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
     async complete(request) {
       try {
         const response = await send(request, false);
-        return completionOf(await readJsonBody(response));
+        return await readCompletion(response);
       } catch (error) {
         throw adapterFailure(error, request.signal, deployment);
       }
     },
     stream: (request) => {
       const malformed = malformedEventHandler(deployment, request);
-      return streamResponse(() => send(request, true), (chunks, signal) => openAIChunks(chunks, signal, malformed), request.signal, deployment);
+      return streamResponse(() => send(request, true), (chunks, signal) => openAIChunks(chunks, signal, malformed, undefined), request.signal, deployment);
+    },
+    streamRaw: (request, includeUsage) => {
+      const malformed = malformedEventHandler(deployment, request);
+      const raw = { dropNullUsage: !includeUsage };
+      return streamResponse(() => send(request, true), (chunks, signal) => openAIChunks(chunks, signal, malformed, raw), request.signal, deployment);
     },
     close: () => client.close(),
   };
@@ -132,6 +142,18 @@ function upstreamBody(body: ChatCompletionRequest, model: string | undefined, st
   return out;
 }
 
+/** Reads a whole 2xx answer as a completion, keeping its text (see `rawBodyOf`). A body that is not JSON is the upstream's failure. */
+async function readCompletion(response: UpstreamResponse): Promise<ChatCompletion> {
+  const text = await response.body.text();
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new UpstreamError('The upstream answered with a body that is not JSON.', { cause: error, upstreamStatus: response.status });
+  }
+  return keepRawBody(completionOf(value), text);
+}
+
 /** A 200 body: a completion, or (some compatible servers) an error object under 200. */
 function completionOf(value: unknown): ChatCompletion {
   if (!isRecord(value)) throw new UpstreamError('The upstream answered with JSON that is not a completion.');
@@ -140,12 +162,28 @@ function completionOf(value: unknown): ChatCompletion {
   return value as ChatCompletion;
 }
 
-/** Yields the stream's chunks (see the adapter's JSDoc); returns whether it completed, so the socket can be reused. */
+/**
+ * Yields the stream's chunks (see the adapter's JSDoc); returns whether it completed, so the socket can be
+ * reused. With `raw`, chunks the scan understands come as `RawChunk`s; without, every chunk is parsed.
+ */
+function openAIChunks(
+  chunks: AsyncIterable<Uint8Array>,
+  signal: AbortSignal,
+  malformed: (event: MalformedEvent) => void,
+  raw: undefined,
+): AsyncGenerator<ChatCompletionChunk, boolean, undefined>;
+function openAIChunks(
+  chunks: AsyncIterable<Uint8Array>,
+  signal: AbortSignal,
+  malformed: (event: MalformedEvent) => void,
+  raw: { dropNullUsage: boolean },
+): AsyncGenerator<ChatCompletionChunk | RawChunk, boolean, undefined>;
 async function* openAIChunks(
   chunks: AsyncIterable<Uint8Array>,
   signal: AbortSignal,
   malformed: (event: MalformedEvent) => void,
-): AsyncGenerator<ChatCompletionChunk, boolean, undefined> {
+  raw: { dropNullUsage: boolean } | undefined,
+): AsyncGenerator<ChatCompletionChunk | RawChunk, boolean, undefined> {
   let sawEvent = false;
   let finished = false;
   for await (const event of readSse(chunks, signal)) {
@@ -154,6 +192,14 @@ async function* openAIChunks(
     const name = event.event;
     if (name === 'error') throw classifyUpstreamError({ body: parseJsonOrText(event.data) });
     if (name === 'ping') continue;
+    if (raw) {
+      const forwarded = scanChunk(event.data, raw.dropNullUsage);
+      if (forwarded) {
+        if (!finished) finished = forwarded.finished;
+        yield forwarded;
+        continue;
+      }
+    }
     const data = parseEventData(event.data);
     if (data === undefined) continue;
     if (data instanceof MalformedEvent) {

@@ -4,6 +4,7 @@
  * or a stream of `chat.completion.chunk` objects; every failure leaves it as a classified `GatewayError`.
  * The router, the fallback handler and the writer only ever look at the error's class.
  */
+import type { RawChunk } from '../raw-chunk.js';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from '../types.js';
 
 export type ProviderName = 'openai' | 'azure' | 'anthropic' | 'bedrock';
@@ -137,6 +138,14 @@ export interface ProviderAdapter {
    * properly but carried no content simply ends: judging emptiness is the router's job.
    */
   stream(request: UpstreamRequest): AsyncIterable<ChatCompletionChunk>;
+  /**
+   * Optional: `stream()` for a request whose chunks no output filter reads (the router's choice). A chunk
+   * that needs no change may come as a `RawChunk` (the upstream's own text and what the router needs to
+   * know about it); every other chunk, and every failure, exactly as `stream()` has them. `includeUsage`:
+   * whether the client asked for `stream_options.include_usage` (when not, `"usage":null` is dropped from
+   * forwarded text, as the router drops `usage` from parsed chunks).
+   */
+  streamRaw?(request: UpstreamRequest, includeUsage: boolean): AsyncIterable<ChatCompletionChunk | RawChunk>;
   /** Releases pooled connections and clients. */
   close(): Promise<void>;
 }
