@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { resolve } from 'node:path';
-import type { ChildMessage, StatsMessage } from './protocol.js';
+import type { ChildMessage, ProfiledMessage, ProfileRequest, StatsMessage } from './protocol.js';
 
 const SERVERS_DIR = resolve(__dirname, 'servers');
 const START_TIMEOUT_MS = 60_000;
@@ -15,6 +15,7 @@ const running = new Set<ChildProcess>();
 
 export class ServerProcess {
   private pending: ((stats: StatsMessage) => void)[] = [];
+  private profiling: ((message: ProfiledMessage) => void)[] = [];
 
   private constructor(
     readonly label: string,
@@ -23,6 +24,7 @@ export class ServerProcess {
   ) {
     child.on('message', (message: ChildMessage) => {
       if (message.type === 'stats') this.pending.shift()?.(message);
+      if (message.type === 'profiled') this.profiling.shift()?.(message);
     });
   }
 
@@ -90,6 +92,24 @@ export class ServerProcess {
         resolveStats(stats);
       });
       this.child.send({ type: 'stats', gc });
+    });
+  }
+
+  /** Starts the V8 CPU profiler in the process (inspector session), or stops it and writes `file`. */
+  profile(action: 'start' | 'stop', file?: string): Promise<string | undefined> {
+    return new Promise((resolveProfile, reject) => {
+      if (!this.child.connected) {
+        reject(new Error(`${this.label}: process is gone`));
+        return;
+      }
+      const timer = setTimeout(() => reject(new Error(`${this.label}: no profile answer`)), 30_000);
+      this.profiling.push((message) => {
+        clearTimeout(timer);
+        if (message.error) reject(new Error(`${this.label}: profiler: ${message.error}`));
+        else resolveProfile(message.file);
+      });
+      const request: ProfileRequest = { type: 'profile', action, ...(file ? { file } : {}) };
+      this.child.send(request);
     });
   }
 

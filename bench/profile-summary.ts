@@ -1,10 +1,18 @@
 /**
  * Where a server process spends its CPU: `tsx bench/profile-summary.ts <file.cpuprofile> [top]`.
- * Profiles come from `BENCH_PROFILE=<dir> npm run bench` (every server process runs with `--cpu-prof`).
- * Prints self time by function and by module (a package under node_modules, a file of lib/, or Node
- * internals), idle and GC time separated.
+ * Profiles come from the bench's profile pass (`bench/results/profile-router-*.cpuprofile`, the router
+ * setup profiled during its cells only) or from `BENCH_PROFILE=<dir> npm run bench` (every server process
+ * runs with `--cpu-prof`, start-up included). Prints self time by function and by module (a package under
+ * node_modules, a file of lib/, or Node internals), idle separated; percentages are of busy time (all
+ * samples but idle, GC and `(program)` included).
+ *
+ * `summarizeProfile()` is what the bench uses for its "no gateway function above 2 % self time" target: a
+ * gateway function is one whose script is a file under the repository's `lib/` (not node_modules, not
+ * Node internals, not bench/).
  */
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 interface ProfileNode {
   id: number;
@@ -12,42 +20,57 @@ interface ProfileNode {
   children?: number[];
 }
 
-interface Profile {
+export interface CpuProfile {
   nodes: ProfileNode[];
   samples: number[];
   timeDeltas: number[];
 }
 
-const [file, topArg] = process.argv.slice(2);
-if (!file) throw new Error('usage: tsx bench/profile-summary.ts <file.cpuprofile> [top]');
-const top = Number(topArg ?? 25);
-const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile;
-const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-const selfUs = new Map<number, number>();
-profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
-
-const byFunction = new Map<string, number>();
-const byModule = new Map<string, number>();
-let total = 0;
-for (const [id, us] of selfUs) {
-  const frame = byId.get(id)!.callFrame;
-  total += us;
-  const module = moduleOf(frame.url, frame.functionName);
-  const name = `${frame.functionName || '(anonymous)'} ${shortUrl(frame.url)}:${frame.lineNumber + 1}`;
-  byFunction.set(name, (byFunction.get(name) ?? 0) + us);
-  byModule.set(module, (byModule.get(module) ?? 0) + us);
+export interface SelfTime {
+  name: string;
+  /** Self time, µs, and its share of busy time (0–1). */
+  us: number;
+  share: number;
 }
-const idle = byModule.get('(idle)') ?? 0;
-const busy = total - idle;
-console.log(`${file}: ${(total / 1e6).toFixed(1)} s sampled, ${(busy / 1e6).toFixed(1)} s busy (idle excluded below)\n`);
-print('self time by module', byModule);
-print('self time by function', byFunction);
 
-function print(title: string, table: Map<string, number>): void {
-  console.log(`## ${title}`);
-  const rows = [...table].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, top);
-  for (const [name, us] of rows) console.log(`${((us / busy) * 100).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(0).padStart(6)} ms  ${name}`);
-  console.log('');
+export interface ProfileSummary {
+  /** Sampled and busy (not idle) time, µs. */
+  totalUs: number;
+  busyUs: number;
+  byModule: SelfTime[];
+  byFunction: SelfTime[];
+  /** Functions whose script is under `<repo>/lib/`, by self time, largest first. */
+  gateway: SelfTime[];
+}
+
+/** The repository's `lib/` as a file URL prefix (tsx reports scripts as `file:///…/lib/x.ts`). */
+export const LIB_URL_PREFIX = `${pathToFileURL(resolve(__dirname, '..', 'lib')).href}/`;
+
+export function summarizeProfile(profile: CpuProfile, libPrefix = LIB_URL_PREFIX): ProfileSummary {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const selfUs = new Map<number, number>();
+  profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  const byFunction = new Map<string, number>();
+  const byModule = new Map<string, number>();
+  const gateway = new Map<string, number>();
+  let total = 0;
+  for (const [id, us] of selfUs) {
+    const frame = byId.get(id)!.callFrame;
+    total += us;
+    const module = moduleOf(frame.url, frame.functionName);
+    // Files of lib/ and bench/ run through tsx: the profile's line numbers are the transpiled code's, so
+    // they are left out (same-named functions of one file add up); packages keep theirs.
+    const local = /\/(lib|bench)\//.test(frame.url) && !frame.url.includes('node_modules');
+    const name = `${frame.functionName || '(anonymous)'} ${shortUrl(frame.url)}${local ? '' : `:${frame.lineNumber + 1}`}`;
+    byFunction.set(name, (byFunction.get(name) ?? 0) + us);
+    byModule.set(module, (byModule.get(module) ?? 0) + us);
+    if (frame.url.startsWith(libPrefix)) gateway.set(name, (gateway.get(name) ?? 0) + us);
+  }
+  const idle = byModule.get('(idle)') ?? 0;
+  const busy = Math.max(1, total - idle);
+  const rows = (table: Map<string, number>): SelfTime[] =>
+    [...table].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).map(([name, us]) => ({ name, us, share: us / busy }));
+  return { totalUs: total, busyUs: busy, byModule: rows(byModule), byFunction: rows(byFunction), gateway: rows(gateway) };
 }
 
 function moduleOf(url: string, fn: string): string {
@@ -64,4 +87,20 @@ function shortUrl(url: string): string {
   if (pkg) return pkg[1]!;
   const local = /\/(lib|bench)\/(.+)$/.exec(url);
   return local ? `${local[1]}/${local[2]}` : url.replace(/^file:\/\//, '');
+}
+
+if (require.main === module) {
+  const [file, topArg] = process.argv.slice(2);
+  if (!file) throw new Error('usage: tsx bench/profile-summary.ts <file.cpuprofile> [top]');
+  const top = Number(topArg ?? 25);
+  const summary = summarizeProfile(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile);
+  console.log(`${file}: ${(summary.totalUs / 1e6).toFixed(1)} s sampled, ${(summary.busyUs / 1e6).toFixed(1)} s busy (idle excluded below)\n`);
+  const print = (title: string, rows: SelfTime[]): void => {
+    console.log(`## ${title}`);
+    for (const row of rows.slice(0, top)) console.log(`${(row.share * 100).toFixed(1).padStart(5)}%  ${(row.us / 1000).toFixed(0).padStart(6)} ms  ${row.name}`);
+    console.log('');
+  };
+  print('self time by module', summary.byModule);
+  print('self time by function', summary.byFunction);
+  print('gateway functions (script under lib/)', summary.gateway);
 }

@@ -27,7 +27,22 @@ export interface FailedMessage {
   error: string;
 }
 
-export type ChildMessage = StatsMessage | ReadyMessage | FailedMessage | SkippedMessage;
+/** Orchestrator → child: start the CPU profiler, or stop it and write the profile to `file`. */
+export interface ProfileRequest {
+  type: 'profile';
+  action: 'start' | 'stop';
+  file?: string;
+  /** Sampling interval, µs (start only). */
+  intervalUs?: number;
+}
+
+export interface ProfiledMessage {
+  type: 'profiled';
+  file: string | undefined;
+  error?: string;
+}
+
+export type ChildMessage = StatsMessage | ReadyMessage | FailedMessage | SkippedMessage | ProfiledMessage;
 
 export interface SkippedMessage {
   type: 'skipped';

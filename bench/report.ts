@@ -1,15 +1,18 @@
 /**
- * The results: one cell per (target, streaming or not, connections), the targets of issue #7 judged
- * against the baseline and direct numbers of the same run, and the markdown printed at the end.
+ * The results: one cell per (target, mode, connections), the targets of issue #14 judged against the
+ * baseline's numbers of the same run, and the markdown printed at the end.
  */
 import type { LoadResult, TimedResult } from './load.js';
 import type { MemoryResult } from './memory.js';
+import type { ImportTiming } from './import-time.js';
+import type { SelfTime } from './profile-summary.js';
 import type { TargetKind } from './setups.js';
+import type { Mode } from './workload.js';
 
 export interface Cell {
   setup: string;
   kind: TargetKind;
-  stream: boolean;
+  mode: Mode;
   connections: number;
   load: LoadResult;
   /** 1 connection only: the timed loop (µs resolution, TTFB). */
@@ -52,29 +55,81 @@ export interface TargetResult {
 }
 
 const GATEWAY = 'router';
+const MODE_LABEL: Record<Mode, string> = { json: 'json', stream: 'stream (20 chunks, instant)', paced: 'paced stream (20 chunks, 5 ms apart)' };
 
-export function evaluateTargets(cells: Cell[], guardrail: GuardrailTiming, memory: MemoryResult[], streams: number): TargetResult[] {
-  const find = (setup: string, stream: boolean, connections: number): Cell | undefined =>
-    cells.find((c) => c.setup === setup && c.stream === stream && c.connections === connections);
+/** The router's profile pass: per mode, the gateway functions (script under lib/) by self time. */
+export interface ProfileResult {
+  mode: Mode;
+  file: string;
+  busyMs: number;
+  gateway: SelfTime[];
+  /** Self time by module, the top few, for context. */
+  modules: SelfTime[];
+}
+
+export interface Measurements {
+  cells: Cell[];
+  guardrail: GuardrailTiming;
+  memory: MemoryResult[];
+  streams: number;
+  loader: string;
+  importTiming: ImportTiming | undefined;
+  profiles: ProfileResult[] | undefined;
+}
+
+export function findCell(cells: readonly Cell[], setup: string, mode: Mode, connections: number): Cell | undefined {
+  return cells.find((c) => c.setup === setup && c.mode === mode && c.connections === connections);
+}
+
+/** Server CPU µs/req of a cell ÷ the baseline's, same mode and connections. */
+export function cpuRatio(cells: readonly Cell[], cell: Cell): number | undefined {
+  const base = findCell(cells, 'baseline', cell.mode, cell.connections)?.serverCpuUsPerReq;
+  return base === undefined || cell.serverCpuUsPerReq === undefined ? undefined : cell.serverCpuUsPerReq / base;
+}
+
+export function reqRatio(cells: readonly Cell[], cell: Cell): number | undefined {
+  const base = findCell(cells, 'baseline', cell.mode, cell.connections)?.load.reqPerSec;
+  return base === undefined ? undefined : cell.load.reqPerSec / base;
+}
+
+/** The timed loop's p50 (`latency`) or TTFB p50 of a 1-connection cell minus `reference`'s. */
+export function added(cells: readonly Cell[], cell: Cell, what: 'latency' | 'ttfb', reference = 'baseline'): number | undefined {
+  const ref = findCell(cells, reference, cell.mode, 1)?.timed;
+  const own = cell.timed;
+  if (!ref || !own) return undefined;
+  return what === 'latency' ? own.latencyP50Ms - ref.latencyP50Ms : own.ttfbP50Ms - ref.ttfbP50Ms;
+}
+
+export const PROFILE_LIMIT = 0.02;
+export const IMPORT_LIMIT_MS = 150;
+
+export function evaluateTargets(m: Measurements): TargetResult[] {
+  const { cells, guardrail, memory, streams } = m;
   const targets: TargetResult[] = [];
+  const at = (mode: Mode, connections: number): Cell | undefined => findCell(cells, GATEWAY, mode, connections);
 
-  for (const [stream, floor] of [[false, 0.8], [true, 0.7]] as const) {
-    const base = find('baseline', stream, 50);
-    const gw = find(GATEWAY, stream, 50);
-    const ratio = base && gw ? gw.load.reqPerSec / base.load.reqPerSec : undefined;
-    targets.push(judge(`${stream ? 'streaming (20 chunks)' : 'non-streaming'} req/s @50 conns, ${GATEWAY} / baseline`, ratio, (r) => `${r.toFixed(2)}×`, `≥ ${floor.toFixed(2)}×`, (r) => r >= floor));
+  for (const mode of ['json', 'stream', 'paced'] as const) {
+    const cell = at(mode, 50);
+    const ratio = cell ? cpuRatio(cells, cell) : undefined;
+    const base = findCell(cells, 'baseline', mode, 50)?.serverCpuUsPerReq;
+    targets.push(
+      judge(`server CPU µs/req @50, ${GATEWAY} ÷ baseline, ${MODE_LABEL[mode]}`, ratio, (r) => `${r.toFixed(2)}× (${cell!.serverCpuUsPerReq!.toFixed(0)} vs ${base!.toFixed(0)} µs)`, '≤ 1.10×', (r) => r <= 1.1),
+    );
   }
-  for (const stream of [false, true]) {
-    const direct = find('direct', stream, 1)?.timed;
-    const gw = find(GATEWAY, stream, 1)?.timed;
-    const added = direct && gw ? gw.latencyP50Ms - direct.latencyP50Ms : undefined;
-    targets.push(judge(`added p50 @1 conn vs direct, ${stream ? 'streaming' : 'non-streaming'}`, added, ms, '≤ 0.30 ms', (a) => a <= 0.3));
+  for (const mode of ['json', 'stream'] as const) {
+    const cell = at(mode, 50);
+    const ratio = cell ? reqRatio(cells, cell) : undefined;
+    targets.push(
+      judge(`req/s @50, ${GATEWAY} ÷ baseline, ${MODE_LABEL[mode]} (${m.loader}${m.loader === 'wrk' ? '' : '; the target is for wrk'})`, ratio, (r) => `${r.toFixed(2)}×`, '≥ 0.90×', (r) => r >= 0.9),
+    );
   }
-  for (const stream of [true, false]) {
-    const direct = find('direct', stream, 1)?.timed;
-    const gw = find(GATEWAY, stream, 1)?.timed;
-    const added = direct && gw ? gw.ttfbP50Ms - direct.ttfbP50Ms : undefined;
-    targets.push(judge(`added TTFB @1 conn vs direct, ${stream ? 'streaming' : 'non-streaming'}`, added, ms, '≤ 1.00 ms', (a) => a <= 1));
+  for (const mode of ['stream', 'paced'] as const) {
+    const cell = at(mode, 1);
+    targets.push(judge(`added TTFB p50 @1 over the baseline's, ${MODE_LABEL[mode]}`, cell && added(cells, cell, 'ttfb'), ms, '≤ +0.30 ms', (a) => a <= 0.3));
+  }
+  {
+    const cell = at('json', 1);
+    targets.push(judge(`added p50 @1 over the baseline's, json`, cell && added(cells, cell, 'latency'), ms, '≤ +0.20 ms', (a) => a <= 0.2));
   }
 
   const window = guardrail.ttfbP50Ms['guardrail-window'];
@@ -91,9 +146,9 @@ export function evaluateTargets(cells: Cell[], guardrail: GuardrailTiming, memor
     ),
   });
 
-  const held = (m: MemoryResult): boolean => m.opened === m.streams;
-  const plain = memory.find((m) => m.target === GATEWAY);
-  const run = plain && held(plain) ? plain : (memory.find((m) => m.target.startsWith(GATEWAY) && held(m)) ?? plain);
+  const held = (r: MemoryResult): boolean => r.opened === r.streams;
+  const plain = memory.find((r) => r.target === GATEWAY);
+  const run = plain && held(plain) ? plain : (memory.find((r) => r.target.startsWith(GATEWAY) && held(r)) ?? plain);
   const where = run && !held(run) ? ` (only ${run.opened}/${run.streams} streams were open at once)` : run && run !== plain ? ` (on ${run.target})` : '';
   if (plain) {
     targets.push(
@@ -101,9 +156,26 @@ export function evaluateTargets(cells: Cell[], guardrail: GuardrailTiming, memor
     );
   }
   const growth = run && held(run) ? (run.openRss - run.idleRss) * (streams / run.streams) : undefined;
-  targets.push(judge(`${streams} open streams: extra RSS`, growth, (g) => `${(g / 1024 / 1024).toFixed(1)} MB${where}`, '≤ 100 MB', (g) => g <= 100 * 1024 * 1024));
+  targets.push(judge(`${streams} open streams: extra RSS over idle`, growth, (g) => `${(g / 1024 / 1024).toFixed(1)} MB${where}`, '≤ 100 MB', (g) => g <= 100 * 1024 * 1024));
   targets.push(
     judge(`RSS after all streams closed vs idle`, run?.afterCloseGrowth, (g) => `${g >= 0 ? '+' : ''}${(g * 100).toFixed(1)}%${where}`, '≤ +10%', (g) => g <= 0.1),
+  );
+
+  const imp = m.importTiming;
+  targets.push(judge(`require('express-llm-gateway'), fresh node, dist/cjs, median`, imp?.requireMedianMs, (v) => `${v.toFixed(0)} ms`, `≤ ${IMPORT_LIMIT_MS} ms`, (v) => v <= IMPORT_LIMIT_MS));
+  targets.push(judge(`import('express-llm-gateway'), fresh node, dist/esm, median`, imp?.importMedianMs, (v) => `${v.toFixed(0)} ms`, `≤ ${IMPORT_LIMIT_MS} ms`, (v) => v <= IMPORT_LIMIT_MS));
+
+  const worst = m.profiles
+    ?.flatMap((p) => p.gateway.slice(0, 1).map((g) => ({ ...g, mode: p.mode })))
+    .sort((a, b) => b.share - a.share)[0];
+  targets.push(
+    judge(
+      `profile of ${GATEWAY} @50 (json, stream, paced): largest gateway function (script under lib/) self time`,
+      m.profiles && m.profiles.length > 0 ? (worst?.share ?? 0) : undefined,
+      (v) => (worst ? `${(v * 100).toFixed(1)}% ${worst.name} (${worst.mode})` : 'none sampled'),
+      `≤ ${(PROFILE_LIMIT * 100).toFixed(0)}% of busy time`,
+      (v) => v <= PROFILE_LIMIT,
+    ),
   );
   return targets;
 }
@@ -118,27 +190,48 @@ function ms(value: number): string {
 }
 
 export interface Report {
-  cells: Cell[];
+  measurements: Measurements;
   outcomes: SetupOutcome[];
   targets: TargetResult[];
-  guardrail: GuardrailTiming;
-  memory: MemoryResult[];
+  quick: boolean;
+  header: string[];
 }
 
-export function renderReport({ cells, outcomes, targets, guardrail, memory }: Report): string {
-  const lines: string[] = [];
-  lines.push('## Throughput and latency (ratio = req/s ÷ baseline req/s, same mode and connections, same run)', '');
-  lines.push('| setup | mode | conns | req/s | × baseline | p50 ms | p99 ms | timed p50 ms | TTFB p50 ms | server CPU µs/req | server RSS MB |');
-  lines.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+const MODES_IN_ORDER: readonly Mode[] = ['json', 'stream', 'paced'];
+
+export function renderReport({ measurements, outcomes, targets, quick, header }: Report): string {
+  const { cells, guardrail, memory } = measurements;
+  const lines: string[] = [...header, ''];
+  const fix = (v: number | undefined, digits: number, suffix = ''): string => (v === undefined || Number.isNaN(v) ? '—' : `${v.toFixed(digits)}${suffix}`);
+  const signed = (v: number | undefined): string => (v === undefined || Number.isNaN(v) ? '—' : `${v >= 0 ? '+' : ''}${v.toFixed(3)}`);
+
+  lines.push('## Headline: server CPU per request ÷ the baseline\'s (load-generator independent), same run', '');
+  lines.push('| setup | mode | CPU µs/req @1 | CPU × base @1 | CPU µs/req @50 | **CPU × base @50** | req/s × base @50 | added p50 @1 vs base ms | added TTFB @1 vs base ms | added TTFB @1 vs direct ms |');
+  lines.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|');
+  const setups = [...new Set(cells.map((c) => c.setup))].filter((s) => s !== 'direct');
+  for (const setup of setups) {
+    for (const mode of MODES_IN_ORDER) {
+      const one = findCell(cells, setup, mode, 1);
+      const fifty = findCell(cells, setup, mode, 50);
+      if (!one && !fifty) continue;
+      lines.push(
+        `| ${setup} | ${mode} | ${fix(one?.serverCpuUsPerReq, 0)} | ${fix(one && cpuRatio(cells, one), 2, '×')} | ${fix(fifty?.serverCpuUsPerReq, 0)} | ` +
+          `**${fix(fifty && cpuRatio(cells, fifty), 2, '×')}** | ${fix(fifty && reqRatio(cells, fifty), 2, '×')} | ` +
+          `${signed(one && added(cells, one, 'latency'))} | ${signed(one && added(cells, one, 'ttfb'))} | ${signed(one && added(cells, one, 'ttfb', 'direct'))} |`,
+      );
+    }
+  }
+
+  lines.push('', `## All cells (${measurements.loader}; req/s ratio = req/s ÷ baseline req/s, same mode and connections)`, '');
+  lines.push('| setup | mode | conns | req/s | × baseline | p50 ms | p99 ms | timed p50 ms | TTFB p50 ms | server CPU µs/req | mock CPU µs/req | server RSS MB |');
+  lines.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
   for (const cell of cells) {
-    const base = cells.find((c) => c.setup === 'baseline' && c.stream === cell.stream && c.connections === cell.connections);
-    const ratio = base ? cell.load.reqPerSec / base.load.reqPerSec : Number.NaN;
     const errors = cell.load.errors + cell.load.non2xx;
     lines.push(
-      `| ${cell.setup} | ${cell.stream ? 'stream' : 'json'} | ${cell.connections} | ${cell.load.reqPerSec.toFixed(0)}${errors ? ` (${errors} errors)` : ''} | ` +
-        `${ratio.toFixed(2)} | ${cell.load.latencyP50Ms.toFixed(2)} | ${cell.load.latencyP99Ms.toFixed(2)} | ` +
+      `| ${cell.setup} | ${cell.mode} | ${cell.connections} | ${cell.load.reqPerSec.toFixed(0)}${errors ? ` (${cell.load.errors} errors, ${cell.load.non2xx} non-2xx)` : ''} | ` +
+        `${fix(reqRatio(cells, cell), 2)} | ${cell.load.latencyP50Ms.toFixed(2)} | ${cell.load.latencyP99Ms.toFixed(2)} | ` +
         `${cell.timed ? cell.timed.latencyP50Ms.toFixed(3) : ''} | ${cell.timed ? cell.timed.ttfbP50Ms.toFixed(3) : ''} | ` +
-        `${cell.serverCpuUsPerReq === undefined ? '—' : cell.serverCpuUsPerReq.toFixed(0)} | ${cell.serverRssMax === undefined ? '—' : (cell.serverRssMax / 1024 / 1024).toFixed(0)} |`,
+        `${fix(cell.serverCpuUsPerReq, 0)} | ${fix(cell.mockCpuUsPerReq, 0)} | ${cell.serverRssMax === undefined ? '—' : (cell.serverRssMax / 1024 / 1024).toFixed(0)} |`,
     );
   }
   const notes = outcomes.filter((o) => o.status !== 'ok' || o.checks.length > 0);
@@ -160,16 +253,42 @@ export function renderReport({ cells, outcomes, targets, guardrail, memory }: Re
     lines.push('', '## Memory (slow streams held open; RSS of the server process after a full GC)', '');
     lines.push('| target | streams | open at once | upstream peak | idle RSS MB | open RSS MB | KB / stream | after close MB | vs idle | heap idle / open / after MB | completed | failed | abandoned |');
     lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
-    for (const m of memory) {
+    for (const r of memory) {
       lines.push(
-        `| ${m.target} | ${m.streams} | ${m.opened} | ${m.peakUpstreamStreams} | ${mb(m.idleRss)} | ${mb(m.openRss)} | ${(m.perStream / 1024).toFixed(1)} | ` +
-          `${mb(m.afterCloseRss)} | ${(m.afterCloseGrowth * 100).toFixed(1)}% | ${mb(m.heapUsedIdle)} / ${mb(m.heapUsedOpen)} / ${mb(m.heapUsedAfter)} | ` +
-          `${m.completed} | ${m.failed} | ${m.abandoned} |`,
+        `| ${r.target} | ${r.streams} | ${r.opened} | ${r.peakUpstreamStreams} | ${mb(r.idleRss)} | ${mb(r.openRss)} | ${(r.perStream / 1024).toFixed(1)} | ` +
+          `${mb(r.afterCloseRss)} | ${(r.afterCloseGrowth * 100).toFixed(1)}% | ${mb(r.heapUsedIdle)} / ${mb(r.heapUsedOpen)} / ${mb(r.heapUsedAfter)} | ` +
+          `${r.completed} | ${r.failed} | ${r.abandoned} |`,
       );
     }
   }
-  lines.push('', '## Targets (issue #7)', '', '| target | measured | limit | result |', '|---|---|---|---|');
-  for (const t of targets) lines.push(`| ${t.target} | ${t.measured} | ${t.limit} | ${t.result} |`);
+  const imp = measurements.importTiming;
+  if (imp) {
+    lines.push('', '## Loading the package (fresh `node`, built dist/, nothing configured: no Bedrock)', '');
+    lines.push('| | median ms | runs ms |', '|---|--:|---|');
+    lines.push(`| require('express-llm-gateway') (dist/cjs) | ${imp.requireMedianMs.toFixed(0)} | ${imp.requireMs.map((v) => v.toFixed(0)).join(', ')} |`);
+    lines.push(`| import('express-llm-gateway') (dist/esm) | ${imp.importMedianMs.toFixed(0)} | ${imp.importMs.map((v) => v.toFixed(0)).join(', ')} |`);
+    if (imp.built) lines.push('', `(${imp.built}: built with \`npm run build\` first)`);
+  }
+  if (measurements.profiles && measurements.profiles.length > 0) {
+    lines.push('', `## Profile of ${GATEWAY} @50 (a separate pass with the V8 profiler on: its numbers are not in the tables above)`, '');
+    lines.push('Gateway function = a function whose script is a file under lib/ (not node_modules, not Node internals). Self time as a share of the process\'s busy time (idle excluded; GC and native included).', '');
+    for (const p of measurements.profiles) {
+      lines.push(`### ${p.mode}: ${p.busyMs.toFixed(0)} ms busy; modules: ${p.modules.slice(0, 6).map((r) => `${r.name} ${(r.share * 100).toFixed(1)}%`).join(', ')}`, '');
+      lines.push('| self % | gateway function |', '|--:|---|');
+      for (const g of p.gateway.slice(0, 8)) lines.push(`| ${(g.share * 100).toFixed(1)}${g.share > PROFILE_LIMIT ? ' ⚠' : ''} | ${g.name} |`);
+      lines.push('');
+    }
+  }
+  lines.push(
+    '',
+    quick ? '## Targets (issue #14) — QUICK RUN: INDICATIVE ONLY, cells are too short to judge' : '## Targets (issue #14)',
+    '',
+    '| target | measured | limit | result |',
+    '|---|---|---|---|',
+  );
+  for (const t of targets) lines.push(`| ${t.target} | ${t.measured} | ${t.limit} | ${t.result}${quick && t.result !== 'n/a' ? ' (indicative)' : ''} |`);
+  const counted = targets.filter((t) => t.result !== 'n/a');
+  lines.push('', `${counted.filter((t) => t.result === 'PASS').length}/${counted.length} targets pass${targets.length > counted.length ? `, ${targets.length - counted.length} not measured` : ''}${quick ? ' (quick run: indicative)' : ''}.`);
   return lines.join('\n');
 }
 

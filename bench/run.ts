@@ -1,22 +1,26 @@
 /**
- * `npm run bench` (`tsx bench/run.ts`): the gateway's overhead against a plain Express forward, measured
- * in one run against one mock upstream. See bench/README.md.
+ * `npm run bench` (`tsx bench/run.ts`): what the gateway costs a user on top of a plain Express forward,
+ * measured in one run against one mock upstream, every target of issue #14 printed with PASS/FAIL. See
+ * bench/README.md.
  *
- * Flags: `--quick` (about 1 s a cell, fewer cells: a harness check for CI), `--loader=autocannon|wrk` (default autocannon),
- * `--only=router,guardrail-window` (gateway setups; baseline and direct always run: the ratios and the added latencies need them), `--no-memory`, `--no-throughput` (memory run only), `--memory-baseline` (memory run through the baseline too), `--streams=N`,
- * `--duration=S` (seconds a cell).
+ * Flags: `--quick` (1 s cells, fewer setups: a harness check for CI; targets indicative only),
+ * `--loader=wrk|autocannon` (default wrk when installed), `--only=router,guardrail-window` (gateway setups;
+ * baseline and direct always run), `--no-memory`, `--no-throughput`, `--no-profile`, `--no-import`,
+ * `--memory-baseline`, `--streams=N`, `--duration=S` (seconds a cell).
  */
-import { execSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, totalmem } from 'node:os';
+import { execSync, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, hostname, loadavg, totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { type LoaderName, checkAnswer, runLoad, timedLoop, wrkAvailable, percentile } from './load.js';
 import { type MemoryResult, fdLimit, mb, memoryRun } from './memory.js';
 import { ServerProcess, installCleanup, killAll } from './processes.js';
-import { type Cell, type GuardrailTiming, type SetupOutcome, evaluateTargets, renderReport } from './report.js';
-import { GUARDRAIL_LATENCY_MS, GUARDRAIL_WINDOW_CHARS, SETUPS, type Setup } from './setups.js';
-import { FAST_TEXT, MODEL_FAST, MODEL_PACED, STREAM_CHUNKS, requestBody } from './workload.js';
+import { type ImportTiming, measureImport } from './import-time.js';
+import { type CpuProfile, summarizeProfile } from './profile-summary.js';
+import { type Cell, type GuardrailTiming, type ProfileResult, type SetupOutcome, evaluateTargets, renderReport } from './report.js';
+import { GUARDRAIL_LATENCY_MS, GUARDRAIL_WINDOW_CHARS, SETUPS, type Setup, setupNamed } from './setups.js';
+import { FAST_TEXT, MODEL_FAST, MODEL_PACED, MODES, type Mode, STREAM_CHUNKS, STREAM_PACED_DELAY_MS, modeBody, requestBody } from './workload.js';
 
 interface Config {
   quick: boolean;
@@ -25,6 +29,8 @@ interface Config {
   memory: boolean;
   memoryBaseline: boolean;
   throughput: boolean;
+  profile: boolean;
+  importTime: boolean;
   streams: number;
   cellS: number;
   warmupS: number;
@@ -39,20 +45,24 @@ function parseArgs(argv: string[]): Config {
   const quick = argv.includes('--quick');
   const loader = value('loader');
   if (loader !== undefined && loader !== 'wrk' && loader !== 'autocannon') throw new Error(`--loader must be wrk or autocannon, not '${loader}'`);
-  if (loader === 'wrk' && !wrkAvailable()) throw new Error('--loader=wrk, but wrk is not installed (apt-get install wrk)');
+  const hasWrk = wrkAvailable();
+  if (loader === 'wrk' && !hasWrk) throw new Error('--loader=wrk, but wrk is not installed (apt-get install wrk, or bash .ci/wrk.sh)');
   const duration = value('duration');
   const streams = value('streams');
   return {
     quick,
-    // autocannon unless wrk is asked for: see bench/README.md (wrk's socket errors in this sandbox).
-    loader: (loader as LoaderName | undefined) ?? 'autocannon',
+    // wrk when installed: C, one thread, far less of the two cores than autocannon (see bench/README.md).
+    loader: (loader as LoaderName | undefined) ?? (hasWrk ? 'wrk' : 'autocannon'),
     only: value('only')?.split(','),
     memory: !argv.includes('--no-memory'),
     memoryBaseline: argv.includes('--memory-baseline'),
     throughput: !argv.includes('--no-throughput'),
+    profile: !argv.includes('--no-profile'),
+    importTime: !argv.includes('--no-import'),
     streams: streams === undefined ? (quick ? 200 : 2000) : Number(streams),
-    cellS: duration === undefined ? (quick ? 0.8 : 5) : Number(duration),
-    warmupS: quick ? 0.3 : 1,
+    cellS: duration === undefined ? (quick ? 1 : 3) : Number(duration),
+    // Once per setup and mode, at 50 connections (wrk runs whole seconds: 1 s is its least).
+    warmupS: 1,
     timedRequests: quick ? 200 : 2000,
     timedMaxS: quick ? 0.4 : 1.5,
     connections: [1, 50],
@@ -66,12 +76,26 @@ async function main(): Promise<void> {
   const config = parseArgs(process.argv.slice(2));
   installCleanup();
   const runStarted = performance.now();
-  const loadBefore = loadavg()[0]!;
-  if (loadBefore > cpus().length * 0.5) {
-    log(`WARNING: load average ${loadBefore.toFixed(1)} on ${cpus().length} cores before the run: other processes compete for CPU, so absolute numbers are low and noisy (ratios suffer less)`);
-  }
+  const loadBefore = loadavg();
   const setups = SETUPS.filter((s) => (config.quick ? s.quick : true) && (s.kind !== 'gateway' || !config.only || config.only.includes(s.name)));
-  log(`# express-llm-gateway bench${config.quick ? ' (quick)' : ''}: ${config.loader}, ${config.cellS} s a cell after ${config.warmupS} s warm-up, ${setups.length} targets`);
+  const header = machineHeader(config, loadBefore);
+  for (const line of header) log(line);
+  if (loadBefore[0]! > cpus().length * 0.5) {
+    log(`WARNING: load average ${loadBefore[0]!.toFixed(1)} on ${cpus().length} cores before the run: other processes compete for CPU, so absolute numbers are low and noisy (ratios suffer less)`);
+  }
+  log(`${config.cellS} s a cell, ${config.warmupS} s warm-up per setup and mode at 50 connections; modes ${MODES.join(', ')}; connections ${config.connections.join(', ')}; ${setups.length} targets`);
+
+  // Loading the package first, while no server runs (a fresh process each time; builds dist/ if stale).
+  let importTiming: ImportTiming | undefined;
+  if (config.importTime) {
+    log('\n## loading the package (fresh node, built dist/)');
+    try {
+      importTiming = measureImport(5, log);
+      log(`  require ${importTiming.requireMedianMs.toFixed(0)} ms, import ${importTiming.importMedianMs.toFixed(0)} ms (medians of 5)`);
+    } catch (err) {
+      log(`  not measured: ${(err as Error).message}`);
+    }
+  }
 
   const mock = await started(ServerProcess.start('mock upstream', 'mock-upstream.ts', ['openai']));
   const emulator = setups.some((s) => s.needsEmulator)
@@ -82,7 +106,7 @@ async function main(): Promise<void> {
   const cells: Cell[] = [];
   const outcomes: SetupOutcome[] = [];
   const guardrail: GuardrailTiming = { windowChars: GUARDRAIL_WINDOW_CHARS, emulatorLatencyMs: GUARDRAIL_LATENCY_MS, roundTripP50Ms: Number.NaN, ttfbP50Ms: {} };
-  const totalCells = setups.filter((s) => s.throughput !== false).length * 2 * config.connections.length;
+  const totalCells = setups.filter((s) => s.throughput !== false).length * MODES.length * config.connections.length;
   for (const setup of config.throughput ? setups.filter((s) => s.throughput !== false) : []) {
     const target = await startTarget(setup, mock, emulator);
     if (!(target instanceof ServerProcess) && target !== 'direct') {
@@ -96,12 +120,13 @@ async function main(): Promise<void> {
     const checks = await checkTarget(origin);
     for (const problem of checks) log(`  CHECK FAILED: ${problem}`);
     outcomes.push({ name: setup.name, description: setup.description, status: 'ok', reason: undefined, checks });
-    for (const stream of [false, true]) {
+    for (const mode of MODES) {
+      await runLoad({ origin, body: modeBody(mode), connections: 50, loader: config.loader, warmupS: 0, durationS: config.warmupS });
       for (const connections of config.connections) {
-        const cell = await measureCell(config, setup, origin, server, mock, stream, connections);
+        const cell = await measureCell(config, setup, origin, server, mock, mode, connections);
         cells.push(cell);
         log(
-          `  [${cells.length}/${totalCells}] ${stream ? 'stream' : 'json  '} c=${String(connections).padEnd(2)} ` +
+          `  [${cells.length}/${totalCells}] ${mode.padEnd(6)} c=${String(connections).padEnd(2)} ` +
             `${cell.load.reqPerSec.toFixed(0).padStart(6)} req/s  p50 ${cell.load.latencyP50Ms.toFixed(2)} ms  p99 ${cell.load.latencyP99Ms.toFixed(2)} ms` +
             (cell.timed ? `  timed p50 ${cell.timed.latencyP50Ms.toFixed(3)} ms  TTFB ${cell.timed.ttfbP50Ms.toFixed(3)} ms` : '') +
             (cell.serverCpuUsPerReq !== undefined ? `  CPU ${cell.serverCpuUsPerReq.toFixed(0)} µs/req` : '') +
@@ -116,13 +141,15 @@ async function main(): Promise<void> {
     guardrail.roundTripP50Ms = await guardrailRoundTrip(emulator.url);
     log(`\nguardrail round trip (ApplyGuardrail, ${GUARDRAIL_WINDOW_CHARS} chars, plain HTTP from the client): p50 ${guardrail.roundTripP50Ms.toFixed(2)} ms`);
   }
+  const profiles = config.profile ? await profilePass(config, mock, emulator) : undefined;
   await emulator?.stop();
   await mock.stop();
 
   const memory = config.memory ? await memoryPhase(config, setups) : [];
   const elapsedS = (performance.now() - runStarted) / 1000;
-  const targets = evaluateTargets(cells, guardrail, memory, config.streams);
-  const report = renderReport({ cells, outcomes, targets, guardrail, memory });
+  const measurements = { cells, guardrail, memory, streams: config.streams, loader: config.loader, importTiming, profiles };
+  const targets = evaluateTargets(measurements);
+  const report = renderReport({ measurements, outcomes, targets, quick: config.quick, header });
   log(`\n${report}`);
   const results = {
     meta: {
@@ -132,24 +159,100 @@ async function main(): Promise<void> {
       cpus: `${cpus().length} × ${cpus()[0]?.model ?? '?'}`,
       memory: mb(totalmem()),
       loadAverageBefore: loadBefore,
-      loadAverageAfter: loadavg()[0],
+      loadAverageAfter: loadavg(),
       loader: config.loader,
+      loaderVersion: loaderVersion(config.loader),
       quick: config.quick,
       cellSeconds: config.cellS,
       warmupSeconds: config.warmupS,
       streamChunks: STREAM_CHUNKS,
+      pacedChunkDelayMs: STREAM_PACED_DELAY_MS,
       elapsedSeconds: elapsedS,
     },
     setups: outcomes,
     cells,
     guardrail,
     memory,
+    importTiming,
+    profiles: profiles?.map((p) => ({ ...p, gateway: p.gateway.slice(0, 30), modules: p.modules.slice(0, 30) })),
     targets,
   };
   const dir = resolve(__dirname, 'results');
   mkdirSync(dir, { recursive: true });
   writeFileSync(resolve(dir, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
   log(`raw numbers: bench/results/latest.json; whole run ${elapsedS.toFixed(0)} s`);
+}
+
+/** Date, machine, Node, loader and load average: what the README quotes beside the numbers. */
+function machineHeader(config: Config, loadBefore: number[]): string[] {
+  const cpu = cpus();
+  return [
+    `# express-llm-gateway bench${config.quick ? ' (quick: a harness check, targets indicative only)' : ''}`,
+    '',
+    `- date: ${new Date().toISOString()}, commit ${gitCommit() ?? '?'}`,
+    `- machine: ${cpu[0]?.model.trim() ?? '?'}, ${cpu.length} cores, ${mb(totalmem())} RAM, ${hostname()}${cgroupCpus()}`,
+    `- Node ${process.version}; loader: ${config.loader} (${loaderVersion(config.loader)})${config.loader === 'autocannon' && !wrkAvailable() ? ' — wrk not installed' : ''}`,
+    `- load average before: ${loadBefore.map((l) => l.toFixed(2)).join(' / ')} (1 / 5 / 15 min)`,
+  ];
+}
+
+function loaderVersion(loader: LoaderName): string {
+  if (loader === 'wrk') {
+    const out = spawnSync('wrk', ['-v'], { encoding: 'utf8' });
+    return (`${out.stdout}${out.stderr}`.split('\n')[0] ?? '').replace(/\s*Copyright.*$/, '').trim() || 'wrk';
+  }
+  try {
+    const pkg = JSON.parse(readFileSync(require.resolve('autocannon/package.json'), 'utf8')) as { version: string };
+    return `autocannon ${pkg.version}, in the orchestrator's process`;
+  } catch {
+    return 'autocannon';
+  }
+}
+
+/** A CPU quota (cgroup v2) below the core count, when there is one. */
+function cgroupCpus(): string {
+  try {
+    const [quota, period] = readFileSync('/sys/fs/cgroup/cpu.max', 'utf8').trim().split(/\s+/);
+    if (quota === undefined || quota === 'max' || period === undefined) return '';
+    return `, cgroup CPU quota ${(Number(quota) / Number(period)).toFixed(1)} cores`;
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * The profile target: a fresh `router` process, the V8 profiler on (through the inspector, started and
+ * stopped around each cell, so start-up is not in it), one cell per mode at 50 connections. Separate from
+ * the measured cells: the profiler costs CPU itself.
+ */
+async function profilePass(config: Config, mock: ServerProcess, emulator: ServerProcess | undefined): Promise<ProfileResult[] | undefined> {
+  const setup = setupNamed('router');
+  log(`\n## profile: router @50, V8 profiler on, ${config.cellS} s a mode`);
+  const target = await startTarget(setup, mock, emulator);
+  if (!(target instanceof ServerProcess)) {
+    log(`  not profiled: ${target === 'direct' ? 'no server' : target.reason}`);
+    return undefined;
+  }
+  const dir = resolve(__dirname, 'results');
+  mkdirSync(dir, { recursive: true });
+  const results: ProfileResult[] = [];
+  try {
+    for (const mode of MODES) {
+      const body = modeBody(mode);
+      await runLoad({ origin: target.url, body, connections: 50, loader: config.loader, warmupS: 0, durationS: config.warmupS });
+      await target.profile('start');
+      await runLoad({ origin: target.url, body, connections: 50, loader: config.loader, warmupS: 0, durationS: config.cellS });
+      const file = resolve(dir, `profile-router-${mode}.cpuprofile`);
+      await target.profile('stop', file);
+      const summary = summarizeProfile(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile);
+      results.push({ mode, file, busyMs: summary.busyUs / 1000, gateway: summary.gateway, modules: summary.byModule });
+      const top = summary.gateway[0];
+      log(`  ${mode.padEnd(6)} ${(summary.busyUs / 1000).toFixed(0)} ms busy; top gateway function: ${top ? `${(top.share * 100).toFixed(1)}% ${top.name}` : 'none'} (bench/results/profile-router-${mode}.cpuprofile)`);
+    }
+  } finally {
+    await target.stop();
+  }
+  return results;
 }
 
 async function started(starting: Promise<ServerProcess | { skipped: string }>): Promise<ServerProcess> {
@@ -173,15 +276,17 @@ async function startTarget(setup: Setup, mock: ServerProcess, emulator: ServerPr
   }
 }
 
-/** One request each way: the target must answer exactly what the mock sent, in 20 chunks when streaming. */
+/** One request per mode: the target must answer exactly what the mock sent, in 20 chunks when streaming. */
 async function checkTarget(origin: string): Promise<string[]> {
   const problems: string[] = [];
   try {
     const json = await checkAnswer(origin, requestBody(MODEL_FAST, false), false);
     if (json.status !== 200 || json.content !== FAST_TEXT) problems.push(`non-streaming answer: status ${json.status}, ${json.raw.slice(0, 200)}`);
-    const sse = await checkAnswer(origin, requestBody(MODEL_FAST, true), true);
-    if (sse.status !== 200 || sse.content !== FAST_TEXT || !sse.done) problems.push(`streaming answer: status ${sse.status}, done ${sse.done}, ${sse.raw.slice(0, 200)}`);
-    else if (sse.contentChunks !== STREAM_CHUNKS) problems.push(`streaming answer: ${sse.contentChunks} content chunks, expected ${STREAM_CHUNKS}`);
+    for (const mode of ['stream', 'paced'] as const) {
+      const sse = await checkAnswer(origin, modeBody(mode), true);
+      if (sse.status !== 200 || sse.content !== FAST_TEXT || !sse.done) problems.push(`${mode} answer: status ${sse.status}, done ${sse.done}, ${sse.raw.slice(0, 200)}`);
+      else if (sse.contentChunks !== STREAM_CHUNKS) problems.push(`${mode} answer: ${sse.contentChunks} content chunks, expected ${STREAM_CHUNKS}`);
+    }
   } catch (err) {
     problems.push(`request failed: ${(err as Error).message}`);
   }
@@ -194,12 +299,10 @@ async function measureCell(
   origin: string,
   server: ServerProcess | undefined,
   mock: ServerProcess,
-  stream: boolean,
+  mode: Mode,
   connections: number,
 ): Promise<Cell> {
-  const body = requestBody(MODEL_FAST, stream);
-  const loadOptions = { origin, body, connections, loader: config.loader, warmupS: 0 };
-  await runLoad({ ...loadOptions, durationS: config.warmupS });
+  const body = modeBody(mode);
   const serverBefore = await server?.stats();
   const mockBefore = await mock.stats();
   let maxRss = serverBefore?.rss ?? 0;
@@ -208,7 +311,7 @@ async function measureCell(
   }, 500);
   let load;
   try {
-    load = await runLoad({ ...loadOptions, durationS: config.cellS });
+    load = await runLoad({ origin, body, connections, loader: config.loader, warmupS: 0, durationS: config.cellS });
   } finally {
     clearInterval(sampler);
   }
@@ -217,14 +320,15 @@ async function measureCell(
   const completed = Math.max(1, load.requests);
   const cpuUs = (before: { cpuUserUs: number; cpuSystemUs: number }, after: { cpuUserUs: number; cpuSystemUs: number }): number =>
     (after.cpuUserUs + after.cpuSystemUs - before.cpuUserUs - before.cpuSystemUs) / completed;
+  // Paced answers take ~100 ms each: give the timed loop more time so its p50 rests on enough requests.
   const timed =
     connections === 1
-      ? await timedLoop({ origin, body, requests: config.timedRequests, maxSeconds: config.timedMaxS, warmupRequests: 20 })
+      ? await timedLoop({ origin, body, requests: config.timedRequests, maxSeconds: mode === 'paced' ? config.timedMaxS * 2 : config.timedMaxS, warmupRequests: mode === 'paced' ? 3 : 20 })
       : undefined;
   return {
     setup: setup.name,
     kind: setup.kind,
-    stream,
+    mode,
     connections,
     load,
     timed,

@@ -9,6 +9,12 @@ import type { MockScenarioSpec } from '../lib/testing/mock-core.js';
 
 /** Throughput model: 20 content chunks, no delay (the whole SSE body goes out in one write). */
 export const MODEL_FAST = 'bench';
+/**
+ * Paced streaming model: the same 20 content chunks, `STREAM_PACED_DELAY_MS` apart (about 100 ms an
+ * answer), as a model really streams: every chunk is its own write upstream and downstream.
+ */
+export const MODEL_STREAM_PACED = 'bench-stream-paced';
+export const STREAM_PACED_DELAY_MS = 5;
 /** Memory-run model: 20 content chunks, `SLOW_CHUNK_DELAY_MS` apart (set per run by the mock's argv). */
 export const MODEL_SLOW = 'bench-slow';
 /** Guardrail TTFB model: a long answer paced so one guardrail window takes a known time to generate. */
@@ -30,12 +36,24 @@ export const PACED_TEXT = numberedSentences(3000);
 export function mockScenarios(slowChunkDelayMs: number): Record<string, MockScenarioSpec> {
   return {
     [MODEL_FAST]: { scenario: 'normal', text: FAST_TEXT, chunks: STREAM_CHUNKS, chunkDelayMs: 0 },
+    [MODEL_STREAM_PACED]: { scenario: 'normal', text: FAST_TEXT, chunks: STREAM_CHUNKS, chunkDelayMs: STREAM_PACED_DELAY_MS },
     [MODEL_SLOW]: { scenario: 'normal', text: FAST_TEXT, chunks: STREAM_CHUNKS, chunkDelayMs: slowChunkDelayMs },
     [MODEL_PACED]: { scenario: 'normal', text: PACED_TEXT, chunks: PACED_CHUNKS, chunkDelayMs: PACED_CHUNK_DELAY_MS },
   };
 }
 
-export const BENCH_MODELS = [MODEL_FAST, MODEL_SLOW, MODEL_PACED] as const;
+export const BENCH_MODELS = [MODEL_FAST, MODEL_STREAM_PACED, MODEL_SLOW, MODEL_PACED] as const;
+
+/**
+ * The throughput workloads: `json` (20-chunk answer, non-streaming), `stream` (the same answer as SSE, no
+ * delay: the mock writes it at once) and `paced` (SSE, 20 chunks 5 ms apart).
+ */
+export type Mode = 'json' | 'stream' | 'paced';
+export const MODES: readonly Mode[] = ['json', 'stream', 'paced'];
+
+export function modeBody(mode: Mode): string {
+  return mode === 'json' ? requestBody(MODEL_FAST, false) : requestBody(mode === 'paced' ? MODEL_STREAM_PACED : MODEL_FAST, true);
+}
 
 /** The JSON body of a chat-completions request for `model`. */
 export function requestBody(model: string, stream: boolean): string {

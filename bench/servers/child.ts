@@ -4,10 +4,15 @@
  * - `{ type: 'ready', url, info }` once listening;
  * - on `{ type: 'stats', gc }`: `{ type: 'stats', ... }` with this process's RSS, heap and CPU time
  *   (optionally after a full GC, when run with `--expose-gc`);
+ * - on `{ type: 'profile', action: 'start' }` / `{ type: 'profile', action: 'stop', file }`: starts the
+ *   V8 CPU profiler through `node:inspector` / stops it and writes the `.cpuprofile` to `file`; answers
+ *   `{ type: 'profiled', file }` (the bench profiles only the cells, not the start-up);
  * - exits when the parent says `{ type: 'stop' }`, when the IPC channel closes (parent gone: Ctrl-C,
  *   crash) or on SIGTERM, so no server outlives a run.
  */
-import type { StatsMessage } from '../protocol.js';
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
+import type { ProfileRequest, StatsMessage } from '../protocol.js';
 
 export interface Started {
   url: string;
@@ -29,9 +34,15 @@ export async function runChild(name: string, start: () => Promise<Started>): Pro
   process.on('disconnect', () => exit(0));
   process.on('SIGTERM', () => exit(0));
   process.on('SIGINT', () => undefined); // the parent handles Ctrl-C and tells us to stop
-  process.on('message', (message: { type?: string; gc?: boolean }) => {
+  process.on('message', (message: { type?: string; gc?: boolean } | ProfileRequest) => {
     if (message.type === 'stop') exit(0);
-    if (message.type === 'stats') process.send?.(stats(message.gc === true, started?.live));
+    if (message.type === 'stats') process.send?.(stats((message as { gc?: boolean }).gc === true, started?.live));
+    if (message.type === 'profile') {
+      profile(message as ProfileRequest).then(
+        (file) => process.send?.({ type: 'profiled', file }),
+        (err: unknown) => process.send?.({ type: 'profiled', file: undefined, error: (err as Error).message }),
+      );
+    }
   });
   try {
     started = await start();
@@ -64,4 +75,27 @@ function stats(gc: boolean, live: (() => Record<string, number>) | undefined): S
     gcAvailable: collect !== undefined,
     live: live?.() ?? {},
   };
+}
+
+let session: Session | undefined;
+
+function post<T>(method: string, params?: Record<string, unknown>): Promise<T> {
+  return new Promise((resolvePost, reject) => session!.post(method, params ?? {}, (err, result) => (err ? reject(err) : resolvePost(result as T))));
+}
+
+async function profile(request: ProfileRequest): Promise<string | undefined> {
+  if (request.action === 'start') {
+    session ??= new Session();
+    session.connect();
+    await post('Profiler.enable');
+    await post('Profiler.setSamplingInterval', { interval: request.intervalUs ?? 250 });
+    await post('Profiler.start');
+    return undefined;
+  }
+  if (!session) throw new Error('the profiler was not started');
+  const { profile: result } = await post<{ profile: unknown }>('Profiler.stop');
+  session.disconnect();
+  session = undefined;
+  writeFileSync(request.file!, JSON.stringify(result));
+  return request.file;
 }
