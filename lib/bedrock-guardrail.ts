@@ -8,8 +8,7 @@
  *   router, fallbackHandler, sseErrorWriter());
  * ```
  */
-import { BedrockRuntimeClient, type BedrockRuntimeClientConfig } from '@aws-sdk/client-bedrock-runtime';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { BedrockRuntimeClient, BedrockRuntimeClientConfig } from '@aws-sdk/client-bedrock-runtime';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { type GatewayContext, type InputHook, contextRequirement } from './context.js';
 import { RequestTooLargeError } from './errors.js';
@@ -19,6 +18,7 @@ import { type InputSpot, inputSpotsOf, maskedMessages } from './guardrail/extrac
 import { type Pack, packTexts, unpack } from './guardrail/limits.js';
 import { type Replacement, maskedSpans } from './guardrail/masking.js';
 import { type StreamingMode, outputHook } from './guardrail/output-filters.js';
+import { type Loading, withBedrockSdk } from './bedrock-sdk.js';
 import { type Logger, consoleLogger, withRedaction } from './logger.js';
 import { registerSecret } from './redact.js';
 import { GatewayConfigError, assertCalledAsFactory, definedOnly, optionsValidator } from './options.js';
@@ -273,22 +273,25 @@ function parseStreaming(given: GuardrailStreamingOptions | undefined): Required<
  * timeouts. HTTP/1.1 keeps pooled keep-alive sockets, and an abort closes just that request's socket.
  * `throwOnRequestTimeout` makes the per-attempt timeout (`timeoutMs / maxAttempts`) fail the attempt (it only
  * warns otherwise), so a stuck attempt is retried within the `timeoutMs` budget.
+ * The options are checked here, when the factory runs; the SDK is loaded here too, not at the first check.
  */
-function clientFrom(given: Partial<BedrockGuardrailOptions>): BedrockRuntimeClient {
+function clientFrom(given: Partial<BedrockGuardrailOptions>): Loading<BedrockRuntimeClient> {
   if (given.client !== undefined) {
-    if (typeof (given.client as { send?: unknown }).send !== 'function') {
+    const client = given.client;
+    if (typeof (client as { send?: unknown }).send !== 'function') {
       throw new GatewayConfigError('bedrockGuardrail.client', 'expected a BedrockRuntimeClient.');
     }
     const conflicting = CLIENT_OPTIONS.find((key) => given[key] !== undefined);
     if (conflicting) throw new GatewayConfigError(`bedrockGuardrail.${conflicting}`, 'cannot be combined with client; configure the client instead.');
-    return given.client;
+    // The checker's commands come from the SDK.
+    return withBedrockSdk(() => client);
   }
   if (given.region === undefined) throw new GatewayConfigError('bedrockGuardrail.region', 'is required unless a client is given.');
   const staticCredentials = typeof given.credentials === 'object' ? given.credentials : undefined;
   registerSecret(staticCredentials?.secretAccessKey);
   registerSecret(staticCredentials?.sessionToken);
   const maxAttempts = given.maxAttempts ?? 2;
-  return new BedrockRuntimeClient({
+  return withBedrockSdk(({ BedrockRuntimeClient, NodeHttpHandler }) => new BedrockRuntimeClient({
     region: given.region,
     ...(given.endpoint === undefined ? {} : { endpoint: given.endpoint }),
     // A copy of static credentials: the SDK tags the object it is given (`$source`) on first use, which would
@@ -301,7 +304,7 @@ function clientFrom(given: Partial<BedrockGuardrailOptions>): BedrockRuntimeClie
       requestTimeout: Math.ceil((given.timeoutMs ?? DEFAULT_TIMEOUT_MS) / maxAttempts),
       throwOnRequestTimeout: true,
     }),
-  });
+  }));
 }
 
 /**

@@ -4,12 +4,8 @@
  * either `GuardrailUnavailableError` (fail closed) or a pass (fail open, logged once per incident).
  */
 import { performance } from 'node:perf_hooks';
-import {
-  ApplyGuardrailCommand,
-  type ApplyGuardrailCommandOutput,
-  type BedrockRuntimeClient,
-  type GuardrailUsage,
-} from '@aws-sdk/client-bedrock-runtime';
+import type { ApplyGuardrailCommandOutput, BedrockRuntimeClient, GuardrailUsage } from '@aws-sdk/client-bedrock-runtime';
+import { type Loading, bedrockSdk } from '../bedrock-sdk.js';
 import type { GatewayContext, GuardrailRecord } from '../context.js';
 import { GuardrailUnavailableError, GuardrailViolationError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -28,7 +24,8 @@ export type Verdict = { kind: 'pass' } | { kind: 'mask'; outputs: string[]; repl
 export type MaskHandling = 'apply' | 'block' | 'pass';
 
 export interface CheckerConfig {
-  client: BedrockRuntimeClient;
+  /** The client, or (ES modules) the promise of it while the SDK loads. */
+  client: Loading<BedrockRuntimeClient>;
   guardrailIdentifier: string;
   guardrailVersion: string;
   name: string;
@@ -106,13 +103,14 @@ export class GuardrailChecker {
   }
 
   private async send(source: GuardrailSource, texts: readonly string[], parent: AbortSignal): Promise<ApplyGuardrailCommandOutput> {
+    const [{ ApplyGuardrailCommand }, client] = await Promise.all([bedrockSdk(), this.config.client]);
     const command = new ApplyGuardrailCommand({
       guardrailIdentifier: this.config.guardrailIdentifier,
       guardrailVersion: this.config.guardrailVersion,
       source,
       content: texts.map((text) => ({ text: { text } })),
     });
-    return withDeadline(parent, this.config.timeoutMs, (abortSignal) => this.config.client.send(command, { abortSignal }));
+    return withDeadline(parent, this.config.timeoutMs, (abortSignal) => client.send(command, { abortSignal }));
   }
 
   private violation(guardrailMessage: string | undefined): GuardrailViolationError {

@@ -9,25 +9,25 @@
  * that as a content-policy violation (and falling back) is the router's job, the same for every provider.
  */
 import { randomUUID } from 'node:crypto';
-import {
+import type {
   BedrockRuntimeClient,
+  ContentBlock,
+  ConversationRole,
   ConverseCommand,
+  ConverseCommandInput,
+  ConverseCommandOutput,
   ConverseStreamCommand,
-  type ContentBlock,
-  type ConversationRole,
-  type ConverseCommandInput,
-  type ConverseCommandOutput,
-  type ConverseStreamOutput,
-  type ImageFormat,
-  type InferenceConfiguration,
-  type SystemContentBlock,
-  type TokenUsage,
-  type Tool,
-  type ToolChoice,
-  type ToolConfiguration,
-  type ToolUseBlock,
+  ConverseStreamOutput,
+  ImageFormat,
+  InferenceConfiguration,
+  SystemContentBlock,
+  TokenUsage,
+  Tool,
+  ToolChoice,
+  ToolConfiguration,
+  ToolUseBlock,
 } from '@aws-sdk/client-bedrock-runtime';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { type BedrockSdk, type Loading, withBedrockSdk } from '../bedrock-sdk.js';
 import {
   AuthenticationError,
   BadRequestError,
@@ -73,26 +73,34 @@ const DEFAULT_MAX_TOKENS = 4096;
 /** Creates the adapter for one Bedrock deployment (`deployment.model` is the model id or inference profile). */
 export function createBedrockAdapter(deployment: Deployment, options: BedrockAdapterOptions = {}): ProviderAdapter {
   const ownsClient = options.client === undefined;
-  const client = options.client ?? createBedrockClient(deployment);
+  // The SDK is loaded now (a given client needs its command classes too), not with the first request.
+  const ready: Loading<BedrockCall> = withBedrockSdk((sdk) => ({ sdk, client: options.client ?? createBedrockClient(sdk, deployment) }));
   return {
     provider: 'bedrock',
     async complete(request) {
       const input = toConverseInput(request.body, deployment);
       try {
-        const output = await client.send(withHeaders(new ConverseCommand(input), deployment.headers), { abortSignal: request.signal });
+        const { sdk, client } = await ready;
+        const output = await client.send(withHeaders(new sdk.ConverseCommand(input), deployment.headers), { abortSignal: request.signal });
         return toChatCompletion(output, input.modelId!);
       } catch (err) {
         throw callFailure(err, request.signal, deployment);
       }
     },
-    stream: (request) => streamCompletion(client, deployment, request),
+    stream: (request) => streamCompletion(ready, deployment, request),
     async close() {
-      if (ownsClient) client.destroy();
+      if (ownsClient) (await ready).client.destroy();
     },
   };
 }
 
-function createBedrockClient(deployment: Deployment): BedrockRuntimeClient {
+/** The loaded SDK and the client to call it with. */
+interface BedrockCall {
+  sdk: BedrockSdk;
+  client: BedrockRuntimeClient;
+}
+
+function createBedrockClient({ BedrockRuntimeClient, NodeHttpHandler }: BedrockSdk, deployment: Deployment): BedrockRuntimeClient {
   return new BedrockRuntimeClient({
     region: deployment.region ?? DEFAULT_REGION,
     ...(deployment.baseUrl === undefined ? {} : { endpoint: deployment.baseUrl }),
@@ -350,7 +358,7 @@ function toToolCall(toolUse: ToolUseBlock): ToolCall {
 // CRC, a payload that is not JSON) fails inside the SDK's iterator, which cannot be resumed after it throws.
 
 async function* streamCompletion(
-  client: BedrockRuntimeClient,
+  ready: Loading<BedrockCall>,
   deployment: Deployment,
   request: UpstreamRequest,
 ): AsyncGenerator<ChatCompletionChunk> {
@@ -358,8 +366,9 @@ async function* streamCompletion(
   const input = toConverseInput(request.body, deployment);
   let events: AsyncIterable<ConverseStreamOutput>;
   try {
+    const { sdk, client } = await ready;
     // The SDK reads the first event before `send` resolves, so an exception as the first event throws here.
-    const output = await client.send(withHeaders(new ConverseStreamCommand(input), deployment.headers), { abortSignal: signal });
+    const output = await client.send(withHeaders(new sdk.ConverseStreamCommand(input), deployment.headers), { abortSignal: signal });
     if (output.stream === undefined) throw new UpstreamError('Bedrock: ConverseStream answered without an event stream.');
     events = output.stream;
   } catch (err) {

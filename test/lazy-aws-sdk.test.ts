@@ -1,0 +1,141 @@
+/**
+ * The AWS SDK is loaded only when a Bedrock deployment or guardrail is created (issue 14): importing the
+ * package, creating a gateway without Bedrock and serving requests through it leave the SDK unloaded; a
+ * Bedrock deployment or guardrail loads it, and its requests work. Each case runs in a fresh node, as
+ * CommonJS (the SDK must appear in `require.cache`) and as ES modules (a copy of lib/ in a `type: module`
+ * folder; a resolve hook reports every resolution of the SDK, which `import()` goes through).
+ * A structural test: the import time itself is the benchmark's.
+ */
+import { execFile } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { startBedrockEmulator, startMockBedrock, startMockOpenAI, type BedrockEmulator, type MockBedrock, type MockServer } from '../lib/testing/index.js';
+
+const run = promisify(execFile);
+const root = resolve(__dirname, '..');
+
+// Under the repository's node_modules, so the copies resolve the repository's dependencies.
+const work = mkdtempSync(join(root, 'node_modules', '.cache-lazy-aws-sdk-'));
+const esmLib = join(work, 'esm', 'lib');
+const driver = join(work, 'driver.mjs');
+
+const HOOK = `
+let port;
+export function initialize(data) { port = data.port; }
+export async function resolve(specifier, context, next) {
+  if (specifier.startsWith('@aws-sdk/client-bedrock-runtime')) port.postMessage(specifier);
+  return next(specifier, context);
+}`;
+
+// argv: mode (cjs | esm), package entry, case (plain | guardrail | deployment), the servers' URLs.
+const DRIVER = `
+import { createRequire, register } from 'node:module';
+import { MessageChannel } from 'node:worker_threads';
+import { createServer } from 'node:http';
+const [mode, entry, kind, openaiUrl, bedrockUrl, emulatorUrl] = process.argv.slice(2);
+const hooked = new Set();
+const { port1, port2 } = new MessageChannel();
+port1.on('message', (specifier) => hooked.add(specifier));
+port1.unref();
+register('data:text/javascript,' + encodeURIComponent(${JSON.stringify(HOOK)}), { data: { port: port2 }, transferList: [port2] });
+const require = createRequire(import.meta.url);
+const tick = () => new Promise((r) => setTimeout(r, 20));
+const loaded = async () => {
+  await tick(); // the hook's messages arrive on the event loop
+  return { cache: Object.keys(require.cache).some((f) => f.includes('@aws-sdk/client-bedrock-runtime')), hook: hooked.size > 0 };
+};
+const lib = mode === 'cjs' ? require(entry) : await import(entry);
+const out = { afterImport: await loaded() };
+const aws = { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'x' };
+const openai = { provider: 'openai', baseUrl: openaiUrl + '/v1', model: 'echo', apiKey: 'sk-test' };
+const bedrock = { provider: 'bedrock', baseUrl: bedrockUrl, region: 'us-east-1', model: 'normal', awsCredentials: aws };
+const guardrail = { guardrailIdentifier: 'gr1default', guardrailVersion: '1', region: 'us-east-1', endpoint: emulatorUrl, credentials: aws, maxAttempts: 1 };
+const gateway = lib.createGateway({
+  models: [{ name: 'chat', deployments: [kind === 'deployment' ? bedrock : openai] }],
+  ...(kind === 'guardrail' ? { guardrails: [guardrail] } : {}),
+  logger: lib.silentLogger,
+});
+out.afterCreate = await loaded();
+const express = require('express');
+const app = express();
+app.use(express.json());
+app.use(gateway);
+const server = createServer(app).listen(0, '127.0.0.1');
+await new Promise((r) => server.once('listening', r));
+const url = 'http://127.0.0.1:' + server.address().port + '/v1/chat/completions';
+out.answers = [];
+for (const stream of [false, true]) {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'chat', stream, messages: [{ role: 'user', content: 'hello there' }] }) });
+  const text = await res.text();
+  out.answers.push({ stream, status: res.status, complete: stream ? text.includes('data: [DONE]') : JSON.parse(text).choices?.length === 1 });
+}
+out.afterRequests = await loaded();
+server.close();
+await gateway.close();
+console.log(JSON.stringify(out));
+`;
+
+interface Probe {
+  cache: boolean;
+  hook: boolean;
+}
+interface Outcome {
+  afterImport: Probe;
+  afterCreate: Probe;
+  afterRequests: Probe;
+  answers: { stream: boolean; status: number; complete: boolean }[];
+}
+
+let openai: MockServer;
+let bedrock: MockBedrock;
+let emulator: BedrockEmulator;
+
+beforeAll(async () => {
+  cpSync(join(root, 'lib'), esmLib, { recursive: true });
+  writeFileSync(join(work, 'esm', 'package.json'), JSON.stringify({ type: 'module' }));
+  mkdirSync(work, { recursive: true });
+  writeFileSync(driver, DRIVER);
+  [openai, bedrock, emulator] = await Promise.all([startMockOpenAI({ name: 'mock' }), startMockBedrock(), startBedrockEmulator()]);
+});
+afterAll(async () => {
+  rmSync(work, { recursive: true, force: true });
+  await Promise.all([openai?.close(), bedrock?.close(), emulator?.close()]);
+});
+
+async function outcome(mode: 'cjs' | 'esm', kind: 'plain' | 'guardrail' | 'deployment'): Promise<Outcome> {
+  const entry = mode === 'cjs' ? join(root, 'lib', 'index.ts') : join(esmLib, 'index.ts');
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', driver, mode, entry, kind, openai.url, bedrock.url, emulator.url], {
+    cwd: root,
+    timeout: 30_000,
+  });
+  return JSON.parse(stdout.trim().split('\n').pop()!) as Outcome;
+}
+
+const allAnswered = [
+  { stream: false, status: 200, complete: true },
+  { stream: true, status: 200, complete: true },
+];
+const NONE: Probe = { cache: false, hook: false };
+
+describe.each(['cjs', 'esm'] as const)('%s build', (mode) => {
+  // CommonJS loads the SDK with require (it shows in require.cache, synchronously, and the ESM hook never
+  // sees it); ES modules with import() (the hook sees it; the SDK's CommonJS files may be what Node loads).
+  const sdkLoaded = (probe: Probe): boolean => (mode === 'cjs' ? probe.cache && !probe.hook : probe.hook);
+
+  it('a gateway without Bedrock never loads the AWS SDK, through import, creation and requests in both modes', async () => {
+    const result = await outcome(mode, 'plain');
+    expect(result.answers).toEqual(allAnswered);
+    expect(result.afterImport).toEqual(NONE);
+    expect(result.afterCreate).toEqual(NONE);
+    expect(result.afterRequests).toEqual(NONE);
+  }, 40_000);
+
+  it.each(['deployment', 'guardrail'] as const)('a Bedrock %s loads the SDK when the gateway is created, and its requests work', async (kind) => {
+    const result = await outcome(mode, kind);
+    expect(result.afterImport).toEqual(NONE);
+    if (mode === 'cjs') expect(sdkLoaded(result.afterCreate)).toBe(true);
+    expect(sdkLoaded(result.afterRequests)).toBe(true);
+    expect(result.answers).toEqual(allAnswered);
+  }, 40_000);
+});
