@@ -374,10 +374,17 @@ class Scan {
   private key(): string {
     this.string();
     const key = this.s.slice(this.strStart, this.strEnd);
-    if (this.strLength !== this.strEnd - this.strStart || key.includes('\\')) throw UNSURE;
+    if (this.strLength !== this.strEnd - this.strStart) throw UNSURE;
     this.ws();
     this.expect(COLON);
     return key;
+  }
+
+  /** The key of a member nothing reads (any spelling) and its colon. */
+  private memberName(): void {
+    this.string();
+    this.ws();
+    this.expect(COLON);
   }
 
   /** A string (true) or `null` (false); anything else is unsure. */
@@ -407,7 +414,7 @@ class Scan {
         this.i++;
       } else {
         for (;;) {
-          if (close === CLOSE_BRACE) this.key();
+          if (close === CLOSE_BRACE) this.memberName();
           this.value();
           this.ws();
           const next = s.charCodeAt(this.i++);
