@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { type Attempt, HEADER_REQUEST_ID, attemptHeaders } from './attempts.js';
 import { readJsonBody } from './body.js';
+import { endRequestTrace, isTracedRequest, requestChannel, traceRequest } from './diagnostics.js';
 import { type GatewayEvents, type ResponseEnding, summarize } from './events.js';
 import { type Logger, consoleLogger, withRedaction } from './logger.js';
 import { guardrailHeaders } from './guardrail/headers.js';
@@ -228,12 +229,13 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
     res.once('close', () => {
       if (!res.writableFinished) controller.abort(new ClientDisconnectedError());
       const ctx = req.llmGateway;
-      if (ctx && config.events?.onRequestEnd) {
+      if (ctx && (config.events?.onRequestEnd || isTracedRequest(ctx))) {
         const ending: ResponseEnding = { statusCode: res.statusCode, headersSent: res.headersSent, finished: res.writableFinished, at: performance.now() };
         // The abort above only starts the router's unwinding: the usage of the cut attempt is recorded once
         // it settled, so the summary waits for that (no timer: the abort makes every upstream call end).
         whenPipelineSettled(ctx, () => {
           const summary = summarize(ctx, ending);
+          endRequestTrace(ctx, summary);
           notify(config, 'onRequestEnd', () => config.events?.onRequestEnd?.(summary));
         });
       }
@@ -250,10 +252,12 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
         if (controller.signal.aborted) throw new ClientDisconnectedError();
         const body = validateChatCompletionRequest(validate, raw);
         const ctx = createContext(id, body, controller, res);
-        if (config.events?.onRequestEnd) pipelines.set(ctx, { pending: 0, onSettled: undefined });
+        const traced = requestChannel.hasSubscribers;
+        if (config.events?.onRequestEnd || traced) pipelines.set(ctx, { pending: 0, onSettled: undefined });
         req.llmGateway = ctx;
         if (config.events?.onRequestStart) notify(config, 'onRequestStart', () => config.events?.onRequestStart?.(ctx));
-        next();
+        if (traced) traceRequest(ctx, next);
+        else next();
       })
       .catch((err: unknown) => {
         // A body refused before it fully arrived (too slow, too large, undecodable) leaves the connection
@@ -280,7 +284,8 @@ const pipelines = new WeakMap<GatewayContext, PipelineState>();
 /**
  * Makes the request's summary (`onRequestEnd`) wait until `work` settled, so what `work` records on the
  * context (the usage of an attempt cut short by the client leaving) is in it. The router registers each
- * dispatch (the first and every fallback's). Nothing is tracked when nobody listens to `onRequestEnd`.
+ * dispatch (the first and every fallback's). Nothing is tracked when nobody listens to `onRequestEnd` and
+ * nobody traces the request.
  */
 export function holdSummaryUntil(ctx: GatewayContext, work: Promise<unknown>): void {
   const state = pipelines.get(ctx);

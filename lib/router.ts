@@ -28,6 +28,7 @@ import {
 import { assertCalledAsFactory } from './options.js';
 import { echoRequestId } from './request-id.js';
 import { malformedChunkReporter } from './malformed-chunks.js';
+import { attemptChannel, traceAttempt } from './diagnostics.js';
 import { createAdapter } from './providers/index.js';
 import type { Deployment, ProviderAdapter } from './providers/types.js';
 import { type ModelGroup, type ResolvedRouterConfig, type RouterOptions, parseRouterOptions } from './router-config.js';
@@ -224,9 +225,10 @@ class RouterEngine {
     kind: AttemptKind,
   ): Promise<void> {
     const key = deploymentKey(deployment);
-    const adapter = this.adapters.get(key)!;
     const record: Attempt = { group: group.name, deployment: deployment.id, provider: deployment.provider, kind, outcome: 'pending', latencyMs: 0 };
     ctx.attempts.push(record);
+    const trace = attemptChannel.hasSubscribers ? traceAttempt(ctx, record, deployment) : undefined;
+    const adapter = trace ? trace.observe(this.adapters.get(key)!) : this.adapters.get(key)!;
     const started = performance.now();
     const finished = this.balancer.track(deployment);
     const control = new UpstreamAttempt(state.abort.signal, deployment, ctx.stream);
@@ -250,6 +252,7 @@ class RouterEngine {
       this.recordFailure(key, error);
       throw error;
     } finally {
+      trace?.end(record, ctx.usage);
       control.dispose();
       finished();
     }

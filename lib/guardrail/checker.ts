@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import type { ApplyGuardrailCommandOutput, BedrockRuntimeClient, GuardrailUsage } from '@aws-sdk/client-bedrock-runtime';
 import { type Loading, bedrockSdk } from '../bedrock-sdk.js';
 import type { GatewayContext, GuardrailRecord } from '../context.js';
+import { type GuardrailTrace, guardrailChannel, traceGuardrail } from '../diagnostics.js';
 import { GuardrailUnavailableError, GuardrailViolationError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { type CheckedPiece, groupIntoCalls, joinPieces, splitText } from './limits.js';
@@ -68,28 +69,29 @@ export class GuardrailChecker {
    */
   async check(ctx: GatewayContext, source: GuardrailSource, texts: readonly string[], parent: AbortSignal, onMask: MaskHandling): Promise<Verdict> {
     const startedAt = performance.now();
+    const trace = guardrailChannel.hasSubscribers ? traceGuardrail(ctx, this.config.name, source, texts.length, parent) : undefined;
     let answer: ApplyGuardrailCommandOutput;
     let verdict: Decision;
     try {
       answer = await this.send(source, texts, parent);
       verdict = decide(answer, texts.length);
     } catch (err) {
-      this.record(ctx, source, 'ERROR', 0, startedAt);
+      this.record(ctx, source, 'ERROR', 0, startedAt, trace);
       if (parent.aborted) throw parent.reason;
       return this.failed(ctx, source, err);
     }
     this.recovered();
     const units = textUnitsOf(answer.usage);
     if (verdict.kind === 'block' || (verdict.kind === 'mask' && onMask === 'block')) {
-      this.record(ctx, source, 'BLOCKED', units, startedAt);
+      this.record(ctx, source, 'BLOCKED', units, startedAt, trace);
       throw this.violation(verdict.kind === 'block' ? verdict.message : undefined);
     }
     if (verdict.kind === 'mask' && onMask === 'apply') {
-      this.record(ctx, source, 'MASKED', units, startedAt);
+      this.record(ctx, source, 'MASKED', units, startedAt, trace);
       return verdict;
     }
     // A mask verdict accepted as is records NONE: the record says what was done to the text.
-    this.record(ctx, source, 'NONE', units, startedAt);
+    this.record(ctx, source, 'NONE', units, startedAt, trace);
     return PASS;
   }
 
@@ -139,8 +141,10 @@ export class GuardrailChecker {
     this.config.logger.info({ guardrail: this.config.name }, 'guardrail available again');
   }
 
-  private record(ctx: GatewayContext, source: GuardrailSource, action: GuardrailRecord['action'], units: number, startedAt: number): void {
-    ctx.guardrails.push({ guardrail: this.config.name, source, action, units, latencyMs: Math.round(performance.now() - startedAt) });
+  private record(ctx: GatewayContext, source: GuardrailSource, action: GuardrailRecord['action'], units: number, startedAt: number, trace?: GuardrailTrace): void {
+    const record: GuardrailRecord = { guardrail: this.config.name, source, action, units, latencyMs: Math.round(performance.now() - startedAt) };
+    ctx.guardrails.push(record);
+    trace?.end(record);
   }
 }
 

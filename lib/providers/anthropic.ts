@@ -75,7 +75,8 @@ export function createAnthropicAdapter(deployment: Deployment): ProviderAdapter 
     const model = upstreamModel(deployment, request.body);
     const body = JSON.stringify(toAnthropicRequest(request.body, model, defaultMaxTokens, streaming));
     const key = await credentialOf(deployment);
-    const headers = key === undefined ? baseHeaders : { ...baseHeaders, 'x-api-key': key };
+    const base = request.headers ? { ...baseHeaders, ...request.headers } : baseHeaders;
+    const headers = key === undefined ? base : { ...base, 'x-api-key': key };
     return client.post({ url, headers, body, signal: request.signal });
   }
 

@@ -77,7 +77,7 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
 
   async function send(request: UpstreamRequest, streaming: boolean): Promise<UpstreamResponse> {
     const key = await credentialOf(deployment);
-    const headers: Record<string, string> = { ...baseHeaders, 'x-request-id': request.requestId };
+    const headers: Record<string, string> = { ...baseHeaders, ...request.headers, 'x-request-id': request.requestId };
     if (key !== undefined) headers[target.keyHeader] = target.keyHeader === 'authorization' ? `Bearer ${key}` : key;
     const model = upstreamModel(deployment, request.body);
     const body = JSON.stringify(upstreamBody(request.body, target.sendsModel ? model : undefined, streaming));

@@ -118,6 +118,11 @@ export interface UpstreamRequest {
   /** The gateway request id, forwarded upstream as `x-request-id` where the provider accepts it. */
   requestId: string;
   /**
+   * Headers for this call only: trace context (`traceparent`, `tracestate`) added by a tracing subscriber
+   * (see `lib/diagnostics.ts`). Sent after the deployment's own headers; absent unless someone traces.
+   */
+  headers?: Readonly<Record<string, string>>;
+  /**
    * Told about every malformed event of a stream (see `MalformedChunkPolicy`): `reason` says what was
    * wrong ("not JSON"), never what the event held; `skipped` is false when the event ends the stream
    * (`error` policy; the adapter throws right after). The router logs and counts it.
