@@ -189,7 +189,8 @@ export function endRequestTrace(ctx: GatewayContext, summary: RequestSummary): v
   message.fallbacks = fallbacks;
   message.guardrailCalls = summary.guardrails.length;
   message.usage = tracedUsage(summary.usage);
-  if (summary.errorType !== undefined) message.error = new TracedFailure(summary.errorType, summary.status);
+  // The request's status is on the message: after commit the status line (200) says nothing of the failure.
+  if (summary.errorType !== undefined) message.error = new TracedFailure(summary.errorType, undefined);
   finish(requestChannel, message);
 }
 
