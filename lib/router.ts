@@ -69,8 +69,11 @@ const requests = new WeakMap<GatewayContext, Request>();
 
 /** Per-request router state, kept across re-dispatches (fallbacks) of the same request. */
 interface RequestState {
-  /** Aborts every attempt of the request: client gone, or a during-call check failed. */
-  readonly abort: AbortController;
+  /**
+   * Aborts every attempt of the request: client gone, or a during-call check failed. Without during-call
+   * checks that is the request's own signal (no controller of its own).
+   */
+  readonly abort: Pick<AbortController, 'signal' | 'abort'>;
   duringStarted: boolean;
   /** Epoch ms after which no new attempt starts (each attempt is bounded by its own total timeout). */
   readonly deadline: number;
@@ -195,11 +198,7 @@ class RouterEngine {
   private stateOf(ctx: GatewayContext): RequestState {
     let state = states.get(ctx);
     if (state) return state;
-    const abort = new AbortController();
-    const forward = (): void => abort.abort(ctx.signal.reason);
-    if (ctx.signal.aborted) forward();
-    else ctx.signal.addEventListener('abort', forward, { once: true });
-    state = { abort, duringStarted: false, deadline: Date.now() + this.config.deadlineMs };
+    state = { abort: requestAbort(ctx), duringStarted: false, deadline: Date.now() + this.config.deadlineMs };
     states.set(ctx, state);
     return state;
   }
@@ -303,6 +302,19 @@ class RouterEngine {
       this.config.logger.warn({ err: (err as Error).message }, 'state store write failed');
     }
   }
+}
+
+/**
+ * What ends every attempt of a request. Only a during-call check (registered by a middleware before the
+ * router, so known here) needs to end them without the client leaving; the other requests use their signal.
+ */
+function requestAbort(ctx: GatewayContext): RequestState['abort'] {
+  if (ctx.hooks.duringCall.length === 0) return { signal: ctx.signal, abort: (reason) => ctx.cancel(reason as Error) };
+  const abort = new AbortController();
+  const forward = (): void => abort.abort(ctx.signal.reason);
+  if (ctx.signal.aborted) forward();
+  else ctx.signal.addEventListener('abort', forward, { once: true });
+  return abort;
 }
 
 function noDeploymentError(group: ModelGroup, cooldownEndsAt: number | undefined): GatewayError {
