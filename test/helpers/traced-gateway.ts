@@ -6,6 +6,7 @@
  * end comes with it).
  */
 import { randomUUID } from 'node:crypto';
+import type { RequestHandler } from 'express';
 import { createGateway, silentLogger, type Gateway, type GatewayOptions, type RequestSummary } from '../../lib/index.js';
 import { startBedrockEmulator, startMockAnthropic, startMockOpenAI, type BedrockEmulator, type MockServer } from '../../lib/testing/index.js';
 import { chat, type ChatOutcome } from './chat.js';
@@ -39,7 +40,10 @@ export interface Played {
 
 const summaries = new Map<string, RequestSummary>();
 
-export async function startTracedGateway(): Promise<TracedGateway & { play(kase: Case, stream: boolean): Promise<Played> }> {
+/** `host`: a middleware mounted before the gateway (the app's own, e.g. one making a span active). */
+export async function startTracedGateway(
+  host?: RequestHandler,
+): Promise<TracedGateway & { play(kase: Case, stream: boolean, headers?: Record<string, string>): Promise<Played> }> {
   // Small chunks: a clean first output window is released (and commits) before the blocked one arrives.
   const [openai, anthropic, emulator]: [MockServer, MockServer, BedrockEmulator] = await Promise.all([
     startMockOpenAI({ chunks: 24 }),
@@ -80,15 +84,16 @@ export async function startTracedGateway(): Promise<TracedGateway & { play(kase:
     events: { onRequestEnd: (s) => summaries.set(s.requestId, s) },
   });
   const app = createApp();
+  if (host) app.use(host);
   app.use(gateway);
   const server: RunningServer = await listen(app);
 
-  async function play(kase: Case, stream: boolean): Promise<Played> {
+  async function play(kase: Case, stream: boolean, headers: Record<string, string> = {}): Promise<Played> {
     const requestId = randomUUID();
     const outcome = await chat(
       server.url,
       { model: kase, stream, messages: [{ role: 'user', content: kase === 'guarded' ? BLOCKED_PROMPT : PROMPT }] },
-      { headers: { 'x-request-id': requestId }, ...(kase === 'abort' ? { abortAfterMs: 250 } : {}) },
+      { headers: { ...headers, 'x-request-id': requestId }, ...(kase === 'abort' ? { abortAfterMs: 250 } : {}) },
     );
     for (let i = 0; i < 300 && !summaries.has(requestId); i++) await new Promise((r) => setTimeout(r, 10));
     const summary = summaries.get(requestId);
