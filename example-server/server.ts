@@ -13,6 +13,7 @@
  *   GATEWAY_API_KEYS      comma-separated keys; when set, everything but /health needs
  *                         `Authorization: Bearer <key>`
  *   SHUTDOWN_DEADLINE_MS  on SIGTERM/SIGINT, how long requests in flight may still run (default 10000)
+ *   OTEL                  `console`: print the gateway's OpenTelemetry spans (example-server/telemetry.ts)
  * The config file may reference any variable (`${OPENAI_API_KEY}`), plus MOCK_OPENAI_URL,
  * MOCK_ANTHROPIC_URL and BEDROCK_EMULATOR_URL, the embedded services.
  */
@@ -23,6 +24,7 @@ import express from 'express';
 import { createGateway, loadGatewayConfig, type ErrorBodyForm, type Gateway } from '../lib/index.js';
 import { apiKeyAuth, parseApiKeys } from './auth.js';
 import { startEmbeddedServices, type EmbeddedServices } from './mocks.js';
+import { startConsoleTelemetry } from './telemetry.js';
 import { walkthroughText } from './walkthrough.js';
 
 interface Settings {
@@ -31,6 +33,7 @@ interface Settings {
   host: string;
   apiKeys: string[];
   shutdownDeadlineMs: number;
+  otel: 'console' | undefined;
 }
 
 /** After the gateway drained, how long other connections (pass-through, idle keep-alive) get to finish. */
@@ -40,6 +43,7 @@ const ORPHAN_CHECK_MS = 250;
 
 async function main(): Promise<void> {
   const settings = readSettings(process.argv.slice(2), process.env);
+  if (settings.otel === 'console') startConsoleTelemetry();
   const services = await startEmbeddedServices();
   let gateway: Gateway;
   let server: Server;
@@ -81,7 +85,14 @@ function readSettings(args: string[], env: NodeJS.ProcessEnv): Settings {
     host: env['HOST'] || '127.0.0.1',
     apiKeys: parseApiKeys(env['GATEWAY_API_KEYS']),
     shutdownDeadlineMs: integerSetting(env, 'SHUTDOWN_DEADLINE_MS', 10_000, Number.MAX_SAFE_INTEGER),
+    otel: otelSetting(env['OTEL']),
   };
+}
+
+function otelSetting(value: string | undefined): 'console' | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (value !== 'console') throw new Error(`OTEL must be 'console' (or unset), got '${value}'.`);
+  return value;
 }
 
 /** `--config <file>` or `--config=<file>`. */

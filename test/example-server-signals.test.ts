@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { rawRequest } from './helpers/http.js';
 
 const ROOT = join(__dirname, '..');
-const SERVER_VARIABLES = ['PORT', 'HOST', 'GATEWAY_CONFIG', 'GATEWAY_API_KEYS', 'SHUTDOWN_DEADLINE_MS'];
+const SERVER_VARIABLES = ['PORT', 'HOST', 'GATEWAY_CONFIG', 'GATEWAY_API_KEYS', 'SHUTDOWN_DEADLINE_MS', 'OTEL'];
 
 function startWithNpm(): { url: Promise<string>; exited: Promise<number | string | null>; output: () => string; kill: (signal: NodeJS.Signals) => void } {
   const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !SERVER_VARIABLES.includes(name) && !name.startsWith('npm_')));

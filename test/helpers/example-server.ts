@@ -10,7 +10,7 @@ import type { RawResponse } from './http.js';
 const ROOT = join(__dirname, '..', '..');
 const READY = /listening on (http:\/\/\S+)/;
 /** Variables the server reads; the test's own environment must not leak into them. */
-const SERVER_VARIABLES = ['PORT', 'HOST', 'GATEWAY_CONFIG', 'GATEWAY_API_KEYS', 'SHUTDOWN_DEADLINE_MS'];
+const SERVER_VARIABLES = ['PORT', 'HOST', 'GATEWAY_CONFIG', 'GATEWAY_API_KEYS', 'SHUTDOWN_DEADLINE_MS', 'OTEL'];
 
 export interface ExampleServerProcess {
   child: ChildProcess;
