@@ -41,24 +41,23 @@ export function attemptHeaders(attempts: readonly Attempt[]): Record<string, str
   if (!last) return {};
   let retries = 0;
   let fallbacks = 0;
+  let log = '';
   for (const a of attempts) {
     if (a.kind === 'retry') retries++;
     else if (a.kind === 'fallback') fallbacks++;
+    log = log === '' ? describeAttempt(a) : `${log}, ${describeAttempt(a)}`;
   }
+  // Literal keys (the HEADER_* values above): a literal object is built from a template, computed keys are not.
   return {
-    [HEADER_GROUP]: last.group,
-    [HEADER_DEPLOYMENT]: last.deployment,
-    [HEADER_ATTEMPTS]: String(attempts.length),
-    [HEADER_RETRIES]: String(retries),
-    [HEADER_FALLBACKS]: String(fallbacks),
-    [HEADER_ATTEMPT_LOG]: attempts.map(describeAttempt).join(', '),
-  };
+    'x-gateway-model-group': last.group,
+    'x-gateway-deployment': last.deployment,
+    'x-gateway-attempts': String(attempts.length),
+    'x-gateway-retries': String(retries),
+    'x-gateway-fallbacks': String(fallbacks),
+    'x-gateway-attempt-log': log,
+  } satisfies Record<typeof HEADER_GROUP | typeof HEADER_DEPLOYMENT | typeof HEADER_ATTEMPTS | typeof HEADER_RETRIES | typeof HEADER_FALLBACKS | typeof HEADER_ATTEMPT_LOG, string>;
 }
 
-/**
- * A failed attempt shows its status and type. A pending one shows 200: headers go out at commit, which
- * happens only once that attempt's upstream answered with content.
- */
 function describeAttempt(a: Attempt): string {
   const failed = a.outcome === 'error' || a.outcome === 'aborted';
   return `${a.group}/${a.deployment}:${failed ? `${a.status ?? 0}:${a.errorType ?? 'error'}` : '200'}`;

@@ -338,7 +338,8 @@ function createContext(
     attempts,
     guardrails,
     hooks: { duringCall: [], output: [] },
-    writer: new ResponseWriter(res, () => ({ ...attemptHeaders(attempts), ...guardrailHeaders(guardrails) })),
+    // The writer copies these into the status line's headers: no intermediate object without guardrail records.
+    writer: new ResponseWriter(res, () => (guardrails.length === 0 ? attemptHeaders(attempts) : { ...attemptHeaders(attempts), ...guardrailHeaders(guardrails) })),
     usage: undefined,
   };
 }
