@@ -36,12 +36,12 @@ export class ServerProcess {
    * Forks `bench/servers/<script>` and waits for it to listen. Resolves with `{ skipped }` when the
    * setup reported that a piece it needs is not available.
    */
-  static start(label: string, script: string, args: string[]): Promise<ServerProcess | { skipped: string }> {
+  static start(label: string, script: string, args: string[], execArgv: string[] = []): Promise<ServerProcess | { skipped: string }> {
     const profileDir = process.env.BENCH_PROFILE;
     // One folder per server; tsx's loader thread writes its own (small) profile beside the main thread's.
     const profile = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${resolve(profileDir, label.replace(/[^\w+-]+/g, '_'))}`] : [];
     const child = fork(resolve(SERVERS_DIR, script), args, {
-      execArgv: ['--import', 'tsx', '--expose-gc', ...profile],
+      execArgv: ['--import', 'tsx', '--expose-gc', ...profile, ...execArgv],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       // The AWS SDK's notice that it will need Node 22 from 2027 says nothing about this run.
       env: { ...process.env, NODE_ENV: 'production', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },

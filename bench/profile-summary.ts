@@ -21,6 +21,8 @@ interface ProfileNode {
 }
 
 export interface CpuProfile {
+  /** Set by the bench's profile pass when lib/ positions were mapped back to source lines. */
+  sourceMapped?: boolean;
   nodes: ProfileNode[];
   samples: number[];
   timeDeltas: number[];
@@ -58,10 +60,11 @@ export function summarizeProfile(profile: CpuProfile, libPrefix = LIB_URL_PREFIX
     const frame = byId.get(id)!.callFrame;
     total += us;
     const module = moduleOf(frame.url, frame.functionName);
-    // Files of lib/ and bench/ run through tsx: the profile's line numbers are the transpiled code's, so
-    // they are left out (same-named functions of one file add up); packages keep theirs.
+    // Files of lib/ and bench/ run through tsx, compiled to a line or two: unless the bench mapped the
+    // profile back to sources (`sourceMapped`), their line numbers mean nothing and are left out
+    // (same-named functions of one file then add up); packages keep theirs.
     const local = /\/(lib|bench)\//.test(frame.url) && !frame.url.includes('node_modules');
-    const name = `${frame.functionName || '(anonymous)'} ${shortUrl(frame.url)}${local ? '' : `:${frame.lineNumber + 1}`}`;
+    const name = `${frame.functionName || '(anonymous)'} ${shortUrl(frame.url)}${local && !profile.sourceMapped ? '' : `:${frame.lineNumber + 1}`}`;
     byFunction.set(name, (byFunction.get(name) ?? 0) + us);
     byModule.set(module, (byModule.get(module) ?? 0) + us);
     if (frame.url.startsWith(libPrefix)) gateway.set(name, (gateway.get(name) ?? 0) + us);

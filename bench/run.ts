@@ -141,7 +141,12 @@ async function main(): Promise<void> {
     guardrail.roundTripP50Ms = await guardrailRoundTrip(emulator.url);
     log(`\nguardrail round trip (ApplyGuardrail, ${GUARDRAIL_WINDOW_CHARS} chars, plain HTTP from the client): p50 ${guardrail.roundTripP50Ms.toFixed(2)} ms`);
   }
-  const profiles = config.profile ? await profilePass(config, mock, emulator) : undefined;
+  const profiles = config.profile
+    ? await profilePass(config, mock, emulator).catch((err: unknown) => {
+        log(`  profile pass failed: ${(err as Error).message}`);
+        return undefined;
+      })
+    : undefined;
   await emulator?.stop();
   await mock.stop();
 
@@ -228,7 +233,8 @@ function cgroupCpus(): string {
 async function profilePass(config: Config, mock: ServerProcess, emulator: ServerProcess | undefined): Promise<ProfileResult[] | undefined> {
   const setup = setupNamed('router');
   log(`\n## profile: router @50, V8 profiler on, ${config.cellS} s a mode`);
-  const target = await startTarget(setup, mock, emulator);
+  // Source maps on (this process only): the profile's positions in lib/ are mapped back to source lines.
+  const target = await startTarget(setup, mock, emulator, ['--enable-source-maps']);
   if (!(target instanceof ServerProcess)) {
     log(`  not profiled: ${target === 'direct' ? 'no server' : target.reason}`);
     return undefined;
@@ -264,12 +270,12 @@ async function started(starting: Promise<ServerProcess | { skipped: string }>): 
 type TargetProblem = { status: 'skipped' | 'failed'; reason: string };
 
 /** Starts the setup's server process; the references must start, a gateway setup may be skipped or fail. */
-async function startTarget(setup: Setup, mock: ServerProcess, emulator: ServerProcess | undefined): Promise<ServerProcess | 'direct' | TargetProblem> {
+async function startTarget(setup: Setup, mock: ServerProcess, emulator: ServerProcess | undefined, execArgv: string[] = []): Promise<ServerProcess | 'direct' | TargetProblem> {
   if (setup.kind === 'direct') return 'direct';
   if (setup.kind === 'baseline') return started(ServerProcess.start('baseline', 'baseline.ts', [mock.url]));
   try {
     const args = [setup.name, mock.url, ...(emulator ? [emulator.url] : [])];
-    const result = await ServerProcess.start(setup.name, 'gateway.ts', args);
+    const result = await ServerProcess.start(setup.name, 'gateway.ts', args, execArgv);
     return result instanceof ServerProcess ? result : { status: 'skipped', reason: result.skipped };
   } catch (err) {
     return { status: 'failed', reason: (err as Error).message };
