@@ -137,9 +137,9 @@ export interface GuardrailMessage {
   error?: TracedFailure;
 }
 
-export const requestChannel = tracingChannel<unknown, RequestMessage>(REQUEST_CHANNEL);
-export const attemptChannel = tracingChannel<unknown, AttemptMessage>(ATTEMPT_CHANNEL);
-export const guardrailChannel = tracingChannel<unknown, GuardrailMessage>(GUARDRAIL_CHANNEL);
+export const requestChannel = tracingChannel<object, RequestMessage>(REQUEST_CHANNEL);
+export const attemptChannel = tracingChannel<object, AttemptMessage>(ATTEMPT_CHANNEL);
+export const guardrailChannel = tracingChannel<object, GuardrailMessage>(GUARDRAIL_CHANNEL);
 
 /** The traced requests' messages (kept off the context, which users log). */
 const requestMessages = new WeakMap<GatewayContext, RequestMessage>();
@@ -263,7 +263,7 @@ export function traceGuardrail(ctx: GatewayContext, guardrail: string, source: '
   };
 }
 
-function finish<T extends object & { error?: TracedFailure }>(channel: TracingChannel<unknown, T>, message: T): void {
+function finish<T extends object & { error?: TracedFailure }>(channel: TracingChannel<object, T>, message: T): void {
   if (message.error) channel.error.publish(message);
   channel.asyncStart.publish(message);
   channel.asyncEnd.publish(message);

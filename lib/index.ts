@@ -74,5 +74,7 @@ export type { PassThroughOptions } from './passthrough.js';
 export { bedrockGuardrail, guardrailHeaders, HEADER_GUARDRAIL, HEADER_GUARDRAIL_UNITS } from './bedrock-guardrail.js';
 export type { BedrockGuardrailOptions, GuardrailHook, GuardrailStreamingOptions, StreamingMode } from './bedrock-guardrail.js';
 export type { GatewayEvents, RequestSummary } from './events.js';
+export { ATTEMPT_CHANNEL, GUARDRAIL_CHANNEL, REQUEST_CHANNEL, TracedFailure } from './diagnostics.js';
+export type { AttemptMessage, GuardrailMessage, RequestMessage, TracedUsage } from './diagnostics.js';
 export { combineEvents, prometheusMetrics } from './metrics.js';
 export type { GatewayMetrics, PrometheusMetricsOptions } from './metrics.js';

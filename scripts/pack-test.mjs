@@ -3,8 +3,9 @@
 //     typesVersions, exports) are in it; no source map (or sourceMappingURL comment) points at a file that
 //     is not shipped, and no map lacks the text of a source it names (lib/*.ts is not published).
 //  2. Installed into a fresh CommonJS project (Express 4, @types/node 20: the oldest supported) and a fresh
-//     ESM project (Express 5, @types/node 26): every entry point loads — `.`, `/testing`, `/redis` and the
-//     JSON Schema — and one real request goes through context → route → error writer over loopback HTTP.
+//     ESM project (Express 5, @types/node 26): every entry point loads — `.`, `/testing`, `/redis`, `/otel`
+//     and the JSON Schema — and one real request goes through context → route → error writer over loopback
+//     HTTP.
 //  3. A TypeScript consumer importing every entry point type-checks against the published .d.ts files
 //     under moduleResolution `node10` (the default for `module: commonjs`), `node16` and `bundler`, in both
 //     projects, and each setting picks the declaration flavour Node or a bundler would (dist/cjs for
@@ -92,6 +93,8 @@ console.log(
 const smoke = (kind, importLines) => `${importLines}
 if (typeof startBedrockEmulator !== 'function' || typeof startMockOpenAI !== 'function') throw new Error('testing entry point incomplete');
 if (typeof RedisStore !== 'function') throw new Error('redis entry point incomplete');
+if (typeof instrumentGateway !== 'function') throw new Error('otel entry point incomplete');
+instrumentGateway().stop();
 if (schema.title !== 'express-llm-gateway configuration') throw new Error('JSON schema entry point wrong');
 const app = express();
 app.post('/v1/chat/completions', gatewayContext(), (req, res, next) => {
@@ -116,6 +119,7 @@ const runtimeImports = {
 const { gatewayContext, getContext, sseErrorWriter, GuardrailViolationError } = require('express-llm-gateway');
 const { startBedrockEmulator, startMockOpenAI } = require('express-llm-gateway/testing');
 const { RedisStore } = require('express-llm-gateway/redis');
+const { instrumentGateway } = require('express-llm-gateway/otel');
 const schema = require('express-llm-gateway/gateway-config.schema.json');`,
   // The schema is resolved through the exports map and read, the way an editor or a validator uses it
   // (importing JSON is still experimental on Node 20).
@@ -125,6 +129,7 @@ import { createRequire } from 'node:module';
 import { gatewayContext, getContext, sseErrorWriter, GuardrailViolationError } from 'express-llm-gateway';
 import { startBedrockEmulator, startMockOpenAI } from 'express-llm-gateway/testing';
 import { RedisStore } from 'express-llm-gateway/redis';
+import { instrumentGateway } from 'express-llm-gateway/otel';
 const schema = JSON.parse(readFileSync(new URL(import.meta.resolve('express-llm-gateway/gateway-config.schema.json')), 'utf8'));
 const require = createRequire(import.meta.url);`,
 };
@@ -142,25 +147,30 @@ app.use(sseErrorWriter({ errorBodyForm: form }));
 let store: RedisStore | undefined;
 const storeOptions: Partial<RedisStoreOptions> = {};
 const title: string = schema.title;
-void [store, storeOptions, title, startBedrockEmulator, startMockOpenAI];
+const telemetryOptions: GatewayTelemetryOptions = { propagateTraceContext: false };
+void [store, storeOptions, title, startBedrockEmulator, startMockOpenAI, instrumentGateway(telemetryOptions)];
 `;
 const esImports = (jsonAttributes) => `import express from 'express';
 import { gatewayContext, getContext, sseErrorWriter, GuardrailViolationError, type GatewayContext, type ErrorBodyForm } from 'express-llm-gateway';
 import { startBedrockEmulator, startMockOpenAI } from 'express-llm-gateway/testing';
 import { RedisStore, type RedisStoreOptions } from 'express-llm-gateway/redis';
+import { instrumentGateway, type GatewayTelemetryOptions } from 'express-llm-gateway/otel';
 import schema from 'express-llm-gateway/gateway-config.schema.json'${jsonAttributes ? ` with { type: 'json' }` : ''};`;
 // CommonJS under a bundler (module: preserve): `import … = require()` takes the "require" condition.
 const requireImports = `import express = require('express');
 import gateway = require('express-llm-gateway');
 import testing = require('express-llm-gateway/testing');
 import redis = require('express-llm-gateway/redis');
+import otel = require('express-llm-gateway/otel');
 import schema = require('express-llm-gateway/gateway-config.schema.json');
 const { gatewayContext, getContext, sseErrorWriter, GuardrailViolationError } = gateway;
 const { startBedrockEmulator, startMockOpenAI } = testing;
 type GatewayContext = gateway.GatewayContext;
 type ErrorBodyForm = gateway.ErrorBodyForm;
 type RedisStore = redis.RedisStore;
-type RedisStoreOptions = redis.RedisStoreOptions;`;
+type RedisStoreOptions = redis.RedisStoreOptions;
+const { instrumentGateway } = otel;
+type GatewayTelemetryOptions = otel.GatewayTelemetryOptions;`;
 
 // [name, compilerOptions, consumer source, declaration flavour expected]; `module` is set to what each
 // setting needs (NodeNext for the import attribute an ESM JSON import needs at run time).
@@ -185,7 +195,7 @@ for (const [kind, project] of Object.entries(projects)) {
   const dir = join(work, kind);
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: `consumer-${kind}`, private: true, type: project.type }));
-  npm(['install', '--silent', '--no-audit', '--no-fund', '--prefer-offline', tarball, 'ioredis@^5', ...project.deps], dir);
+  npm(['install', '--silent', '--no-audit', '--no-fund', '--prefer-offline', tarball, 'ioredis@^5', '@opentelemetry/api@^1.9', ...project.deps], dir);
 
   const file = kind === 'esm' ? 'smoke.mjs' : 'smoke.cjs';
   writeFileSync(join(dir, file), smoke(kind, runtimeImports[kind]));
@@ -213,7 +223,7 @@ for (const [kind, project] of Object.entries(projects)) {
     }
     const ours = listed.split('\n').filter((f) => f.startsWith(installed + '/'));
     const flavours = new Set(ours.filter((f) => f.endsWith('.d.ts')).map((f) => relative(installed, f).split(/[\\/]/)[0]));
-    for (const entry of ['index.d.ts', 'testing/index.d.ts', 'redis.d.ts']) {
+    for (const entry of ['index.d.ts', 'testing/index.d.ts', 'redis.d.ts', 'otel.d.ts']) {
       if (!ours.includes(join(installed, flavour, entry))) fail(`${kind}/${name}: dist/${flavour}/${entry} was not loaded`);
     }
     if (!ours.includes(join(installed, 'gateway-config.schema.json'))) fail(`${kind}/${name}: the JSON schema was not loaded`);
