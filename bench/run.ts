@@ -83,7 +83,7 @@ async function main(): Promise<void> {
   if (loadBefore[0]! > cpus().length * 0.5) {
     log(`WARNING: load average ${loadBefore[0]!.toFixed(1)} on ${cpus().length} cores before the run: other processes compete for CPU, so absolute numbers are low and noisy (ratios suffer less)`);
   }
-  log(`${config.cellS} s a cell, ${config.warmupS} s warm-up per setup and mode at 50 connections; modes ${MODES.join(', ')}; connections ${config.connections.join(', ')}; ${setups.length} targets`);
+  log(`${config.cellS} s a cell, ${config.warmupS} s warm-up per setup and mode at 50 connections; modes ${MODES.join(', ')}; connections ${config.connections.join(', ')}; ${setups.length} setups`);
 
   // Loading the package first, while no server runs (a fresh process each time; builds dist/ if stale).
   let importTiming: ImportTiming | undefined;
