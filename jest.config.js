@@ -3,10 +3,12 @@ module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
-  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json', diagnostics: false }] },
+  transform: { '^.+\\.c?ts$': ['ts-jest', { tsconfig: 'tsconfig.json', diagnostics: false }] },
+  // lib/require.cts: always CommonJS (see there), imported as './require.cjs'.
+  moduleFileExtensions: ['js', 'mjs', 'cjs', 'jsx', 'ts', 'tsx', 'cts', 'json', 'node'],
   // Sources import each other with the `.js` extension the ESM build needs; map it back for ts-jest.
   moduleNameMapper: {
-    '^(\\.{1,2}/.*)\\.js$': '$1',
+    '^(\\.{1,2}/.*)\\.c?js$': '$1',
     // The README's examples import the package by name, as users do (test/readme-testing-example.test.ts).
     '^express-llm-gateway$': '<rootDir>/lib/index.ts',
     '^express-llm-gateway/testing$': '<rootDir>/lib/testing/index.ts',

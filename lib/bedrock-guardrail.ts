@@ -18,7 +18,7 @@ import { type InputSpot, inputSpotsOf, maskedMessages } from './guardrail/extrac
 import { type Pack, packTexts, unpack } from './guardrail/limits.js';
 import { type Replacement, maskedSpans } from './guardrail/masking.js';
 import { type StreamingMode, outputHook } from './guardrail/output-filters.js';
-import { type Loading, withBedrockSdk } from './bedrock-sdk.js';
+import { bedrockSdk } from './bedrock-sdk.js';
 import { type Logger, consoleLogger, withRedaction } from './logger.js';
 import { registerSecret } from './redact.js';
 import { GatewayConfigError, assertCalledAsFactory, definedOnly, optionsValidator } from './options.js';
@@ -275,23 +275,24 @@ function parseStreaming(given: GuardrailStreamingOptions | undefined): Required<
  * warns otherwise), so a stuck attempt is retried within the `timeoutMs` budget.
  * The options are checked here, when the factory runs; the SDK is loaded here too, not at the first check.
  */
-function clientFrom(given: Partial<BedrockGuardrailOptions>): Loading<BedrockRuntimeClient> {
+function clientFrom(given: Partial<BedrockGuardrailOptions>): BedrockRuntimeClient {
   if (given.client !== undefined) {
-    const client = given.client;
-    if (typeof (client as { send?: unknown }).send !== 'function') {
+    if (typeof (given.client as { send?: unknown }).send !== 'function') {
       throw new GatewayConfigError('bedrockGuardrail.client', 'expected a BedrockRuntimeClient.');
     }
     const conflicting = CLIENT_OPTIONS.find((key) => given[key] !== undefined);
     if (conflicting) throw new GatewayConfigError(`bedrockGuardrail.${conflicting}`, 'cannot be combined with client; configure the client instead.');
     // The checker's commands come from the SDK.
-    return withBedrockSdk(() => client);
+    bedrockSdk();
+    return given.client;
   }
   if (given.region === undefined) throw new GatewayConfigError('bedrockGuardrail.region', 'is required unless a client is given.');
   const staticCredentials = typeof given.credentials === 'object' ? given.credentials : undefined;
   registerSecret(staticCredentials?.secretAccessKey);
   registerSecret(staticCredentials?.sessionToken);
   const maxAttempts = given.maxAttempts ?? 2;
-  return withBedrockSdk(({ BedrockRuntimeClient, NodeHttpHandler }) => new BedrockRuntimeClient({
+  const { BedrockRuntimeClient, NodeHttpHandler } = bedrockSdk();
+  return new BedrockRuntimeClient({
     region: given.region,
     ...(given.endpoint === undefined ? {} : { endpoint: given.endpoint }),
     // A copy of static credentials: the SDK tags the object it is given (`$source`) on first use, which would
@@ -304,7 +305,7 @@ function clientFrom(given: Partial<BedrockGuardrailOptions>): Loading<BedrockRun
       requestTimeout: Math.ceil((given.timeoutMs ?? DEFAULT_TIMEOUT_MS) / maxAttempts),
       throwOnRequestTimeout: true,
     }),
-  }));
+  });
 }
 
 /**

@@ -7,7 +7,9 @@
  */
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import express, { type ErrorRequestHandler, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import type * as Express from 'express';
+import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express';
+import { requireDependency } from './require.cjs';
 import { bedrockGuardrail } from './bedrock-guardrail.js';
 import { type GatewayContext, claimRequest, gatewayContext, getContext } from './context.js';
 import type { GatewayEvents } from './events.js';
@@ -123,7 +125,8 @@ export function createGateway(options: GatewayOptions): Gateway {
     next();
   };
 
-  const routes = express.Router();
+  // Express is the host app's (a peer dependency): loaded here, where it is used, rather than with the package.
+  const routes = (requireDependency('express') as typeof Express).Router();
   routes.post(CHAT_COMPLETIONS_PATH, atPath({ gatewayContext: 'context' }, () => gatewayContext({ ...config.context, logger, ...(allEvents ? { events: allEvents } : {}) })), track, ...guardrails, router, fallback);
   routes.get('/v1/models', router.listModels);
   // Before the pass-through: another method on a path the gateway interprets is never proxied.

@@ -7,7 +7,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import type * as Yaml from 'yaml';
+import { requireDependency } from './require.cjs';
 import type { ErrorBodyForm } from './errors.js';
 import { ERROR_BODY_FORMS } from './errors.js';
 import { type FallbackMap, continuationSchema, fallbackLimitsSchema, fallbackMapSchema } from './fallback-handler.js';
@@ -203,7 +204,8 @@ export function loadGatewayConfig(file: string, options: LoadConfigOptions = {})
 export function parseGatewayConfig(text: string, format: 'yaml' | 'json', options: LoadConfigOptions = {}): GatewayFileConfig {
   let raw: unknown;
   try {
-    raw = format === 'json' ? JSON.parse(text) : parseYaml(text);
+    // yaml is loaded by the first YAML config rather than with the package.
+    raw = format === 'json' ? JSON.parse(text) : (requireDependency('yaml') as typeof Yaml).parse(text);
   } catch (err) {
     throw new GatewayConfigError('config', `not valid ${format.toUpperCase()}: ${(err as Error).message}`);
   }

@@ -6,7 +6,9 @@
  * to a configured group (`'unknown'` otherwise).
  */
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type * as PromClient from 'prom-client';
+import type { Registry } from 'prom-client';
+import { requireDependency } from './require.cjs';
 import type { Attempt } from './attempts.js';
 import type { GatewayContext, GuardrailRecord } from './context.js';
 import type { GatewayEvents, RequestSummary } from './events.js';
@@ -94,7 +96,7 @@ function parseMetricsOptions(options: PrometheusMetricsOptions | undefined): Res
     throw new GatewayConfigError('prometheusMetrics.buckets', 'expected increasing bounds in seconds, e.g. [0.1, 0.5, 1, 5].');
   }
   const prefix = given.prefix ?? 'llm_gateway_';
-  const registry = given.registry ?? new Registry();
+  const registry = given.registry ?? new (promClient().Registry)();
   if (registry.getSingleMetric(`${prefix}requests_total`)) {
     throw new GatewayConfigError('prometheusMetrics.registry', `it already holds gateway metrics with the prefix '${prefix}'; give each gateway its own prefix or registry.`);
   }
@@ -107,6 +109,11 @@ function parseMetricsOptions(options: PrometheusMetricsOptions | undefined): Res
   };
 }
 
+/** prom-client, loaded by the first `prometheusMetrics()` call rather than with the package. */
+function promClient(): typeof PromClient {
+  return requireDependency('prom-client') as typeof PromClient;
+}
+
 /** Duck-typed: the app's registry may come from its own copy of prom-client, which `instanceof` would reject. */
 function isRegistry(value: unknown): value is Registry {
   const candidate = value as Partial<Registry>;
@@ -115,6 +122,7 @@ function isRegistry(value: unknown): value is Registry {
 
 /** The instruments, created once per `prometheusMetrics()` call and registered in its registry only. */
 function createInstruments({ registry, prefix, buckets }: ResolvedMetricsOptions) {
+  const { Counter, Gauge, Histogram } = promClient();
   const registers = [registry];
   const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]) =>
     new Counter<L>({ name: prefix + name, help, labelNames, registers });
@@ -149,7 +157,7 @@ export function prometheusMetrics(options?: PrometheusMetricsOptions): GatewayMe
   assertCalledAsFactory(options, 'prometheusMetrics');
   const config = parseMetricsOptions(options);
   const instruments = createInstruments(config);
-  if (config.collectDefaultMetrics) collectDefaultMetrics({ register: config.registry, prefix: config.prefix });
+  if (config.collectDefaultMetrics) promClient().collectDefaultMetrics({ register: config.registry, prefix: config.prefix });
   return {
     events: metricsEvents(instruments, config),
     registry: config.registry,

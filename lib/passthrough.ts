@@ -8,7 +8,8 @@ import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpH
 import type { Socket } from 'node:net';
 import { pipeline } from 'node:stream';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { createProxyMiddleware, fixRequestBody } from 'http-proxy-middleware';
+import type * as ProxyMiddleware from 'http-proxy-middleware';
+import { requireDependency } from './require.cjs';
 import {
   BadRequestError,
   ConnectionError,
@@ -131,6 +132,8 @@ export function passThrough(options: PassThroughOptions): RequestHandler {
   const exchanges = new WeakMap<IncomingMessage, Exchange>();
   const fail = (res: ServerResponse, error: GatewayError): void => new ResponseWriter(res).fail(error, form);
 
+  // Loaded by the first passThrough() rather than with the package.
+  const { createProxyMiddleware, fixRequestBody } = requireDependency('http-proxy-middleware') as typeof ProxyMiddleware;
   const proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
     target: given.target,
     changeOrigin: true,

@@ -5,7 +5,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { ApplyGuardrailCommandOutput, BedrockRuntimeClient, GuardrailUsage } from '@aws-sdk/client-bedrock-runtime';
-import { type Loading, bedrockSdk } from '../bedrock-sdk.js';
+import { bedrockSdk } from '../bedrock-sdk.js';
 import type { GatewayContext, GuardrailRecord } from '../context.js';
 import { type GuardrailTrace, guardrailChannel, traceGuardrail } from '../diagnostics.js';
 import { GuardrailUnavailableError, GuardrailViolationError } from '../errors.js';
@@ -25,8 +25,7 @@ export type Verdict = { kind: 'pass' } | { kind: 'mask'; outputs: string[]; repl
 export type MaskHandling = 'apply' | 'block' | 'pass';
 
 export interface CheckerConfig {
-  /** The client, or (ES modules) the promise of it while the SDK loads. */
-  client: Loading<BedrockRuntimeClient>;
+  client: BedrockRuntimeClient;
   guardrailIdentifier: string;
   guardrailVersion: string;
   name: string;
@@ -105,14 +104,13 @@ export class GuardrailChecker {
   }
 
   private async send(source: GuardrailSource, texts: readonly string[], parent: AbortSignal): Promise<ApplyGuardrailCommandOutput> {
-    const [{ ApplyGuardrailCommand }, client] = await Promise.all([bedrockSdk(), this.config.client]);
-    const command = new ApplyGuardrailCommand({
+    const command = new (bedrockSdk().ApplyGuardrailCommand)({
       guardrailIdentifier: this.config.guardrailIdentifier,
       guardrailVersion: this.config.guardrailVersion,
       source,
       content: texts.map((text) => ({ text: { text } })),
     });
-    return withDeadline(parent, this.config.timeoutMs, (abortSignal) => client.send(command, { abortSignal }));
+    return withDeadline(parent, this.config.timeoutMs, (abortSignal) => this.config.client.send(command, { abortSignal }));
   }
 
   private violation(guardrailMessage: string | undefined): GuardrailViolationError {

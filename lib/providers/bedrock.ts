@@ -27,7 +27,7 @@ import type {
   ToolConfiguration,
   ToolUseBlock,
 } from '@aws-sdk/client-bedrock-runtime';
-import { type BedrockSdk, type Loading, withBedrockSdk } from '../bedrock-sdk.js';
+import { type BedrockSdk, bedrockSdk } from '../bedrock-sdk.js';
 import {
   AuthenticationError,
   BadRequestError,
@@ -74,22 +74,23 @@ const DEFAULT_MAX_TOKENS = 4096;
 export function createBedrockAdapter(deployment: Deployment, options: BedrockAdapterOptions = {}): ProviderAdapter {
   const ownsClient = options.client === undefined;
   // The SDK is loaded now (a given client needs its command classes too), not with the first request.
-  const ready: Loading<BedrockCall> = withBedrockSdk((sdk) => ({ sdk, client: options.client ?? createBedrockClient(sdk, deployment) }));
+  const sdk = bedrockSdk();
+  const client = options.client ?? createBedrockClient(sdk, deployment);
+  const call: BedrockCall = { sdk, client };
   return {
     provider: 'bedrock',
     async complete(request) {
       const input = toConverseInput(request.body, deployment);
       try {
-        const { sdk, client } = await ready;
         const output = await client.send(withHeaders(new sdk.ConverseCommand(input), deployment.headers), { abortSignal: request.signal });
         return toChatCompletion(output, input.modelId!);
       } catch (err) {
         throw callFailure(err, request.signal, deployment);
       }
     },
-    stream: (request) => streamCompletion(ready, deployment, request),
+    stream: (request) => streamCompletion(call, deployment, request),
     async close() {
-      if (ownsClient) (await ready).client.destroy();
+      if (ownsClient) client.destroy();
     },
   };
 }
@@ -358,7 +359,7 @@ function toToolCall(toolUse: ToolUseBlock): ToolCall {
 // CRC, a payload that is not JSON) fails inside the SDK's iterator, which cannot be resumed after it throws.
 
 async function* streamCompletion(
-  ready: Loading<BedrockCall>,
+  { sdk, client }: BedrockCall,
   deployment: Deployment,
   request: UpstreamRequest,
 ): AsyncGenerator<ChatCompletionChunk> {
@@ -366,7 +367,6 @@ async function* streamCompletion(
   const input = toConverseInput(request.body, deployment);
   let events: AsyncIterable<ConverseStreamOutput>;
   try {
-    const { sdk, client } = await ready;
     // The SDK reads the first event before `send` resolves, so an exception as the first event throws here.
     const output = await client.send(withHeaders(new sdk.ConverseStreamCommand(input), deployment.headers), { abortSignal: signal });
     if (output.stream === undefined) throw new UpstreamError('Bedrock: ConverseStream answered without an event stream.');

@@ -11,7 +11,9 @@
  *   headers/body timeouts are only a generous backstop against a caller that never aborts.
  */
 import type { Readable } from 'node:stream';
-import { Agent, request, type Dispatcher } from 'undici';
+import type * as Undici from 'undici';
+import type { Dispatcher } from 'undici';
+import { requireDependency } from '../require.cjs';
 import { ConnectionError, GatewayError, InternalError, TimeoutError, UpstreamCredentialsError, UpstreamError } from '../errors.js';
 import { asGatewayCredentialFailure, classifyUpstreamError } from './classify.js';
 import { registerSecret } from '../redact.js';
@@ -60,6 +62,8 @@ const ERROR_BODY_LIMIT = 64 * 1024;
 const KEEP_ALIVE_MS = 4_000;
 
 export function createUpstreamClient(options: UpstreamClientOptions): UpstreamClient {
+  // Loaded by the first adapter rather than with the package.
+  const { Agent, request } = requireDependency('undici') as typeof Undici;
   const agent = new Agent({
     connections: options.connections ?? null,
     keepAliveTimeout: KEEP_ALIVE_MS,
