@@ -4,11 +4,12 @@ module.exports = {
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.c?ts$': ['ts-jest', { tsconfig: 'tsconfig.json', diagnostics: false }] },
-  // lib/require.cts: always CommonJS (see there), imported as './require.cjs'.
   moduleFileExtensions: ['js', 'mjs', 'cjs', 'jsx', 'ts', 'tsx', 'cts', 'json', 'node'],
   // Sources import each other with the `.js` extension the ESM build needs; map it back for ts-jest.
   moduleNameMapper: {
-    '^(\\.{1,2}/.*)\\.c?js$': '$1',
+    '^(\\.{1,2}/.*)\\.js$': '$1',
+    // lib/require.cts is always CommonJS (see there); sources import it as './require.cjs'.
+    '^(\\.{1,2}/)+require\\.cjs$': '<rootDir>/lib/require.cts',
     // The README's examples import the package by name, as users do (test/readme-testing-example.test.ts).
     '^express-llm-gateway$': '<rootDir>/lib/index.ts',
     '^express-llm-gateway/testing$': '<rootDir>/lib/testing/index.ts',
