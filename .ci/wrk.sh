@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs wrk (Debian/Ubuntu apt) when it is missing, for the benchmark's `--loader=wrk`. Quiet when wrk
-# is already on PATH. Safe to run or to source.
+# Installs wrk (Debian/Ubuntu apt) when it is missing. wrk is the benchmark's default load generator
+# whenever it is on PATH (bench/run.ts falls back to autocannon without it), and test/bench-harness.test.ts
+# runs it against a local server (skipped without wrk), so .ci/run calls this before `npm test`. Quiet when
+# wrk is already on PATH. Safe to run or to source.
 ensure_wrk() {
   if command -v wrk >/dev/null 2>&1; then
     return 0
