@@ -75,6 +75,47 @@ export interface Measurements {
   loader: string;
   importTiming: ImportTiming | undefined;
   profiles: ProfileResult[] | undefined;
+  /** Informational setups measured against another setup (`router+otel` → `router`), see `tracingCost()`. */
+  references?: Record<string, string>;
+}
+
+/** One row of the tracing-cost table: a setup's cell against its reference's cell (same mode, connections). */
+export interface RelativeCost {
+  setup: string;
+  reference: string;
+  mode: Mode;
+  connections: number;
+  cpuUsPerReq: number | undefined;
+  referenceCpuUsPerReq: number | undefined;
+  /** CPU µs/req ÷ the reference's; informational, never judged. */
+  cpuRatio: number | undefined;
+  /** CPU µs/req ÷ the baseline's, for comparison with the headline table. */
+  cpuRatioToBaseline: number | undefined;
+  reqPerSecRatio: number | undefined;
+}
+
+/** Every cell of a setup that has a reference, beside the reference's cell of the same mode and connections. */
+export function tracingCost(cells: readonly Cell[], references: Record<string, string> | undefined): RelativeCost[] {
+  const rows: RelativeCost[] = [];
+  for (const [setup, reference] of Object.entries(references ?? {})) {
+    for (const cell of cells.filter((c) => c.setup === setup)) {
+      const ref = findCell(cells, reference, cell.mode, cell.connections);
+      const own = cell.serverCpuUsPerReq;
+      const theirs = ref?.serverCpuUsPerReq;
+      rows.push({
+        setup,
+        reference,
+        mode: cell.mode,
+        connections: cell.connections,
+        cpuUsPerReq: own,
+        referenceCpuUsPerReq: theirs,
+        cpuRatio: own === undefined || theirs === undefined ? undefined : own / theirs,
+        cpuRatioToBaseline: cpuRatio(cells, cell),
+        reqPerSecRatio: ref === undefined ? undefined : cell.load.reqPerSec / ref.load.reqPerSec,
+      });
+    }
+  }
+  return rows;
 }
 
 export function findCell(cells: readonly Cell[], setup: string, mode: Mode, connections: number): Cell | undefined {
@@ -238,6 +279,25 @@ export function renderReport({ measurements, outcomes, targets, quick, header }:
   if (notes.length > 0) {
     lines.push('');
     for (const o of notes) lines.push(`- **${o.name}**: ${o.status === 'ok' ? `answer check failed: ${o.checks.join('; ')}` : `${o.status}: ${o.reason}`}`);
+  }
+  const relative = tracingCost(cells, measurements.references);
+  if (relative.length > 0) {
+    lines.push('', '## Tracing cost (issue #15): server CPU per request ÷ the no-subscriber router\'s, same run (informational, no PASS/FAIL)', '');
+    lines.push('| setup | mode | conns | CPU µs/req | reference | its CPU µs/req | **CPU × reference** | CPU × baseline | req/s × reference |');
+    lines.push('|---|---|--:|--:|---|--:|--:|--:|--:|');
+    for (const r of relative) {
+      lines.push(
+        `| ${r.setup} | ${r.mode} | ${r.connections} | ${fix(r.cpuUsPerReq, 0)} | ${r.reference} | ${fix(r.referenceCpuUsPerReq, 0)} | ` +
+          `**${fix(r.cpuRatio, 2, '×')}** | ${fix(r.cpuRatioToBaseline, 2, '×')} | ${fix(r.reqPerSecRatio, 2, '×')} |`,
+      );
+    }
+    lines.push(
+      '',
+      '`router` has no subscriber (each publish point is one `hasSubscribers` check): whether that costs anything against a build ' +
+        'without tracing cannot be measured in one run, so it is not a target. `router+channels`: a subscriber that does nothing (the ' +
+        'cost of publishing); `router+otel`: `instrumentGateway()` with the OpenTelemetry SDK, exporters that discard. A few % either ' +
+        'way is within one run\'s noise on a shared machine.',
+    );
   }
   const guardSetups = Object.entries(guardrail.ttfbP50Ms);
   if (guardrail.windowGenerationP50Ms !== undefined && guardSetups.length > 0) {

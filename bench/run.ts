@@ -18,7 +18,7 @@ import { type MemoryResult, fdLimit, mb, memoryRun } from './memory.js';
 import { ServerProcess, installCleanup, killAll } from './processes.js';
 import { type ImportTiming, measureImport } from './import-time.js';
 import { type CpuProfile, summarizeProfile } from './profile-summary.js';
-import { type Cell, type GuardrailTiming, type ProfileResult, type SetupOutcome, evaluateTargets, renderReport } from './report.js';
+import { type Cell, type GuardrailTiming, type ProfileResult, type SetupOutcome, evaluateTargets, renderReport, tracingCost } from './report.js';
 import { GUARDRAIL_LATENCY_MS, GUARDRAIL_WINDOW_CHARS, SETUPS, type Setup, setupNamed } from './setups.js';
 import { FAST_TEXT, MODEL_FAST, MODEL_PACED, MODES, type Mode, STREAM_CHUNKS, STREAM_PACED_DELAY_MS, modeBody, requestBody } from './workload.js';
 
@@ -77,7 +77,7 @@ async function main(): Promise<void> {
   installCleanup();
   const runStarted = performance.now();
   const loadBefore = loadavg();
-  const setups = SETUPS.filter((s) => (config.quick ? s.quick : true) && (s.kind !== 'gateway' || !config.only || config.only.includes(s.name)));
+  const setups = selectSetups(config);
   const header = machineHeader(config, loadBefore);
   for (const line of header) log(line);
   if (loadBefore[0]! > cpus().length * 0.5) {
@@ -106,7 +106,7 @@ async function main(): Promise<void> {
   const cells: Cell[] = [];
   const outcomes: SetupOutcome[] = [];
   const guardrail: GuardrailTiming = { windowChars: GUARDRAIL_WINDOW_CHARS, emulatorLatencyMs: GUARDRAIL_LATENCY_MS, roundTripP50Ms: Number.NaN, ttfbP50Ms: {} };
-  const totalCells = setups.filter((s) => s.throughput !== false).length * MODES.length * config.connections.length;
+  const totalCells = setups.filter((s) => s.throughput !== false).reduce((n, s) => n + modesOf(s).length * connectionsOf(config, s).length, 0);
   for (const setup of config.throughput ? setups.filter((s) => s.throughput !== false) : []) {
     const target = await startTarget(setup, mock, emulator);
     if (!(target instanceof ServerProcess) && target !== 'direct') {
@@ -120,9 +120,9 @@ async function main(): Promise<void> {
     const checks = await checkTarget(origin);
     for (const problem of checks) log(`  CHECK FAILED: ${problem}`);
     outcomes.push({ name: setup.name, description: setup.description, status: 'ok', reason: undefined, checks });
-    for (const mode of MODES) {
+    for (const mode of modesOf(setup)) {
       await runLoad({ origin, body: modeBody(mode), connections: 50, loader: config.loader, warmupS: 0, durationS: config.warmupS });
-      for (const connections of config.connections) {
+      for (const connections of connectionsOf(config, setup)) {
         const cell = await measureCell(config, setup, origin, server, mock, mode, connections);
         cells.push(cell);
         log(
@@ -152,7 +152,8 @@ async function main(): Promise<void> {
 
   const memory = config.memory ? await memoryPhase(config, setups) : [];
   const elapsedS = (performance.now() - runStarted) / 1000;
-  const measurements = { cells, guardrail, memory, streams: config.streams, loader: config.loader, importTiming, profiles };
+  const references = Object.fromEntries(setups.filter((s) => s.reference !== undefined).map((s) => [s.name, s.reference!]));
+  const measurements = { cells, guardrail, memory, streams: config.streams, loader: config.loader, importTiming, profiles, references };
   const targets = evaluateTargets(measurements);
   const report = renderReport({ measurements, outcomes, targets, quick: config.quick, header });
   log(`\n${report}`);
@@ -181,11 +182,30 @@ async function main(): Promise<void> {
     importTiming,
     profiles: profiles?.map((p) => ({ ...p, gateway: p.gateway.slice(0, 30), modules: p.modules.slice(0, 30) })),
     targets,
+    tracingCost: tracingCost(cells, references),
   };
   const dir = resolve(__dirname, 'results');
   mkdirSync(dir, { recursive: true });
   writeFileSync(resolve(dir, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
   log(`raw numbers: bench/results/latest.json; whole run ${elapsedS.toFixed(0)} s`);
+}
+
+/**
+ * The setups of this run: `--quick` keeps those marked quick; `--only` names gateway setups (baseline and
+ * direct always run), and a setup reported relative to another (`reference`) brings that one along.
+ */
+function selectSetups(config: Config): Setup[] {
+  const wanted = new Set(config.only ?? SETUPS.map((s) => s.name));
+  for (const s of SETUPS) if (wanted.has(s.name) && s.reference !== undefined && (!config.quick || s.quick)) wanted.add(s.reference);
+  return SETUPS.filter((s) => (config.quick ? s.quick : true) && (s.kind !== 'gateway' || wanted.has(s.name)));
+}
+
+function modesOf(setup: Setup): readonly Mode[] {
+  return setup.modes ?? MODES;
+}
+
+function connectionsOf(config: Config, setup: Setup): readonly number[] {
+  return setup.connections ?? config.connections;
 }
 
 /** Date, machine, Node, loader and load average: what the README quotes beside the numbers. */

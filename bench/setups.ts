@@ -13,7 +13,7 @@ import { silentLogger } from '../lib/logger.js';
 import type { GatewayRouter } from '../lib/router.js';
 import type { RouterOptions } from '../lib/router-config.js';
 import { DEFAULT_GUARDRAIL } from '../lib/testing/bedrock-emulator.js';
-import { BENCH_MODELS, MODEL_FAST } from './workload.js';
+import { BENCH_MODELS, MODEL_FAST, type Mode } from './workload.js';
 
 /** Guardrail window in characters (one Bedrock text unit); also used for the window TTFB target. */
 export const GUARDRAIL_WINDOW_CHARS = 1000;
@@ -49,6 +49,14 @@ export interface Setup {
   /** Measured in the throughput cells (default) and/or the memory run. */
   throughput?: boolean;
   memory?: boolean;
+  /** Throughput cells: these modes and connection counts only (default: every mode, 1 and 50). */
+  modes?: readonly Mode[];
+  connections?: readonly number[];
+  /**
+   * Informational setups (no target): also reported as a ratio to this setup's cells (same mode and
+   * connections, same run), which then runs whenever this one does, `--only` or not.
+   */
+  reference?: string;
   /** Gateway setups only: builds the middlewares (runs inside the gateway child process). */
   build?: (env: SetupEnv) => Promise<BuiltSetup | Skipped>;
 }
@@ -96,6 +104,54 @@ export const SETUPS: Setup[] = [
       const { createRouter } = await import('../lib/router.js');
       const router = createRouter({ ...routerOptions(env.mockUrl, [], WIDE_DEPLOYMENTS), strategy: 'least-busy' });
       return { handlers: [router], close: () => router.close() };
+    },
+  },
+  // Issue #15: what tracing costs. `router` is the no-subscriber case (each publish point is one
+  // `hasSubscribers` check); these two are judged against it, informational (no PASS/FAIL). The per-request
+  // cost is what tracing adds, so json and the instant stream at 50 connections are enough (and keep the
+  // full run short).
+  {
+    name: 'router+channels',
+    kind: 'gateway',
+    description: 'router + a do-nothing subscriber on the three tracing channels (the cost of publishing alone)',
+    needsEmulator: false,
+    quick: false,
+    modes: ['json', 'stream'],
+    connections: [50],
+    reference: 'router',
+    build: async (env) => {
+      const { noopChannelSubscribers } = await import('./tracing.js');
+      const unsubscribe = noopChannelSubscribers();
+      const router = await loadRouter(env);
+      return {
+        handlers: [router],
+        close: async () => {
+          unsubscribe();
+          await router.close();
+        },
+      };
+    },
+  },
+  {
+    name: 'router+otel',
+    kind: 'gateway',
+    description: 'router + instrumentGateway() (express-llm-gateway/otel) with the OpenTelemetry SDK: AsyncLocalStorage context, batch span processor and periodic metric reader to discarding exporters',
+    needsEmulator: false,
+    quick: false,
+    modes: ['json', 'stream'],
+    connections: [50],
+    reference: 'router',
+    build: async (env) => {
+      const { benchTelemetry } = await import('./tracing.js');
+      const stopTelemetry = await benchTelemetry();
+      const router = await loadRouter(env);
+      return {
+        handlers: [router],
+        close: async () => {
+          await router.close();
+          await stopTelemetry();
+        },
+      };
     },
   },
   {
