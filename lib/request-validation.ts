@@ -81,20 +81,36 @@ function assistantSaysSomething(message: ChatMessage): boolean {
   );
 }
 
-/** The top-level field holding a value nested deeper than `MAX_BODY_NESTING`, if any. Iterative: no recursion to overflow. */
+/**
+ * The top-level field holding a value nested deeper than `MAX_BODY_NESTING`, if any. The walk recurses at
+ * most `MAX_BODY_NESTING` levels (it stops descending there), so no body can overflow the stack, and it
+ * allocates nothing for a body within the bound.
+ */
 function fieldNestedTooDeeply(body: object): string | undefined {
-  for (const [field, value] of Object.entries(body)) {
-    if (value === null || typeof value !== 'object') continue;
-    const stack: [unknown, number][] = [[value, 2]];
-    while (stack.length > 0) {
-      const [node, depth] = stack.pop() as [unknown, number];
-      if (depth > MAX_BODY_NESTING) return /^\d+$/.test(field) ? `[${field}]` : field || 'body';
-      for (const child of Object.values(node as object)) {
-        if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
-      }
-    }
+  for (const field in body) {
+    if (!Object.hasOwn(body, field)) continue;
+    const value = (body as Record<string, unknown>)[field];
+    if (value !== null && typeof value === 'object' && nestedTooDeeply(value, 2)) return /^\d+$/.test(field) ? `[${field}]` : field || 'body';
   }
   return undefined;
+}
+
+/** Whether `node`, at nesting level `depth`, holds anything deeper than `MAX_BODY_NESTING`. */
+function nestedTooDeeply(node: object, depth: number): boolean {
+  if (depth > MAX_BODY_NESTING) return true;
+  if (Array.isArray(node)) {
+    for (let i = 0; i < node.length; i++) {
+      const child: unknown = node[i];
+      if (child !== null && typeof child === 'object' && nestedTooDeeply(child, depth + 1)) return true;
+    }
+    return false;
+  }
+  for (const key in node) {
+    if (!Object.hasOwn(node, key)) continue;
+    const child = (node as Record<string, unknown>)[key];
+    if (child !== null && typeof child === 'object' && nestedTooDeeply(child, depth + 1)) return true;
+  }
+  return false;
 }
 
 /** Picks the most specific of ajv's errors and words it for a person. */

@@ -71,11 +71,26 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     bodyTimeout: options.backstopMs,
     connect: { timeout: options.connectMs },
   });
+  // The agent is called with origin and path, as undici's `request(url)` does after parsing the URL: the
+  // parse is done once per URL here (an adapter posts to one URL, or one per model with a wildcard).
+  const targets = new Map<string, RequestTarget | null>();
+  const targetOf = (url: string): RequestTarget | null => {
+    let target = targets.get(url);
+    if (target === undefined) {
+      target = parseTarget(url);
+      if (targets.size >= MAX_CACHED_TARGETS) targets.clear();
+      targets.set(url, target);
+    }
+    return target;
+  };
   return {
     async post({ url, headers, body, signal }) {
       let response: Dispatcher.ResponseData;
       try {
-        response = await request(url, { dispatcher: agent, method: 'POST', headers, body, signal });
+        const target = targetOf(url);
+        response = target
+          ? await agent.request({ origin: target.origin, path: target.path, method: 'POST', headers, body, signal })
+          : await request(url, { dispatcher: agent, method: 'POST', headers, body, signal }); // undici's own refusal
       } catch (error) {
         throw upstreamFailure(error, signal);
       }
@@ -86,6 +101,25 @@ export function createUpstreamClient(options: UpstreamClientOptions): UpstreamCl
     },
     close: () => agent.destroy(),
   };
+}
+
+interface RequestTarget {
+  origin: string;
+  path: string;
+}
+
+const MAX_CACHED_TARGETS = 256;
+
+/** Origin and path of an http(s) URL, as undici's `request(url)` would send it; null for anything else (undici refuses it). */
+function parseTarget(url: string): RequestTarget | null {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return null;
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return null;
+  return { origin: parsed.origin, path: parsed.search ? `${parsed.pathname}${parsed.search}` : parsed.pathname };
 }
 
 /**

@@ -75,10 +75,18 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
   const baseHeaders = { 'content-type': 'application/json', ...lowerCaseHeaders(deployment.headers) };
   const client = createUpstreamClient({ connectMs: deployment.timeouts.connectMs, backstopMs: deployment.timeouts.totalMs, connections: deployment.maxConnections });
 
+  // A static key (or none, `apiKey: false`) goes into the headers once; a key function is asked per request.
+  const fixedHeaders = staticKeyHeaders(deployment, target, baseHeaders);
+
   async function send(request: UpstreamRequest, streaming: boolean): Promise<UpstreamResponse> {
-    const key = await credentialOf(deployment);
-    const headers: Record<string, string> = { ...baseHeaders, ...request.headers, 'x-request-id': request.requestId };
-    if (key !== undefined) headers[target.keyHeader] = target.keyHeader === 'authorization' ? `Bearer ${key}` : key;
+    let headers: Record<string, string>;
+    if (fixedHeaders && request.headers === undefined) {
+      headers = { ...fixedHeaders, 'x-request-id': request.requestId };
+    } else {
+      const key = await credentialOf(deployment);
+      headers = { ...baseHeaders, ...request.headers, 'x-request-id': request.requestId };
+      if (key !== undefined) headers[target.keyHeader] = target.keyHeader === 'authorization' ? `Bearer ${key}` : key;
+    }
     const model = upstreamModel(deployment, request.body);
     const body = JSON.stringify(upstreamBody(request.body, target.sendsModel ? model : undefined, streaming));
     return client.post({ url: target.url(model), headers, body, signal: request.signal });
@@ -105,6 +113,18 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
     },
     close: () => client.close(),
   };
+}
+
+/**
+ * The headers of every request when the key never changes (a non-blank string, or `apiKey: false`): the
+ * same as `send` builds per request with `credentialOf`, minus `x-request-id`. Undefined for a key function
+ * (asked per request) and for a missing key (`credentialOf` refuses it per request).
+ */
+function staticKeyHeaders(deployment: Deployment, target: Target, baseHeaders: Record<string, string>): Record<string, string> | undefined {
+  const { apiKey } = deployment;
+  if (apiKey === false) return { ...baseHeaders };
+  if (typeof apiKey !== 'string' || apiKey.trim() === '') return undefined;
+  return { ...baseHeaders, [target.keyHeader]: target.keyHeader === 'authorization' ? `Bearer ${apiKey}` : apiKey };
 }
 
 function targetOf(deployment: Deployment): Target {
