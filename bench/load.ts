@@ -249,7 +249,7 @@ async function timedRequest(client: Client, options: TimedOptions): Promise<Timi
 }
 
 /** Counts the characters of `delta.content` in an SSE byte stream, event by event. */
-class ContentCounter {
+export class ContentCounter {
   private buffer = '';
   private chars = 0;
 
