@@ -323,6 +323,16 @@ function observed(adapter: ProviderAdapter, message: AttemptMessage, startedAt: 
       yield chunk;
     }
   }
+  async function* watchBatches<T extends ChatCompletionChunk | RawChunk>(batches: AsyncIterable<readonly T[]>): AsyncGenerator<readonly T[]> {
+    for await (const batch of batches) {
+      const chunk = batch[0];
+      if (message.timeToFirstChunkMs === undefined && chunk !== undefined) {
+        message.timeToFirstChunkMs = performance.now() - startedAt;
+        message.responseModel = chunk instanceof RawChunk ? MODEL_FIELD.exec(chunk.data)?.[1] : chunk.model || undefined;
+      }
+      yield batch;
+    }
+  }
   const wrapped: ProviderAdapter = {
     provider: adapter.provider,
     close: () => adapter.close(),
@@ -335,7 +345,7 @@ function observed(adapter: ProviderAdapter, message: AttemptMessage, startedAt: 
   };
   if (adapter.streamRaw) {
     const streamRaw = adapter.streamRaw.bind(adapter);
-    wrapped.streamRaw = (request, includeUsage) => watch(streamRaw(withHeaders(request), includeUsage));
+    wrapped.streamRaw = (request, includeUsage) => watchBatches(streamRaw(withHeaders(request), includeUsage));
   }
   return wrapped;
 }

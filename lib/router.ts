@@ -338,8 +338,10 @@ async function streamAnswer(
   const filters = ctx.hooks.output.length === 0 ? undefined : ctx.hooks.output.map((hook) => hook(ctx, control));
   const wantsUsage = ctx.body.stream_options?.include_usage === true;
   const request = { body: ctx.body, signal: control.signal, requestId: ctx.id, onMalformedChunk };
-  // No output filter reads the chunks: the adapter may forward what needs no change as the upstream's text.
-  const stream = filters === undefined && adapter.streamRaw ? adapter.streamRaw(request, wantsUsage) : adapter.stream(request);
+  // No output filter reads the chunks: the adapter may forward what needs no change as the upstream's text
+  // (in arrays, one per network read).
+  const stream: AsyncIterable<StreamChunk | readonly StreamChunk[]> =
+    filters === undefined && adapter.streamRaw ? adapter.streamRaw(request, wantsUsage) : adapter.stream(request);
   let held: StreamChunk[] | undefined = [];
   let firstTokenMs: number | undefined;
   // This attempt's usage: the upstream's when it reports it, else estimated from the output it sent (all of
@@ -349,37 +351,42 @@ async function streamAnswer(
   let completionChars = 0;
   ctx.usage = undefined;
   try {
-    for await (const chunk of stream) {
-      control.chunk();
-      chunks++;
-      if (chunk instanceof RawChunk) {
-        // Never a usage chunk, and already without `"usage":null` unless the client asked for usage.
-        completionChars += chunk.outputChars;
-      } else {
-        completionChars += outputLength(chunk);
-        if (chunk.usage) reported = chunk.usage;
-        if (!wantsUsage && chunk.usage !== undefined) {
-          // Usage is always requested upstream (for accounting); the client did not ask for it.
-          if (chunk.choices.length === 0) continue;
-          chunk.usage = undefined;
+    for await (const item of stream) {
+      for (const chunk of isBatch(item) ? item : [item]) {
+        // A read's later chunks go no further once the attempt was aborted while an earlier one waited (client
+        // gone, timeout): the adapter throws the reason before its next chunk the same way.
+        control.signal.throwIfAborted();
+        control.chunk();
+        chunks++;
+        if (chunk instanceof RawChunk) {
+          // Never a usage chunk, and already without `"usage":null` unless the client asked for usage.
+          completionChars += chunk.outputChars;
+        } else {
+          completionChars += outputLength(chunk);
+          if (chunk.usage) reported = chunk.usage;
+          if (!wantsUsage && chunk.usage !== undefined) {
+            // Usage is always requested upstream (for accounting); the client did not ask for it.
+            if (chunk.choices.length === 0) continue;
+            chunk.usage = undefined;
+          }
         }
-      }
-      if (held !== undefined) {
-        const kind = chunk instanceof RawChunk ? chunk.leading : classifyLeadingChunk(chunk);
-        if (kind === 'blocked') throw contentFilteredError();
-        if (kind !== 'content') {
-          held.push(chunk);
-          continue;
+        if (held !== undefined) {
+          const kind = chunk instanceof RawChunk ? chunk.leading : classifyLeadingChunk(chunk);
+          if (kind === 'blocked') throw contentFilteredError();
+          if (kind !== 'content') {
+            held.push(chunk);
+            continue;
+          }
+          firstTokenMs = performance.now() - started;
+          control.firstContent();
+          const release = held;
+          held = undefined;
+          for (const leading of release) await emit(ctx, filters, leading);
         }
-        firstTokenMs = performance.now() - started;
-        control.firstContent();
-        const release = held;
-        held = undefined;
-        for (const leading of release) await emit(ctx, filters, leading);
+        // Without filters, only a slow client (backpressure) or the commit makes this wait.
+        const sent = filters ? emit(ctx, filters, chunk) : send(ctx, chunk);
+        if (sent) await sent;
       }
-      // Without filters, only a slow client (backpressure) or the commit makes this wait.
-      const sent = filters ? emit(ctx, filters, chunk) : send(ctx, chunk);
-      if (sent) await sent;
     }
     // An answer without any content or tool call is a provider failure (an engine glitch, a dropped
     // generation), handled before commit like any other, the same way without streaming.
@@ -413,6 +420,10 @@ async function completeAnswer(ctx: GatewayContext, adapter: ProviderAdapter, con
     // it answered without one, or when we cut the call (client gone, timeout) while it was generating.
     ctx.usage = answer?.usage ?? (answer !== undefined || control.signal.aborted ? estimatedUsage(ctx, answer ? completionLength(answer) : 0) : undefined);
   }
+}
+
+function isBatch(item: StreamChunk | readonly StreamChunk[]): item is readonly StreamChunk[] {
+  return Array.isArray(item);
 }
 
 function contentFilteredError(): ContentPolicyViolationError {

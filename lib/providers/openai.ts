@@ -18,7 +18,7 @@ import {
   withoutTrailingSlash,
   type UpstreamResponse,
 } from './http.js';
-import { MalformedEvent, malformedEventHandler, parseEventData, readSse } from './sse.js';
+import { MalformedEvent, malformedEventHandler, parseEventData, readSseBatches, type SseEvent } from './sse.js';
 import { upstreamModel } from './model.js';
 import type { Deployment, ProviderAdapter, UpstreamRequest } from './types.js';
 
@@ -67,7 +67,8 @@ interface Target {
  *
  * `streamRaw()` is the same stream for a router that reads no chunk in parsed form: a chunk `scanChunk`
  * fully understands comes as a `RawChunk` (its text as received, minus `"usage":null` unless the client asked
- * for usage), every other one is parsed and judged exactly as above. `complete()` keeps the body's text
+ * for usage), every other one is parsed and judged exactly as above; the chunks of one network read come as
+ * one array. `complete()` keeps the body's text
  * beside the completion (`rawBodyOf`), so an answer nothing changes can go out as received.
  */
 export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
@@ -104,7 +105,10 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
     },
     stream: (request) => {
       const malformed = malformedEventHandler(deployment, request);
-      return streamResponse(() => send(request, true), (chunks, signal) => openAIChunks(chunks, signal, malformed, undefined), request.signal, deployment);
+      return eachChunk(
+        streamResponse(() => send(request, true), (chunks, signal) => openAIChunks(chunks, signal, malformed, undefined), request.signal, deployment),
+        request.signal,
+      );
     },
     streamRaw: (request, includeUsage) => {
       const malformed = malformedEventHandler(deployment, request);
@@ -183,71 +187,116 @@ function completionOf(value: unknown): ChatCompletion {
 }
 
 /**
- * Yields the stream's chunks (see the adapter's JSDoc); returns whether it completed, so the socket can be
- * reused. With `raw`, chunks the scan understands come as `RawChunk`s; without, every chunk is parsed.
+ * Yields the stream's chunks (see the adapter's JSDoc), one array per network read (never empty): the
+ * asynchronous steps are per read, not per chunk. Returns whether it completed, so the socket can be reused.
+ * With `raw`, chunks the scan understands come as `RawChunk`s; without, every chunk is parsed. A failure
+ * (in-band error, malformed chunk under `error`) is thrown after the chunks before it were yielded.
  */
 function openAIChunks(
   chunks: AsyncIterable<Uint8Array>,
   signal: AbortSignal,
   malformed: (event: MalformedEvent) => void,
   raw: undefined,
-): AsyncGenerator<ChatCompletionChunk, boolean, undefined>;
+): AsyncGenerator<ChatCompletionChunk[], boolean, undefined>;
 function openAIChunks(
   chunks: AsyncIterable<Uint8Array>,
   signal: AbortSignal,
   malformed: (event: MalformedEvent) => void,
   raw: { dropNullUsage: boolean },
-): AsyncGenerator<ChatCompletionChunk | RawChunk, boolean, undefined>;
+): AsyncGenerator<(ChatCompletionChunk | RawChunk)[], boolean, undefined>;
 async function* openAIChunks(
   chunks: AsyncIterable<Uint8Array>,
   signal: AbortSignal,
   malformed: (event: MalformedEvent) => void,
   raw: { dropNullUsage: boolean } | undefined,
-): AsyncGenerator<ChatCompletionChunk | RawChunk, boolean, undefined> {
+): AsyncGenerator<(ChatCompletionChunk | RawChunk)[], boolean, undefined> {
   let sawEvent = false;
-  let finished = false;
-  for await (const event of readSse(chunks, signal)) {
+  const state = { finished: false };
+  for await (const events of readSseBatches(chunks, signal)) {
     sawEvent = true;
-    if (event.data === '[DONE]') return true;
-    const name = event.event;
-    if (name === 'error') throw classifyUpstreamError({ body: parseJsonOrText(event.data) });
-    if (name === 'ping') continue;
-    if (raw) {
-      const forwarded = scanChunk(event.data, raw.dropNullUsage);
-      if (forwarded) {
-        if (!finished) finished = forwarded.finished;
-        yield forwarded;
-        continue;
+    const out: (ChatCompletionChunk | RawChunk)[] = [];
+    let done = false;
+    let failed = false;
+    let failure: unknown;
+    try {
+      for (const event of events) {
+        const chunk = openAIChunk(event, state, malformed, raw);
+        if (chunk === DONE) {
+          done = true;
+          break;
+        }
+        if (chunk !== undefined) out.push(chunk);
       }
+    } catch (error) {
+      failed = true;
+      failure = error;
     }
-    const data = parseEventData(event.data);
-    if (data === undefined) continue;
-    if (data instanceof MalformedEvent) {
-      // OpenAI's chunks come unnamed (or as `message`); a named event is an extension we do not know.
-      if (name === undefined || name === 'message') malformed(data);
-      continue;
-    }
-    // `{"error":…}` as OpenAI sends it; a bare `{"object":"error",…}` as some vLLM-style servers do.
-    if (data.error != null || data.object === 'error') throw classifyUpstreamError({ body: data });
-    const choices = data.choices;
-    // Keep-alives (`{}`) and metadata of shapes we do not know: nothing for the client.
-    if (choices == null) continue;
-    if (!Array.isArray(choices)) {
-      malformed(new MalformedEvent('choices is not an array'));
-      continue;
-    }
-    if (choices.length === 0) {
-      if (data.usage == null) continue;
-    } else if (!normalizeChoices(choices)) {
-      malformed(new MalformedEvent('a choice or its delta is not an object'));
-      continue;
-    }
-    const chunk = data as unknown as ChatCompletionChunk;
-    if (!finished) finished = hasFinishReason(chunk);
-    yield chunk;
+    if (out.length > 0) yield out;
+    if (failed) throw failure;
+    if (done) return true;
   }
-  if (sawEvent && !finished) throw new UpstreamError('The upstream stream ended before it finished.');
+  if (sawEvent && !state.finished) throw new UpstreamError('The upstream stream ended before it finished.');
   return true;
+}
+
+/**
+ * Yields the chunks of `openAIChunks`' arrays one by one (for `stream()`, whose consumers take chunks). Once
+ * `signal` is aborted no further chunk comes out (those of a read already received included): its reason is thrown.
+ */
+async function* eachChunk<T>(batches: AsyncIterable<T[]>, signal: AbortSignal): AsyncGenerator<T, void, undefined> {
+  for await (const batch of batches) {
+    for (const chunk of batch) {
+      signal.throwIfAborted();
+      yield chunk;
+    }
+  }
+}
+
+const DONE = Symbol('done');
+
+/** One event of the stream: the chunk to yield, `undefined` to skip it, `DONE` at `[DONE]`; throws a failure. */
+function openAIChunk(
+  event: SseEvent,
+  state: { finished: boolean },
+  malformed: (event: MalformedEvent) => void,
+  raw: { dropNullUsage: boolean } | undefined,
+): ChatCompletionChunk | RawChunk | typeof DONE | undefined {
+  if (event.data === '[DONE]') return DONE;
+  const name = event.event;
+  if (name === 'error') throw classifyUpstreamError({ body: parseJsonOrText(event.data) });
+  if (name === 'ping') return undefined;
+  if (raw) {
+    const forwarded = scanChunk(event.data, raw.dropNullUsage);
+    if (forwarded) {
+      if (!state.finished) state.finished = forwarded.finished;
+      return forwarded;
+    }
+  }
+  const data = parseEventData(event.data);
+  if (data === undefined) return undefined;
+  if (data instanceof MalformedEvent) {
+    // OpenAI's chunks come unnamed (or as `message`); a named event is an extension we do not know.
+    if (name === undefined || name === 'message') malformed(data);
+    return undefined;
+  }
+  // `{"error":…}` as OpenAI sends it; a bare `{"object":"error",…}` as some vLLM-style servers do.
+  if (data.error != null || data.object === 'error') throw classifyUpstreamError({ body: data });
+  const choices = data.choices;
+  // Keep-alives (`{}`) and metadata of shapes we do not know: nothing for the client.
+  if (choices == null) return undefined;
+  if (!Array.isArray(choices)) {
+    malformed(new MalformedEvent('choices is not an array'));
+    return undefined;
+  }
+  if (choices.length === 0) {
+    if (data.usage == null) return undefined;
+  } else if (!normalizeChoices(choices)) {
+    malformed(new MalformedEvent('a choice or its delta is not an object'));
+    return undefined;
+  }
+  const chunk = data as unknown as ChatCompletionChunk;
+  if (!state.finished) state.finished = hasFinishReason(chunk);
+  return chunk;
 }
 
 /**

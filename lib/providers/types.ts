@@ -148,9 +148,10 @@ export interface ProviderAdapter {
    * that needs no change may come as a `RawChunk` (the upstream's own text and what the router needs to
    * know about it); every other chunk, and every failure, exactly as `stream()` has them. `includeUsage`:
    * whether the client asked for `stream_options.include_usage` (when not, `"usage":null` is dropped from
-   * forwarded text, as the router drops `usage` from parsed chunks).
+   * forwarded text, as the router drops `usage` from parsed chunks). The chunks come in arrays (never
+   * empty), one per network read, so the router pays one asynchronous step per read rather than per chunk.
    */
-  streamRaw?(request: UpstreamRequest, includeUsage: boolean): AsyncIterable<ChatCompletionChunk | RawChunk>;
+  streamRaw?(request: UpstreamRequest, includeUsage: boolean): AsyncIterable<readonly (ChatCompletionChunk | RawChunk)[]>;
   /** Releases pooled connections and clients. */
   close(): Promise<void>;
 }
