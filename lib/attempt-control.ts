@@ -1,24 +1,90 @@
 /**
- * The abort signal and timers of one upstream attempt. It aborts, with a classified error as the reason,
+ * The abort state and timers of one upstream attempt. It aborts, with a classified error as the reason,
  * when the request is cancelled (client gone, a during-call check failed, the request deadline), when the
  * first content does not come in time, when the stream stalls, or when the whole call takes too long.
- * Adapters throw `signal.reason`, so the failure is classified before anybody sees it.
+ * Adapters throw the reason, so the failure is classified before anybody sees it.
  *
- * Per attempt this costs one AbortController and one timer: most attempts end long before any timeout, so
- * the timer is armed for the earliest time one could fire and, when it fires early (a chunk moved the idle
- * deadline on), re-armed for what is left. A chunk only moves a number. The request's signal gets one
- * listener per request, shared by its attempts, and never removed (it goes with the signal).
+ * Per attempt this costs one timer and no `AbortSignal` unless someone reads `signal` (an output filter, an
+ * adapter that needs one): undici takes the attempt itself as its signal (see `UpstreamAbort`). Most attempts
+ * end long before any timeout, so the timer is armed for the earliest time one could fire and, when it fires
+ * early (a chunk moved the idle deadline on), re-armed for what is left. A chunk only moves a number. The
+ * attempt listens to the request's abort state (a plain list, not an EventTarget); once disposed, it ignores it.
  */
 import type { AttemptControl } from './context.js';
 import { TimeoutError } from './errors.js';
 import type { Deployment } from './providers/types.js';
+import type { ChatCompletionRequest } from './types.js';
 
 /** Which timeout watches the stream besides the total: none (not streaming), the first token, or the gaps. */
 type Phase = 'none' | 'first' | 'idle';
 
-export class UpstreamAttempt implements AttemptControl {
-  private readonly controller = new AbortController();
-  private readonly parent: AbortSignal;
+/** Told when the request aborts (see `RequestAbortSource.onAbort`). */
+export interface RequestAbortListener {
+  requestAborted(reason: unknown): void;
+}
+
+/** What ends every attempt of a request (the context's abort state, or the router's own with during-call checks). */
+export interface RequestAbortSource {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  /** The request's `AbortSignal` (made on first use). */
+  readonly signal: AbortSignal;
+  abort(reason: unknown): void;
+  /** Calls `listener.requestAborted` when the request aborts (not when it already has: check `aborted`). */
+  onAbort(listener: RequestAbortListener): void;
+}
+
+/**
+ * The attempt as undici's request `signal` (undici takes an EventEmitter with `on`/`once`/`removeListener`
+ * and `aborted`/`reason` besides an `AbortSignal`): no `AbortSignal` is made for an attempt nobody else asks
+ * one of. The router puts it on the request it hands the adapter (see `upstreamAbortOf`).
+ */
+export interface UpstreamAbort {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  on(event: string, listener: () => void): unknown;
+  once(event: string, listener: () => void): unknown;
+  removeListener(event: string, listener: () => void): unknown;
+}
+
+const UPSTREAM_ABORT = Symbol('express-llm-gateway.upstreamAbort');
+
+/** The request an adapter gets from the router: `signal` is made on first use. */
+export class AttemptRequest {
+  readonly [UPSTREAM_ABORT]: UpstreamAttempt;
+  constructor(
+    readonly body: ChatCompletionRequest,
+    control: UpstreamAttempt,
+    readonly requestId: string,
+  ) {
+    this[UPSTREAM_ABORT] = control;
+  }
+
+  get signal(): AbortSignal {
+    return this[UPSTREAM_ABORT].signal;
+  }
+}
+
+/**
+ * Adapters that read the request's signal only through `upstreamAbortOf` and never copy the request (the
+ * OpenAI-compatible one registers itself): the router hands these an `AttemptRequest`, every other adapter
+ * (a custom one, a traced wrapper that spreads the request) a plain request with the attempt's `signal`.
+ */
+export const lazySignalAdapters = new WeakSet<object>();
+
+/** What to give undici as the request's signal: the attempt itself when the router made the request, else its signal. */
+export function upstreamAbortOf(request: { readonly signal: AbortSignal }): AbortSignal | UpstreamAbort {
+  return request instanceof AttemptRequest ? request[UPSTREAM_ABORT] : request.signal;
+}
+
+export class UpstreamAttempt implements AttemptControl, UpstreamAbort {
+  aborted = false;
+  reason: Error | undefined = undefined;
+  /** Made when someone asks for `signal` (an output filter, an adapter other than the OpenAI one). */
+  private controller: AbortController | undefined = undefined;
+  /** undici's listeners (see `UpstreamAbort`). */
+  private listeners: (() => void)[] | undefined = undefined;
+  private disposed = false;
   private readonly deployment: Deployment;
   /** `performance.now()` deadlines: the whole call, and the first token or the next chunk (by `phase`). */
   private readonly totalAt: number;
@@ -26,8 +92,8 @@ export class UpstreamAttempt implements AttemptControl {
   private phaseAt: number;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(parent: AbortSignal, deployment: Deployment, streaming: boolean) {
-    this.parent = parent;
+  /** `parent`: the request's abort state (an `AbortSignal` also does, at the cost of a listener on it). */
+  constructor(parent: RequestAbortSource | AbortSignal, deployment: Deployment, streaming: boolean) {
     this.deployment = deployment;
     const { totalMs, firstTokenMs, idleMs } = deployment.timeouts;
     const now = performance.now();
@@ -37,17 +103,51 @@ export class UpstreamAttempt implements AttemptControl {
     this.phaseAt = streaming ? now + firstTokenMs : Infinity;
     // Not later than the idle timeout either: the first content moves the next deadline to at least that.
     const firstCheck = streaming ? Math.min(totalMs, firstTokenMs, idleMs) : totalMs;
-    this.timer = setTimeout(this.onTimer, firstCheck);
+    this.timer = setTimeout(onTimer, firstCheck, this);
     if (parent.aborted) this.abort(parent.reason as Error);
-    else watch(parent, this);
+    else if ('onAbort' in parent) parent.onAbort(this);
+    else parent.addEventListener('abort', () => this.requestAborted(parent.reason), { once: true });
   }
 
   get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.aborted) this.controller.abort(this.reason);
+    }
     return this.controller.signal;
   }
 
   abort(reason: Error): void {
-    if (!this.controller.signal.aborted) this.controller.abort(reason);
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.controller?.abort(reason);
+    const listeners = this.listeners;
+    this.listeners = undefined;
+    if (listeners) for (const listener of listeners) listener();
+  }
+
+  /** The request aborted: so does this attempt, unless it is over. */
+  requestAborted(reason: unknown): void {
+    if (!this.disposed) this.abort(reason as Error);
+  }
+
+  on(event: string, listener: () => void): this {
+    if (event === 'abort' && !this.aborted) (this.listeners ??= []).push(listener);
+    return this;
+  }
+
+  once(event: string, listener: () => void): this {
+    return this.on(event, listener);
+  }
+
+  removeListener(event: string, listener: () => void): this {
+    const listeners = this.listeners;
+    if (event === 'abort' && listeners) {
+      const i = listeners.indexOf(listener);
+      if (i >= 0) listeners.splice(i, 1);
+    }
+    return this;
   }
 
   /** The first content arrived: from now on the idle timeout watches the gaps between chunks. */
@@ -64,10 +164,11 @@ export class UpstreamAttempt implements AttemptControl {
   dispose(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    unwatch(this.parent, this);
+    this.disposed = true;
   }
 
-  private readonly onTimer = (): void => {
+  /** @internal the timer fired: abort if a deadline passed, else wait for the earliest one left. */
+  checkDeadlines(): void {
     this.timer = undefined;
     const now = performance.now();
     const { totalMs, firstTokenMs, idleMs } = this.deployment.timeouts;
@@ -75,31 +176,16 @@ export class UpstreamAttempt implements AttemptControl {
     if (now >= this.phaseAt) {
       return this.abort(this.phase === 'first' ? this.timeout('send its first token', firstTokenMs) : this.timeout('send the next chunk', idleMs));
     }
-    if (this.controller.signal.aborted) return;
-    this.timer = setTimeout(this.onTimer, Math.ceil(Math.min(this.totalAt, this.phaseAt) - now));
-  };
+    if (this.aborted || this.disposed) return;
+    this.timer = setTimeout(onTimer, Math.ceil(Math.min(this.totalAt, this.phaseAt) - now), this);
+  }
 
   private timeout(what: string, ms: number): TimeoutError {
     return new TimeoutError(`Deployment '${this.deployment.id}' of '${this.deployment.group}' did not ${what} within ${ms} ms.`);
   }
 }
 
-/** The attempts listening to each request signal (a request's attempts run one after another). */
-const watchers = new WeakMap<AbortSignal, Set<UpstreamAttempt>>();
-
-function watch(parent: AbortSignal, attempt: UpstreamAttempt): void {
-  let attempts = watchers.get(parent);
-  if (attempts === undefined) {
-    const listening = new Set<UpstreamAttempt>();
-    parent.addEventListener('abort', () => {
-      for (const a of listening) a.abort(parent.reason as Error);
-    }, { once: true });
-    watchers.set(parent, listening);
-    attempts = listening;
-  }
-  attempts.add(attempt);
-}
-
-function unwatch(parent: AbortSignal, attempt: UpstreamAttempt): void {
-  watchers.get(parent)?.delete(attempt);
+/** One function for every attempt's timer (the attempt comes as its argument): no closure per attempt. */
+function onTimer(attempt: UpstreamAttempt): void {
+  attempt.checkDeadlines();
 }

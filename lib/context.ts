@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { RequestAbortListener, RequestAbortSource } from './attempt-control.js';
 import { type Attempt, HEADER_REQUEST_ID, attemptHeaders } from './attempts.js';
 import { readJsonBody } from './body.js';
 import { endRequestTrace, isTracedRequest, requestChannel, traceRequest } from './diagnostics.js';
@@ -227,10 +228,10 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
     claimRequest(req);
     const id = requestIdOf(req, idPolicy);
     res.setHeader(HEADER_REQUEST_ID, id);
-    const controller = new AbortController();
+    const abort = new RequestAbort();
     // Listen before the first await: a client that leaves while the body is read must still abort.
     res.once('close', () => {
-      if (!res.writableFinished) controller.abort(new ClientDisconnectedError());
+      if (!res.writableFinished) abort.abort(new ClientDisconnectedError());
       const ctx = req.llmGateway;
       if (ctx && (config.events?.onRequestEnd || isTracedRequest(ctx))) {
         const ending: ResponseEnding = { statusCode: res.statusCode, headersSent: res.headersSent, finished: res.writableFinished, at: performance.now() };
@@ -246,15 +247,15 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
     // A client that left before this middleware ran (a slow auth middleware earlier) has no 'close' left to
     // tell us: stop here, before any upstream call or request accounting starts.
     if (res.destroyed || req.destroyed) {
-      controller.abort(new ClientDisconnectedError());
+      abort.abort(new ClientDisconnectedError());
       next(new ClientDisconnectedError());
       return;
     }
     readJsonBody(req, { limit: config.bodyLimit, timeoutMs: config.bodyTimeoutMs })
       .then((raw) => {
-        if (controller.signal.aborted) throw new ClientDisconnectedError();
+        if (abort.aborted) throw new ClientDisconnectedError();
         const body = validateChatCompletionRequest(validate, raw);
-        const ctx = createContext(id, body, controller, res);
+        const ctx = new RequestContext(id, body, abort, res);
         const traced = requestChannel.hasSubscribers;
         if (config.events?.onRequestEnd || traced) pipelines.set(ctx, { pending: 0, onSettled: undefined });
         req.llmGateway = ctx;
@@ -320,30 +321,104 @@ function notify(config: ResolvedContextOptions, event: string, call: () => void)
   }
 }
 
-function createContext(
-  id: string,
-  body: ChatCompletionRequest,
-  controller: AbortController,
-  res: ServerResponse,
-): GatewayContext {
-  const attempts: Attempt[] = [];
-  const guardrails: GuardrailRecord[] = [];
-  return {
-    id,
-    body,
-    model: body.model,
-    stream: body.stream === true,
-    signal: controller.signal,
-    cancel: (error) => {
-      if (!controller.signal.aborted) controller.abort(error);
-    },
-    startedAt: performance.now(),
-    attempts,
-    guardrails,
-    hooks: { duringCall: [], output: [] },
+/**
+ * Whether the request was aborted, and why, without an `AbortSignal` until someone asks for one: most
+ * requests end without anybody reading `ctx.signal`, and creating a signal (an EventTarget) costs more than
+ * the rest of this object. The gateway's own pieces listen here (`onAbort`); `signal` is made on first use,
+ * already aborted when the request was. Internal: not part of the context users see.
+ */
+export class RequestAbort implements RequestAbortSource {
+  aborted = false;
+  reason: unknown = undefined;
+  private controller: AbortController | undefined = undefined;
+  private listeners: RequestAbortListener[] | undefined = undefined;
+
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.aborted) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  /** Aborts once: the signal (when it exists) first, then the listeners, in the order they were added. */
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.controller?.abort(reason);
+    const listeners = this.listeners;
+    this.listeners = undefined;
+    if (listeners) for (const listener of listeners) listener.requestAborted(reason);
+  }
+
+  /** Tells `listener` when the request aborts (never when it already has: check `aborted` first). */
+  onAbort(listener: RequestAbortListener): void {
+    if (!this.aborted) (this.listeners ??= []).push(listener);
+  }
+}
+
+/** The context `gatewayContext()` creates: its internals (the abort state) are private fields, out of logs. */
+class RequestContext implements GatewayContext {
+  readonly id: string;
+  body: ChatCompletionRequest;
+  readonly model: string;
+  readonly stream: boolean;
+  readonly startedAt: number;
+  readonly attempts: Attempt[] = [];
+  readonly guardrails: GuardrailRecord[] = [];
+  readonly hooks: ContextHooks = { duringCall: [], output: [] };
+  readonly writer: ResponseWriter;
+  usage: Usage | undefined = undefined;
+  readonly #abort: RequestAbort;
+
+  constructor(id: string, body: ChatCompletionRequest, abort: RequestAbort, res: ServerResponse) {
+    this.id = id;
+    this.body = body;
+    this.model = body.model;
+    this.stream = body.stream === true;
+    this.startedAt = performance.now();
+    this.#abort = abort;
+    const { attempts, guardrails } = this;
     // The writer copies these into the status line's headers: no intermediate object without guardrail records.
-    writer: new ResponseWriter(res, () => (guardrails.length === 0 ? attemptHeaders(attempts) : { ...attemptHeaders(attempts), ...guardrailHeaders(guardrails) })),
-    usage: undefined,
+    this.writer = new ResponseWriter(res, () => (guardrails.length === 0 ? attemptHeaders(attempts) : { ...attemptHeaders(attempts), ...guardrailHeaders(guardrails) }));
+  }
+
+  get signal(): AbortSignal {
+    return this.#abort.signal;
+  }
+
+  cancel(error: Error): void {
+    this.#abort.abort(error);
+  }
+
+  static abortOf(ctx: GatewayContext): RequestAbort | undefined {
+    return #abort in ctx ? (ctx as RequestContext).#abort : undefined;
+  }
+}
+
+/**
+ * The request's abort state, for the gateway's pieces (the router's attempts listen to it without making
+ * the request's `AbortSignal`). A context not made by `gatewayContext()` is served through its `signal`.
+ */
+export function requestAbortOf(ctx: GatewayContext): RequestAbortSource {
+  return RequestContext.abortOf(ctx) ?? signalAbort(ctx);
+}
+
+function signalAbort(ctx: GatewayContext): RequestAbortSource {
+  const signal = ctx.signal;
+  return {
+    get aborted() {
+      return signal.aborted;
+    },
+    get reason() {
+      return signal.reason as unknown;
+    },
+    signal,
+    abort: (reason) => ctx.cancel(reason as Error),
+    onAbort: (listener) => {
+      if (!signal.aborted) signal.addEventListener('abort', () => listener.requestAborted(signal.reason), { once: true });
+    },
   };
 }
 

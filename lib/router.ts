@@ -11,9 +11,9 @@
  */
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { type Attempt, type AttemptKind } from './attempts.js';
-import { UpstreamAttempt } from './attempt-control.js';
+import { AttemptRequest, type RequestAbortSource, UpstreamAttempt, lazySignalAdapters } from './attempt-control.js';
 import { Balancer, type Choice, deploymentKey } from './balancer.js';
-import { type GatewayContext, type OutputFilter, contextRequirement, holdSummaryUntil } from './context.js';
+import { type GatewayContext, type OutputFilter, RequestAbort, contextRequirement, holdSummaryUntil, requestAbortOf } from './context.js';
 import {
   ClientDisconnectedError,
   ContentPolicyViolationError,
@@ -73,7 +73,7 @@ interface RequestState {
    * Aborts every attempt of the request: client gone, or a during-call check failed. Without during-call
    * checks that is the request's own signal (no controller of its own).
    */
-  readonly abort: Pick<AbortController, 'signal' | 'abort'>;
+  readonly abort: RequestAbortSource;
   duringStarted: boolean;
   /** Epoch ms after which no new attempt starts (each attempt is bounded by its own total timeout). */
   readonly deadline: number;
@@ -184,7 +184,7 @@ class RouterEngine {
         return;
       } catch (err) {
         const error = toGatewayError(err);
-        if (ctx.writer.committed || ctx.signal.aborted || !this.isRetryable(error) || retries >= this.config.maxRetries) {
+        if (ctx.writer.committed || requestAbortOf(ctx).aborted || !this.isRetryable(error) || retries >= this.config.maxRetries) {
           throw error;
         }
         if (error instanceof TimeoutError && !this.config.retryTimeoutsOnSameDeployment) silent.add(deploymentKey(choice.deployment));
@@ -230,7 +230,7 @@ class RouterEngine {
     const adapter = trace ? trace.observe(this.adapters.get(key)!) : this.adapters.get(key)!;
     const started = performance.now();
     const finished = this.balancer.track(deployment);
-    const control = new UpstreamAttempt(state.abort.signal, deployment, ctx.stream);
+    const control = new UpstreamAttempt(state.abort, deployment, ctx.stream);
     this.startDuringHooks(ctx, state);
     if (deployment.rpm !== undefined || deployment.tpm !== undefined) {
       void this.safely(this.config.store.addUsage(key, 1, 0, Date.now()));
@@ -243,7 +243,7 @@ class RouterEngine {
       record.latencyMs = performance.now() - started;
       this.recordSuccess(deployment, key, firstTokenMs ?? record.latencyMs, ctx.usage);
     } catch (err) {
-      const error = toGatewayError(control.signal.aborted ? (control.signal.reason ?? err) : err);
+      const error = toGatewayError(control.aborted ? (control.reason ?? err) : err);
       record.latencyMs = performance.now() - started;
       record.outcome = error instanceof ClientDisconnectedError ? 'aborted' : 'error';
       record.status = error.status;
@@ -308,12 +308,12 @@ class RouterEngine {
  * What ends every attempt of a request. Only a during-call check (registered by a middleware before the
  * router, so known here) needs to end them without the client leaving; the other requests use their signal.
  */
-function requestAbort(ctx: GatewayContext): RequestState['abort'] {
-  if (ctx.hooks.duringCall.length === 0) return { signal: ctx.signal, abort: (reason) => ctx.cancel(reason as Error) };
-  const abort = new AbortController();
-  const forward = (): void => abort.abort(ctx.signal.reason);
-  if (ctx.signal.aborted) forward();
-  else ctx.signal.addEventListener('abort', forward, { once: true });
+function requestAbort(ctx: GatewayContext): RequestAbortSource {
+  const parent = requestAbortOf(ctx);
+  if (ctx.hooks.duringCall.length === 0) return parent;
+  const abort = new RequestAbort();
+  if (parent.aborted) abort.abort(parent.reason);
+  else parent.onAbort({ requestAborted: (reason) => abort.abort(reason) });
   return abort;
 }
 
@@ -405,7 +405,8 @@ async function completeAnswer(ctx: GatewayContext, adapter: ProviderAdapter, con
   ctx.usage = undefined;
   let answer: ChatCompletion | undefined;
   try {
-    answer = await adapter.complete({ body: ctx.body, signal: control.signal, requestId: ctx.id });
+    const request = lazySignalAdapters.has(adapter) ? new AttemptRequest(ctx.body, control, ctx.id) : { body: ctx.body, signal: control.signal, requestId: ctx.id };
+    answer = await adapter.complete(request);
     if (!answer.choices.some((c) => hasMessageContent(c.message))) {
       if (answer.choices.some((c) => c.finish_reason === 'content_filter')) throw contentFilteredError();
       throw emptyAnswerError();
@@ -418,7 +419,7 @@ async function completeAnswer(ctx: GatewayContext, adapter: ProviderAdapter, con
   } finally {
     // The upstream's usage whenever it answered (a guardrail may still block the answer); an estimate when
     // it answered without one, or when we cut the call (client gone, timeout) while it was generating.
-    ctx.usage = answer?.usage ?? (answer !== undefined || control.signal.aborted ? estimatedUsage(ctx, answer ? completionLength(answer) : 0) : undefined);
+    ctx.usage = answer?.usage ?? (answer !== undefined || control.aborted ? estimatedUsage(ctx, answer ? completionLength(answer) : 0) : undefined);
   }
 }
 

@@ -5,7 +5,8 @@
  * short durations; the bounds allow for a loaded machine.
  */
 import { once } from 'node:events';
-import { UpstreamAttempt } from '../lib/attempt-control.js';
+import { AttemptRequest, UpstreamAttempt, upstreamAbortOf } from '../lib/attempt-control.js';
+import { RequestAbort } from '../lib/context.js';
 import { TimeoutError } from '../lib/errors.js';
 import type { Deployment } from '../lib/providers/types.js';
 
@@ -28,7 +29,7 @@ async function aborted(attempt: UpstreamAttempt, since: number): Promise<{ reaso
 }
 
 const attempts: UpstreamAttempt[] = [];
-function start(parent: AbortSignal, timeouts: Partial<Deployment['timeouts']>, streaming: boolean): UpstreamAttempt {
+function start(parent: AbortSignal | RequestAbort, timeouts: Partial<Deployment['timeouts']>, streaming: boolean): UpstreamAttempt {
   const attempt = new UpstreamAttempt(parent, deployment(timeouts), streaming);
   attempts.push(attempt);
   return attempt;
@@ -108,5 +109,71 @@ describe('streaming timeouts', () => {
     const { reason, afterMs } = await aborted(attempt, t1);
     expect(reason.message).toContain('did not send the next chunk within 120 ms');
     expect(afterMs).toBeGreaterThanOrEqual(119);
+  });
+});
+
+/**
+ * No AbortSignal unless someone asks (issue 14): the request's abort state (`RequestAbort`) and the attempt
+ * make their signals on first use, already aborted when the abort came first; undici takes the attempt itself
+ * as its signal (the EventEmitter form: `on`/`once`/`removeListener`, `aborted`, `reason`).
+ */
+describe('lazy abort state', () => {
+  it('a request signal made after the abort is aborted with its reason; one made before aborts with it', () => {
+    const late = new RequestAbort();
+    const reason = new Error('client gone');
+    late.abort(reason);
+    late.abort(new Error('second abort: ignored'));
+    expect(late.signal.aborted).toBe(true);
+    expect(late.signal.reason).toBe(reason);
+    const early = new RequestAbort();
+    const signal = early.signal;
+    expect(signal.aborted).toBe(false);
+    early.abort(reason);
+    expect(signal.aborted).toBe(true);
+    expect(early.signal).toBe(signal);
+  });
+
+  it.each([false, true])("the request's abort reaches the running attempt only (signal read before: %s)", (signalFirst) => {
+    const request = new RequestAbort();
+    const first = start(request, {}, false);
+    first.dispose();
+    const second = start(request, {}, false);
+    const signal = signalFirst ? second.signal : undefined;
+    const heard: string[] = [];
+    const listener = (): void => void heard.push('undici');
+    second.once('abort', listener);
+    second.on('abort', () => heard.push('other'));
+    const reason = new Error('client gone');
+    request.abort(reason);
+    expect(second.aborted).toBe(true);
+    expect(second.reason).toBe(reason);
+    expect(heard).toEqual(['undici', 'other']);
+    expect((signal ?? second.signal).aborted).toBe(true);
+    expect(second.signal.reason).toBe(reason);
+    expect(first.aborted).toBe(false);
+    // Listeners removed by undici (its body closed) are not called.
+    const third = start(new RequestAbort(), {}, false);
+    third.once('abort', listener);
+    third.removeListener('abort', listener);
+    third.abort(reason);
+    expect(heard).toEqual(['undici', 'other']);
+  });
+
+  it('an attempt started on an aborted request is aborted at once', () => {
+    const request = new RequestAbort();
+    const reason = new Error('gone before the attempt');
+    request.abort(reason);
+    const attempt = start(request, {}, true);
+    expect(attempt.aborted).toBe(true);
+    expect(attempt.signal.reason).toBe(reason);
+  });
+
+  it('the OpenAI adapter gets an AttemptRequest whose signal is the attempt’s; undici gets the attempt itself', () => {
+    const attempt = start(new RequestAbort(), {}, false);
+    const request = new AttemptRequest({ model: 'm', messages: [] }, attempt, 'id-1');
+    expect(upstreamAbortOf(request)).toBe(attempt);
+    expect(request.signal).toBe(attempt.signal);
+    const plain = { body: { model: 'm', messages: [] }, signal: attempt.signal, requestId: 'id-1' };
+    expect(upstreamAbortOf(plain)).toBe(attempt.signal);
   });
 });

@@ -18,6 +18,13 @@ import { ConnectionError, GatewayError, InternalError, TimeoutError, UpstreamCre
 import { asGatewayCredentialFailure, classifyUpstreamError } from './classify.js';
 import { registerSecret } from '../redact.js';
 import type { Deployment } from './types.js';
+import type { UpstreamAbort } from '../attempt-control.js';
+
+/** What the failure rules read of an abort signal (an `AbortSignal`, or the router's attempt). */
+export interface AbortState {
+  readonly aborted: boolean;
+  readonly reason?: unknown;
+}
 
 /** The body of an upstream response (undici's `BodyReadable`). */
 export type UpstreamBody = Dispatcher.ResponseData['body'];
@@ -33,7 +40,8 @@ export interface UpstreamPost {
   headers: Record<string, string>;
   /** The JSON text to send. */
   body: string;
-  signal: AbortSignal;
+  /** An `AbortSignal`, or the router's attempt itself (`upstreamAbortOf`): undici takes both. */
+  signal: AbortSignal | UpstreamAbort;
 }
 
 export interface UpstreamClientOptions {
@@ -127,7 +135,7 @@ function parseTarget(url: string): RequestTarget | null {
  * aborted (the router's classified error), our own classified errors as they are, network failures as
  * `ConnectionError`/`TimeoutError`, anything else as an `InternalError` (a bug, not the upstream).
  */
-export function upstreamFailure(error: unknown, signal: AbortSignal): unknown {
+export function upstreamFailure(error: unknown, signal: AbortState): unknown {
   if (signal.aborted) return signal.reason;
   if (error instanceof GatewayError) return error;
   return networkError(error);
@@ -154,7 +162,7 @@ function errorCode(error: unknown): string | undefined {
 }
 
 /** Reads at most 64 KB of an error body: JSON when it parses, else the text. A broken body still leaves the status. */
-async function readErrorBody(body: UpstreamBody, signal: AbortSignal): Promise<unknown> {
+async function readErrorBody(body: UpstreamBody, signal: AbortState): Promise<unknown> {
   const decoder = new TextDecoder();
   let text = '';
   let size = 0;
@@ -251,7 +259,7 @@ function noCredential(deployment: Deployment, why: string, cause?: unknown): Ups
  * What an adapter's call throws, seen from the router: `upstreamFailure`'s answer, with an upstream's
  * verdict on the gateway's own credentials reported against the deployment (see `asGatewayCredentialFailure`).
  */
-export function adapterFailure(error: unknown, signal: AbortSignal, deployment: Deployment): unknown {
+export function adapterFailure(error: unknown, signal: AbortState, deployment: Deployment): unknown {
   return asGatewayCredentialFailure(upstreamFailure(error, signal), deployment.id);
 }
 

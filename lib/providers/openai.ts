@@ -3,6 +3,7 @@
  * (DashScope compatible mode, vLLM, SGLang, Mistral, deepseek…). Requests and answers are already in the
  * gateway's shape, so the adapter only routes, authenticates and polices the stream.
  */
+import { lazySignalAdapters, upstreamAbortOf } from '../attempt-control.js';
 import { UpstreamError } from '../errors.js';
 import { GatewayConfigError } from '../options.js';
 import { keepRawBody, scanChunk, type RawChunk } from '../raw-chunk.js';
@@ -90,17 +91,17 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
     }
     const model = upstreamModel(deployment, request.body);
     const body = JSON.stringify(upstreamBody(request.body, target.sendsModel ? model : undefined, streaming));
-    return client.post({ url: target.url(model), headers, body, signal: request.signal });
+    return client.post({ url: target.url(model), headers, body, signal: upstreamAbortOf(request) });
   }
 
-  return {
+  const adapter: ProviderAdapter = {
     provider: deployment.provider,
     async complete(request) {
       try {
         const response = await send(request, false);
         return await readCompletion(response);
       } catch (error) {
-        throw adapterFailure(error, request.signal, deployment);
+        throw adapterFailure(error, upstreamAbortOf(request), deployment);
       }
     },
     stream: (request) => {
@@ -117,6 +118,8 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
     },
     close: () => client.close(),
   };
+  lazySignalAdapters.add(adapter);
+  return adapter;
 }
 
 /**
