@@ -4,6 +4,7 @@
  */
 import type { ModelGroup, ResolvedRouterConfig } from './router-config.js';
 import type { Deployment } from './providers/types.js';
+import { type MaybePromise, type UsageWindow, isPending } from './store.js';
 
 /** The store key of a deployment: unique across groups. */
 export function deploymentKey(deployment: Deployment): string {
@@ -32,27 +33,63 @@ export class Balancer {
 
   constructor(private readonly config: ResolvedRouterConfig) {}
 
-  /** `excluded`: deployments this request must not use again (they timed out). */
-  async choose(group: ModelGroup, tried: ReadonlySet<string>, now: number, excluded?: ReadonlySet<string>): Promise<Choice | Unavailable> {
+  /**
+   * `excluded`: deployments this request must not use again (they timed out). Answers synchronously when the
+   * store does (the in-memory one): no promise and no microtask per request then.
+   */
+  choose(group: ModelGroup, tried: ReadonlySet<string>, now: number, excluded?: ReadonlySet<string>): MaybePromise<Choice | Unavailable> {
+    const keys = keysOf(group);
+    const cooldowns = this.config.store.getCooldowns(keys, now);
+    if (isPending(cooldowns)) return cooldowns.then((c) => this.withCooldowns(group, keys, c, tried, now, excluded));
+    return this.withCooldowns(group, keys, cooldowns, tried, now, excluded);
+  }
+
+  private withCooldowns(
+    group: ModelGroup,
+    keys: readonly string[],
+    cooldowns: readonly (number | undefined)[],
+    tried: ReadonlySet<string>,
+    now: number,
+    excluded: ReadonlySet<string> | undefined,
+  ): MaybePromise<Choice | Unavailable> {
+    if (!isLimited(group)) return this.decide(group, keys, cooldowns, undefined, tried, excluded);
+    const usage = this.config.store.getUsage(keys, now);
+    if (isPending(usage)) return usage.then((u) => this.decide(group, keys, cooldowns, u, tried, excluded));
+    return this.decide(group, keys, cooldowns, usage, tried, excluded);
+  }
+
+  private decide(
+    group: ModelGroup,
+    keys: readonly string[],
+    cooldowns: readonly (number | undefined)[],
+    usage: readonly UsageWindow[] | undefined,
+    tried: ReadonlySet<string>,
+    excluded: ReadonlySet<string> | undefined,
+  ): MaybePromise<Choice | Unavailable> {
     const deployments = group.deployments;
-    const keys = deployments.map(deploymentKey);
-    const cooldowns = await this.config.store.getCooldowns(keys, now);
-    const overLimit = await this.overLimit(deployments, keys, now);
     const healthy: Deployment[] = [];
+    let untried: Deployment[] | undefined;
     let cooldownEndsAt: number | undefined;
-    deployments.forEach((deployment, i) => {
+    for (let i = 0; i < deployments.length; i++) {
+      const deployment = deployments[i]!;
       const until = cooldowns[i];
       if (until !== undefined) cooldownEndsAt = Math.min(cooldownEndsAt ?? until, until);
-      if (until === undefined && !overLimit[i] && !excluded?.has(keys[i]!)) healthy.push(deployment);
-    });
+      if (until === undefined && !overLimit(deployment, usage?.[i]) && !excluded?.has(keys[i]!)) {
+        healthy.push(deployment);
+        if (!tried.has(keys[i]!)) (untried ??= []).push(deployment);
+      }
+    }
     if (healthy.length === 0) {
       // A group with one deployment may have nowhere else to go: offered, not chosen (see `lastResort`).
-      const only = deployments.length === 1 && cooldowns[0] !== undefined && !overLimit[0] && !excluded?.has(keys[0]!) ? deployments[0] : undefined;
+      const only =
+        deployments.length === 1 && cooldowns[0] !== undefined && !overLimit(deployments[0]!, usage?.[0]) && !excluded?.has(keys[0]!) ? deployments[0] : undefined;
       return only ? { cooldownEndsAt, lastResort: only } : { cooldownEndsAt };
     }
-    const untried = healthy.filter((d) => !tried.has(deploymentKey(d)));
-    const pool = untried.length > 0 ? untried : healthy;
-    return { deployment: await this.pick(pool), untried: untried.length > 0 };
+    const pool = untried ?? healthy;
+    const fresh = untried !== undefined;
+    const picked = this.pick(pool);
+    if (isPending(picked)) return picked.then((deployment) => ({ deployment, untried: fresh }));
+    return { deployment: picked, untried: fresh };
   }
 
   /** Marks a call as started; returns the function that marks it finished. */
@@ -66,24 +103,15 @@ export class Balancer {
     };
   }
 
-  private async overLimit(deployments: Deployment[], keys: string[], now: number): Promise<boolean[]> {
-    const limited = deployments.some((d) => d.rpm !== undefined || d.tpm !== undefined);
-    if (!limited) return deployments.map(() => false);
-    const usage = await this.config.store.getUsage(keys, now);
-    return deployments.map((d, i) => {
-      const u = usage[i];
-      if (!u) return false;
-      return (d.rpm !== undefined && u.requests >= d.rpm) || (d.tpm !== undefined && u.tokens >= d.tpm);
-    });
-  }
-
-  private async pick(pool: Deployment[]): Promise<Deployment> {
+  private pick(pool: Deployment[]): MaybePromise<Deployment> {
     if (pool.length === 1) return pool[0]!;
     switch (this.config.strategy) {
       case 'least-busy':
         return pickLeastBusy(pool, this.inFlight);
-      case 'lowest-latency':
-        return pickLowestLatency(pool, await this.config.store.getLatencies(pool.map(deploymentKey)));
+      case 'lowest-latency': {
+        const latencies = this.config.store.getLatencies(pool.map(deploymentKey));
+        return isPending(latencies) ? latencies.then((l) => pickLowestLatency(pool, l)) : pickLowestLatency(pool, latencies);
+      }
       case 'ordered':
         // The pool keeps the configured order (it is only ever filtered): the first is the preferred one.
         return pool[0]!;
@@ -91,6 +119,34 @@ export class Balancer {
         return pickWeighted(pool);
     }
   }
+}
+
+/** Over its rpm or tpm in the current window. */
+function overLimit(deployment: Deployment, usage: UsageWindow | undefined): boolean {
+  if (!usage) return false;
+  return (deployment.rpm !== undefined && usage.requests >= deployment.rpm) || (deployment.tpm !== undefined && usage.tokens >= deployment.tpm);
+}
+
+/** The store keys of a group's deployments, worked out once per group. */
+const groupKeys = new WeakMap<ModelGroup, readonly string[]>();
+function keysOf(group: ModelGroup): readonly string[] {
+  let keys = groupKeys.get(group);
+  if (keys === undefined) {
+    keys = group.deployments.map(deploymentKey);
+    groupKeys.set(group, keys);
+  }
+  return keys;
+}
+
+/** Whether any deployment of the group has an rpm or tpm limit (then usage is read), once per group. */
+const limitedGroups = new WeakMap<ModelGroup, boolean>();
+function isLimited(group: ModelGroup): boolean {
+  let limited = limitedGroups.get(group);
+  if (limited === undefined) {
+    limited = group.deployments.some((d) => d.rpm !== undefined || d.tpm !== undefined);
+    limitedGroups.set(group, limited);
+  }
+  return limited;
 }
 
 export function pickWeighted(pool: readonly Deployment[], random: number = Math.random()): Deployment {

@@ -26,6 +26,7 @@ import {
   toGatewayError,
 } from './errors.js';
 import { assertCalledAsFactory } from './options.js';
+import { type MaybePromise, isPending } from './store.js';
 import { echoRequestId } from './request-id.js';
 import { malformedChunkReporter } from './malformed-chunks.js';
 import { attemptChannel, traceAttempt } from './diagnostics.js';
@@ -162,7 +163,9 @@ class RouterEngine {
     let lastError: GatewayError | undefined;
     for (;;) {
       if (lastError && Date.now() >= state.deadline) throw lastError;
-      const found = await this.balancer.choose(group, tried, Date.now(), silent);
+      const chosen = this.balancer.choose(group, tried, Date.now(), silent);
+      // The in-memory store answers synchronously: no await (and no microtask) then.
+      const found = isPending(chosen) ? await chosen : chosen;
       let choice: Choice;
       if ('deployment' in found) {
         choice = found;
@@ -295,13 +298,14 @@ class RouterEngine {
   }
 
   /** Store writes never fail a request: a broken store only costs shared state. */
-  private async safely(result: unknown): Promise<void> {
-    try {
-      await result;
-    } catch (err) {
-      this.config.logger.warn({ err: (err as Error).message }, 'state store write failed');
-    }
+  private safely(result: MaybePromise<unknown>): void {
+    // A synchronous store (the in-memory one) answered already: no promise to make per write.
+    if (isPending(result)) result.then(undefined, this.storeWriteFailed);
   }
+
+  private readonly storeWriteFailed = (err: unknown): void => {
+    this.config.logger.warn({ err: (err as Error).message }, 'state store write failed');
+  };
 }
 
 /**

@@ -32,6 +32,11 @@ export interface Store {
   getUsage(keys: readonly string[], now: number): MaybePromise<readonly UsageWindow[]>;
 }
 
+/** Whether a store's answer is still to come (a promise, or any thenable) rather than the value itself. */
+export function isPending<T>(value: MaybePromise<T>): value is PromiseLike<T> & Promise<T> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function';
+}
+
 /** Weight of a new latency sample in the moving average. */
 export const LATENCY_ALPHA = 0.3;
 const MINUTE = 60_000;
