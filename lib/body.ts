@@ -66,6 +66,34 @@ function tooLarge(limit: number): GatewayError {
   return fromBodyParserError({ type: 'entity.too.large', status: 413, limit }) as GatewayError;
 }
 
+/**
+ * One body read. The listeners are module functions that find it on the stream they were called on (under
+ * `READING`): no closure per request.
+ */
+class BodyRead {
+  readonly chunks: Buffer[] = [];
+  /** Bytes off the wire. */
+  received = 0;
+  /** Bytes of the body (the same as received without an encoding). */
+  decoded = 0;
+  settled = false;
+  timer: NodeJS.Timeout | undefined = undefined;
+  resolve: (body: Buffer) => void = ignore;
+  reject: (error: unknown) => void = ignore;
+
+  constructor(
+    readonly req: IncomingMessage,
+    readonly decoder: Transform | undefined,
+    readonly limit: number,
+  ) {}
+}
+
+const READING = Symbol('express-llm-gateway.bodyRead');
+/** The request (or its decoder) while its body is read. */
+type Reading = (IncomingMessage | Transform) & { [READING]?: BodyRead | undefined };
+
+function ignore(): void {}
+
 function readBody(req: IncomingMessage, { limit, timeoutMs }: BodyReadOptions): Promise<Buffer> {
   const declared = Number(req.headers['content-length']);
   if (declared > limit) return Promise.reject(tooLarge(limit)); // no need to receive what will be refused
@@ -75,73 +103,107 @@ function readBody(req: IncomingMessage, { limit, timeoutMs }: BodyReadOptions): 
   } catch (err) {
     return Promise.reject(err);
   }
-  const output = decoder ?? req;
-
+  const read = new BodyRead(req, decoder, limit);
   return new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let received = 0; // bytes off the wire
-    let decoded = 0; // bytes of the body (the same as received without an encoding)
-    let settled = false;
-    const timer = timeoutMs > 0 ? setTimeout(() => fail(new RequestTimeoutError(`Request body: not received within ${timeoutMs} ms.`, { param: 'body' })), timeoutMs) : undefined;
-
-    const onWire = (chunk: Buffer): void => {
-      received += chunk.length;
-      // Bounds the wire too: a stream that decodes to little can still be endless.
-      if (received > limit) fail(tooLarge(limit));
-    };
-    const onBody = (chunk: Buffer): void => {
-      decoded += chunk.length;
-      if (decoded > limit) fail(tooLarge(limit));
-      else chunks.push(chunk);
-    };
-    // A small body usually arrives in one chunk: no copy then.
-    const onEnd = (): void => finish(() => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, decoded)));
-    const onClose = (): void => {
-      // `close` after the whole message is the normal end of the stream; before it, the client left.
-      if (!req.complete) fail(new ClientDisconnectedError());
-    };
-    const onDecodeError = (): void => {
-      fail(new BadRequestError(`Request body: not valid ${String(req.headers['content-encoding']).trim()} data.`, { param: 'body' }));
-    };
-    const onReadError = (): void => fail(new ClientDisconnectedError());
-
-    function finish(settle: () => void): void {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      req.off('close', onClose);
-      req.off('error', onReadError);
-      output.off('data', onBody);
-      output.off('end', onEnd);
-      if (decoder) {
-        req.off('data', onWire);
-        req.unpipe(decoder);
-        decoder.off('error', onDecodeError);
-        decoder.destroy();
-      }
-      settle();
-    }
-
-    function fail(error: GatewayError): void {
-      finish(() => {
-        // Whatever the client still sends is dropped rather than left in the socket's buffer: the answer
-        // closes the connection (see gatewayContext), and closing over unread bytes resets it, which can
-        // cost the client the answer.
-        if (!req.complete) req.resume();
-        reject(error);
-      });
-    }
-
-    req.once('close', onClose);
-    req.on('error', onReadError);
-    output.on('data', onBody);
-    output.once('end', onEnd);
-    if (decoder) {
-      req.on('data', onWire);
-      decoder.on('error', onDecodeError);
-      req.pipe(decoder);
-    }
+    read.resolve = resolve;
+    read.reject = reject;
+    startReading(read, timeoutMs);
   });
+}
+
+function startReading(read: BodyRead, timeoutMs: number): void {
+  const { req, decoder } = read;
+  const output = decoder ?? req;
+  if (timeoutMs > 0) read.timer = setTimeout(onTimeout, timeoutMs, read, timeoutMs);
+  (req as Reading)[READING] = read;
+  req.on('close', onClose);
+  req.on('error', onReadError);
+  if (decoder) (decoder as Reading)[READING] = read;
+  output.on('data', onBody);
+  output.on('end', onEnd);
+  if (decoder) {
+    req.on('data', onWire);
+    decoder.on('error', onDecodeError);
+    req.pipe(decoder);
+  }
+}
+
+function onTimeout(read: BodyRead, timeoutMs: number): void {
+  fail(read, new RequestTimeoutError(`Request body: not received within ${timeoutMs} ms.`, { param: 'body' }));
+}
+
+function onWire(this: Reading, chunk: Buffer): void {
+  const read = this[READING];
+  if (read === undefined) return; // removed while this event was being emitted
+  read.received += chunk.length;
+  // Bounds the wire too: a stream that decodes to little can still be endless.
+  if (read.received > read.limit) fail(read, tooLarge(read.limit));
+}
+
+function onBody(this: Reading, chunk: Buffer): void {
+  const read = this[READING];
+  if (read === undefined) return; // removed while this event was being emitted
+  read.decoded += chunk.length;
+  if (read.decoded > read.limit) fail(read, tooLarge(read.limit));
+  else read.chunks.push(chunk);
+}
+
+function onEnd(this: Reading): void {
+  const read = this[READING];
+  if (read === undefined) return; // removed while this event was being emitted
+  if (!finish(read)) return;
+  // A small body usually arrives in one chunk: no copy then.
+  const { chunks } = read;
+  read.resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, read.decoded));
+}
+
+function onClose(this: Reading): void {
+  const read = this[READING];
+  if (read === undefined) return; // removed while this event was being emitted
+  // `close` after the whole message is the normal end of the stream; before it, the client left.
+  if (!read.req.complete) fail(read, new ClientDisconnectedError());
+}
+
+function onDecodeError(this: Reading): void {
+  const read = this[READING];
+  if (read === undefined) return; // removed while this event was being emitted
+  fail(read, new BadRequestError(`Request body: not valid ${String(read.req.headers['content-encoding']).trim()} data.`, { param: 'body' }));
+}
+
+function onReadError(this: Reading): void {
+  const read = this[READING];
+  if (read !== undefined) fail(read, new ClientDisconnectedError());
+}
+
+/** Stops listening; false when the read was already settled. */
+function finish(read: BodyRead): boolean {
+  if (read.settled) return false;
+  read.settled = true;
+  clearTimeout(read.timer);
+  const { req, decoder } = read;
+  const output = decoder ?? req;
+  req.off('close', onClose);
+  req.off('error', onReadError);
+  output.off('data', onBody);
+  output.off('end', onEnd);
+  (req as Reading)[READING] = undefined;
+  if (decoder) {
+    req.off('data', onWire);
+    req.unpipe(decoder);
+    decoder.off('error', onDecodeError);
+    decoder.destroy();
+    (decoder as Reading)[READING] = undefined;
+  }
+  return true;
+}
+
+function fail(read: BodyRead, error: GatewayError): void {
+  if (!finish(read)) return;
+  // Whatever the client still sends is dropped rather than left in the socket's buffer: the answer closes
+  // the connection (see gatewayContext), and closing over unread bytes resets it, which can cost the client
+  // the answer.
+  if (!read.req.complete) read.req.resume();
+  read.reject(error);
 }
 
 function fromParsedBody(body: unknown): unknown {
