@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { RequestAbortListener, RequestAbortSource } from './attempt-control.js';
 import { type Attempt, HEADER_REQUEST_ID, attemptHeaders } from './attempts.js';
-import { readJsonBody } from './body.js';
+import { type BodyReadOptions, readJsonBody } from './body.js';
 import { endRequestTrace, isTracedRequest, requestChannel, traceRequest } from './diagnostics.js';
 import { type GatewayEvents, type ResponseEnding, summarize } from './events.js';
 import { type Logger, consoleLogger, withRedaction } from './logger.js';
@@ -224,26 +224,16 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
   const validate = compileRequestValidator();
   const idPolicy: RequestIdPolicy = { trust: config.trustRequestId, generate: config.generateRequestId };
 
+  const setup: ContextSetup = { config, validate, bodyOptions: { limit: config.bodyLimit, timeoutMs: config.bodyTimeoutMs } };
+
   return function llmGatewayContext(req: Request, res: Response, next: NextFunction): void {
     claimRequest(req);
     const id = requestIdOf(req, idPolicy);
     res.setHeader(HEADER_REQUEST_ID, id);
     const abort = new RequestAbort();
     // Listen before the first await: a client that leaves while the body is read must still abort.
-    res.once('close', () => {
-      if (!res.writableFinished) abort.abort(new ClientDisconnectedError());
-      const ctx = req.llmGateway;
-      if (ctx && (config.events?.onRequestEnd || isTracedRequest(ctx))) {
-        const ending: ResponseEnding = { statusCode: res.statusCode, headersSent: res.headersSent, finished: res.writableFinished, at: performance.now() };
-        // The abort above only starts the router's unwinding: the usage of the cut attempt is recorded once
-        // it settled, so the summary waits for that (no timer: the abort makes every upstream call end).
-        whenPipelineSettled(ctx, () => {
-          const summary = summarize(ctx, ending);
-          endRequestTrace(ctx, summary);
-          notify(config, 'onRequestEnd', () => config.events?.onRequestEnd?.(summary));
-        });
-      }
-    });
+    (res as WatchedResponse)[RESPONSE_WATCH] = { abort, setup };
+    res.on('close', onResponseClose); // emitted once: no once-wrapper needed
     // A client that left before this middleware ran (a slow auth middleware earlier) has no 'close' left to
     // tell us: stop here, before any upstream call or request accounting starts.
     if (res.destroyed || req.destroyed) {
@@ -251,26 +241,62 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
       next(new ClientDisconnectedError());
       return;
     }
-    readJsonBody(req, { limit: config.bodyLimit, timeoutMs: config.bodyTimeoutMs })
-      .then((raw) => {
-        if (abort.aborted) throw new ClientDisconnectedError();
-        const body = validateChatCompletionRequest(validate, raw);
-        const ctx = new RequestContext(id, body, abort, res);
-        const traced = requestChannel.hasSubscribers;
-        if (config.events?.onRequestEnd || traced) pipelines.set(ctx, { pending: 0, onSettled: undefined });
-        req.llmGateway = ctx;
-        if (config.events?.onRequestStart) notify(config, 'onRequestStart', () => config.events?.onRequestStart?.(ctx));
-        if (traced) traceRequest(ctx, next);
-        else next();
-      })
-      .catch((err: unknown) => {
-        // A body refused before it fully arrived (too slow, too large, undecodable) leaves the connection
-        // in the middle of a request: it cannot carry another one, and the client may still be sending.
-        // Node ends (and then destroys) the socket once an answer with `Connection: close` is written.
-        if (!req.complete && !res.headersSent) res.setHeader('connection', 'close');
-        next(err);
-      });
+    void startRequest(req, res, next, id, abort, setup);
   };
+}
+
+/** What one `gatewayContext()` middleware was made with, shared by its requests. */
+interface ContextSetup {
+  config: ResolvedContextOptions;
+  validate: ReturnType<typeof compileRequestValidator>;
+  bodyOptions: BodyReadOptions;
+}
+
+const RESPONSE_WATCH = Symbol('express-llm-gateway.responseWatch');
+/** The response of a request `gatewayContext()` took: its abort state, for the 'close' listener (a module function). */
+type WatchedResponse = ServerResponse & { [RESPONSE_WATCH]?: { abort: RequestAbort; setup: ContextSetup } };
+
+/** Reads and validates the body, then creates the context and hands over to the next middleware. */
+async function startRequest(req: Request, res: Response, next: NextFunction, id: string, abort: RequestAbort, { config, validate, bodyOptions }: ContextSetup): Promise<void> {
+  try {
+    const raw = await readJsonBody(req, bodyOptions);
+    if (abort.aborted) throw new ClientDisconnectedError();
+    const body = validateChatCompletionRequest(validate, raw);
+    const ctx = new RequestContext(id, body, abort, res);
+    const traced = requestChannel.hasSubscribers;
+    if (config.events?.onRequestEnd || traced) pipelines.set(ctx, { pending: 0, onSettled: undefined });
+    req.llmGateway = ctx;
+    if (config.events?.onRequestStart) notify(config, 'onRequestStart', () => config.events?.onRequestStart?.(ctx));
+    if (traced) traceRequest(ctx, next);
+    else next();
+  } catch (err) {
+    // A body refused before it fully arrived (too slow, too large, undecodable) leaves the connection
+    // in the middle of a request: it cannot carry another one, and the client may still be sending.
+    // Node ends (and then destroys) the socket once an answer with `Connection: close` is written.
+    if (!req.complete && !res.headersSent) res.setHeader('connection', 'close');
+    next(err);
+  }
+}
+
+/** The response closed: a client that left aborts the request; the summary goes out once the router settled. */
+function onResponseClose(this: WatchedResponse): void {
+  const res = this;
+  const watch = res[RESPONSE_WATCH];
+  if (watch === undefined) return;
+  const { abort, setup } = watch;
+  const { config } = setup;
+  if (!res.writableFinished) abort.abort(new ClientDisconnectedError());
+  const ctx = (res.req as Request | undefined)?.llmGateway;
+  if (ctx && (config.events?.onRequestEnd || isTracedRequest(ctx))) {
+    const ending: ResponseEnding = { statusCode: res.statusCode, headersSent: res.headersSent, finished: res.writableFinished, at: performance.now() };
+    // The abort above only starts the router's unwinding: the usage of the cut attempt is recorded once
+    // it settled, so the summary waits for that (no timer: the abort makes every upstream call end).
+    whenPipelineSettled(ctx, () => {
+      const summary = summarize(ctx, ending);
+      endRequestTrace(ctx, summary);
+      notify(config, 'onRequestEnd', () => config.events?.onRequestEnd?.(summary));
+    });
+  }
 }
 
 /**
@@ -379,9 +405,13 @@ class RequestContext implements GatewayContext {
     this.stream = body.stream === true;
     this.startedAt = performance.now();
     this.#abort = abort;
+    this.writer = new ResponseWriter(res, this.#responseHeaders.bind(this));
+  }
+
+  /** The writer copies these into the status line's headers: no intermediate object without guardrail records. */
+  #responseHeaders(): Record<string, string> {
     const { attempts, guardrails } = this;
-    // The writer copies these into the status line's headers: no intermediate object without guardrail records.
-    this.writer = new ResponseWriter(res, () => (guardrails.length === 0 ? attemptHeaders(attempts) : { ...attemptHeaders(attempts), ...guardrailHeaders(guardrails) }));
+    return guardrails.length === 0 ? attemptHeaders(attempts) : { ...attemptHeaders(attempts), ...guardrailHeaders(guardrails) };
   }
 
   get signal(): AbortSignal {
