@@ -8,8 +8,16 @@ import { type MaybePromise, type UsageWindow, isPending } from './store.js';
 
 /** The store key of a deployment: unique across groups. */
 export function deploymentKey(deployment: Deployment): string {
-  return `${deployment.group}/${deployment.id}`;
+  let key = deploymentKeys.get(deployment);
+  if (key === undefined) {
+    key = `${deployment.group}/${deployment.id}`;
+    deploymentKeys.set(deployment, key);
+  }
+  return key;
 }
+
+/** Deployments are configuration: each key is made once (and its hash computed once, for the maps it keys). */
+const deploymentKeys = new WeakMap<Deployment, string>();
 
 export interface Choice {
   deployment: Deployment;
@@ -92,15 +100,18 @@ export class Balancer {
     return { deployment: picked, untried: fresh };
   }
 
-  /** Marks a call as started; returns the function that marks it finished. */
-  track(deployment: Deployment): () => void {
-    const key = deploymentKey(deployment);
+  /** Marks a call to the deployment (`deploymentKey`) as started; counted for `least-busy` only, which reads it. */
+  callStarted(key: string): void {
+    if (this.config.strategy !== 'least-busy') return;
     this.inFlight.set(key, (this.inFlight.get(key) ?? 0) + 1);
-    return () => {
-      const n = (this.inFlight.get(key) ?? 1) - 1;
-      if (n <= 0) this.inFlight.delete(key);
-      else this.inFlight.set(key, n);
-    };
+  }
+
+  /** Marks a call started with `callStarted` as finished. */
+  callFinished(key: string): void {
+    if (this.config.strategy !== 'least-busy') return;
+    const n = (this.inFlight.get(key) ?? 1) - 1;
+    if (n <= 0) this.inFlight.delete(key);
+    else this.inFlight.set(key, n);
   }
 
   private pick(pool: Deployment[]): MaybePromise<Deployment> {

@@ -156,8 +156,8 @@ class RouterEngine {
     }
     const state = this.stateOf(ctx);
     const tried = new Set<string>();
-    // Deployments that timed out in this request: a silent deployment is not waited for twice.
-    const silent = new Set<string>();
+    // Deployments that timed out in this request: a silent deployment is not waited for twice (made on the first).
+    let silent: Set<string> | undefined;
     let attemptKind = kind;
     let retries = 0;
     let lastError: GatewayError | undefined;
@@ -190,7 +190,7 @@ class RouterEngine {
         if (ctx.writer.committed || requestAbortOf(ctx).aborted || !this.isRetryable(error) || retries >= this.config.maxRetries) {
           throw error;
         }
-        if (error instanceof TimeoutError && !this.config.retryTimeoutsOnSameDeployment) silent.add(deploymentKey(choice.deployment));
+        if (error instanceof TimeoutError && !this.config.retryTimeoutsOnSameDeployment) (silent ??= new Set()).add(deploymentKey(choice.deployment));
         retries++;
         attemptKind = 'retry';
         lastError = error;
@@ -232,7 +232,7 @@ class RouterEngine {
     const trace = attemptChannel.hasSubscribers ? traceAttempt(ctx, record, deployment) : undefined;
     const adapter = trace ? trace.observe(this.adapters.get(key)!) : this.adapters.get(key)!;
     const started = performance.now();
-    const finished = this.balancer.track(deployment);
+    this.balancer.callStarted(key);
     const control = new UpstreamAttempt(state.abort, deployment, ctx.stream);
     this.startDuringHooks(ctx, state);
     if (deployment.rpm !== undefined || deployment.tpm !== undefined) {
@@ -256,7 +256,7 @@ class RouterEngine {
     } finally {
       trace?.end(record, ctx.usage);
       control.dispose();
-      finished();
+      this.balancer.callFinished(key);
     }
   }
 

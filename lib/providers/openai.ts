@@ -80,15 +80,17 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
   // A static key (or none, `apiKey: false`) goes into the headers once; a key function is asked per request.
   const fixedHeaders = staticKeyHeaders(deployment, target, baseHeaders);
 
-  async function send(request: UpstreamRequest, streaming: boolean): Promise<UpstreamResponse> {
-    let headers: Record<string, string>;
-    if (fixedHeaders && request.headers === undefined) {
-      headers = { ...fixedHeaders, 'x-request-id': request.requestId };
-    } else {
-      const key = await credentialOf(deployment);
-      headers = { ...baseHeaders, ...request.headers, 'x-request-id': request.requestId };
+  // Not an async function: a static key sends at once (no promise of its own). Callers await it in a try.
+  function send(request: UpstreamRequest, streaming: boolean): Promise<UpstreamResponse> {
+    if (fixedHeaders && request.headers === undefined) return post(request, streaming, { ...fixedHeaders, 'x-request-id': request.requestId });
+    return credentialOf(deployment).then((key) => {
+      const headers: Record<string, string> = { ...baseHeaders, ...request.headers, 'x-request-id': request.requestId };
       if (key !== undefined) headers[target.keyHeader] = target.keyHeader === 'authorization' ? `Bearer ${key}` : key;
-    }
+      return post(request, streaming, headers);
+    });
+  }
+
+  function post(request: UpstreamRequest, streaming: boolean, headers: Record<string, string>): Promise<UpstreamResponse> {
     const model = upstreamModel(deployment, request.body);
     const body = JSON.stringify(upstreamBody(request.body, target.sendsModel ? model : undefined, streaming));
     return client.post({ url: target.url(model), headers, body, signal: upstreamAbortOf(request) });
