@@ -201,8 +201,11 @@ declare global {
  */
 const OWN_REQUEST = Symbol('express-llm-gateway.request');
 
-/** A request marked as the gateway's. A symbol-keyed mark costs less per request than a weak collection's entry. */
-type ClaimedRequest = IncomingMessage & { [OWN_REQUEST]?: true };
+/**
+ * A request marked as the gateway's: `true`, or (from `gatewayContext()`) what its response's 'close' listener
+ * needs. One symbol-keyed property costs less per request than a weak collection's entry.
+ */
+type ClaimedRequest = IncomingMessage & { [OWN_REQUEST]?: true | ResponseWatch };
 
 /** Marks a request as the gateway's (an error on one of its paths that arose before `gatewayContext()` ran). */
 export function claimRequest(req: IncomingMessage): void {
@@ -211,7 +214,7 @@ export function claimRequest(req: IncomingMessage): void {
 
 /** Whether this request is the gateway's (it went through `gatewayContext()`, or was claimed). */
 export function isGatewayRequest(req: IncomingMessage): boolean {
-  return (req as ClaimedRequest)[OWN_REQUEST] === true;
+  return (req as ClaimedRequest)[OWN_REQUEST] !== undefined;
 }
 
 /**
@@ -227,12 +230,12 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
   const setup: ContextSetup = { config, validate, bodyOptions: { limit: config.bodyLimit, timeoutMs: config.bodyTimeoutMs } };
 
   return function llmGatewayContext(req: Request, res: Response, next: NextFunction): void {
-    claimRequest(req);
+    const abort = new RequestAbort();
+    // The claim carries what the 'close' listener needs (it finds the request as `res.req`).
+    (req as ClaimedRequest)[OWN_REQUEST] = { abort, setup };
     const id = requestIdOf(req, idPolicy);
     res.setHeader(HEADER_REQUEST_ID, id);
-    const abort = new RequestAbort();
     // Listen before the first await: a client that leaves while the body is read must still abort.
-    (res as WatchedResponse)[RESPONSE_WATCH] = { abort, setup };
     res.on('close', onResponseClose); // emitted once: no once-wrapper needed
     // A client that left before this middleware ran (a slow auth middleware earlier) has no 'close' left to
     // tell us: stop here, before any upstream call or request accounting starts.
@@ -252,9 +255,11 @@ interface ContextSetup {
   bodyOptions: BodyReadOptions;
 }
 
-const RESPONSE_WATCH = Symbol('express-llm-gateway.responseWatch');
-/** The response of a request `gatewayContext()` took: its abort state, for the 'close' listener (a module function). */
-type WatchedResponse = ServerResponse & { [RESPONSE_WATCH]?: { abort: RequestAbort; setup: ContextSetup } };
+/** A request `gatewayContext()` took: its abort state and setup, for the 'close' listener (a module function). */
+interface ResponseWatch {
+  abort: RequestAbort;
+  setup: ContextSetup;
+}
 
 /** Reads and validates the body, then creates the context and hands over to the next middleware. */
 async function startRequest(req: Request, res: Response, next: NextFunction, id: string, abort: RequestAbort, { config, validate, bodyOptions }: ContextSetup): Promise<void> {
@@ -279,10 +284,10 @@ async function startRequest(req: Request, res: Response, next: NextFunction, id:
 }
 
 /** The response closed: a client that left aborts the request; the summary goes out once the router settled. */
-function onResponseClose(this: WatchedResponse): void {
+function onResponseClose(this: ServerResponse): void {
   const res = this;
-  const watch = res[RESPONSE_WATCH];
-  if (watch === undefined) return;
+  const watch = (res.req as ClaimedRequest | undefined)?.[OWN_REQUEST];
+  if (watch === undefined || watch === true) return;
   const { abort, setup } = watch;
   const { config } = setup;
   if (!res.writableFinished) abort.abort(new ClientDisconnectedError());
@@ -425,6 +430,32 @@ class RequestContext implements GatewayContext {
   static abortOf(ctx: GatewayContext): RequestAbort | undefined {
     return #abort in ctx ? (ctx as RequestContext).#abort : undefined;
   }
+
+  static routerStateOf(ctx: GatewayContext): unknown {
+    return #routerState in ctx ? (ctx as RequestContext).#routerState : undefined;
+  }
+
+  static keepRouterState(ctx: GatewayContext, state: unknown): boolean {
+    if (!(#routerState in ctx)) return false;
+    (ctx as RequestContext).#routerState = state;
+    return true;
+  }
+
+  /** The router's per-request state (see `keepRouterState`). */
+  #routerState: unknown = undefined;
+}
+
+/** The router's state for this request, when it keeps it in the context (see `keepRouterState`). */
+export function routerStateOf(ctx: GatewayContext): unknown {
+  return RequestContext.routerStateOf(ctx);
+}
+
+/**
+ * Keeps the router's per-request state in the context, out of sight (a private field: never logged or
+ * serialized) and without a weak map's entry per request. False for a context `gatewayContext()` did not make.
+ */
+export function keepRouterState(ctx: GatewayContext, state: unknown): boolean {
+  return RequestContext.keepRouterState(ctx, state);
 }
 
 /**

@@ -13,7 +13,16 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { type Attempt, type AttemptKind } from './attempts.js';
 import { AttemptRequest, type RequestAbortSource, UpstreamAttempt, lazySignalAdapters } from './attempt-control.js';
 import { Balancer, type Choice, deploymentKey } from './balancer.js';
-import { type GatewayContext, type OutputFilter, RequestAbort, contextRequirement, holdSummaryUntil, requestAbortOf } from './context.js';
+import {
+  type GatewayContext,
+  type OutputFilter,
+  RequestAbort,
+  contextRequirement,
+  holdSummaryUntil,
+  keepRouterState,
+  requestAbortOf,
+  routerStateOf,
+} from './context.js';
 import {
   ClientDisconnectedError,
   ContentPolicyViolationError,
@@ -65,8 +74,6 @@ export interface GatewayRouter extends RequestHandler {
  */
 export type FallbackProbe = (ctx: GatewayContext, req: Request | undefined, group: string, error: GatewayError) => boolean;
 
-/** The request each context came from (the fallback probe reads its headers, e.g. the disable header). */
-const requests = new WeakMap<GatewayContext, Request>();
 
 /** Per-request router state, kept across re-dispatches (fallbacks) of the same request. */
 interface RequestState {
@@ -78,8 +85,11 @@ interface RequestState {
   duringStarted: boolean;
   /** Epoch ms after which no new attempt starts (each attempt is bounded by its own total timeout). */
   readonly deadline: number;
+  /** The request the context came from (the fallback probe reads its headers, e.g. the disable header). */
+  req: Request | undefined;
 }
 
+/** The state of contexts `gatewayContext()` did not make (theirs is kept in the context: `keepRouterState`). */
 const states = new WeakMap<GatewayContext, RequestState>();
 
 export function createRouter(options: RouterOptions): GatewayRouter {
@@ -93,7 +103,7 @@ export function createRouter(options: RouterOptions): GatewayRouter {
   const router = function llmGatewayRouter(req: Request, res: Response, next: NextFunction): void {
     const ctx = contextOf(req, res);
     if (!ctx) return;
-    requests.set(ctx, req);
+    engine.stateOf(ctx).req = req;
     dispatch(ctx, ctx.model, 'first').catch(next);
   } as GatewayRouter;
   // The request's summary waits for every dispatch (the first and each fallback's) to settle: the usage of
@@ -173,7 +183,7 @@ class RouterEngine {
         const failure = lastError ?? noDeploymentError(group, found.cooldownEndsAt);
         // Every deployment is cooling down: a fallback group serves the request at once when there is one;
         // the cooling deployment is tried only when nothing else is left.
-        if (!found.lastResort || this.fallbackProbe?.(ctx, requests.get(ctx), group.name, failure)) throw failure;
+        if (!found.lastResort || this.fallbackProbe?.(ctx, state.req, group.name, failure)) throw failure;
         choice = { deployment: found.lastResort, untried: !tried.has(deploymentKey(found.lastResort)) };
       }
       if (!choice.untried && lastError) {
@@ -198,11 +208,11 @@ class RouterEngine {
     }
   }
 
-  private stateOf(ctx: GatewayContext): RequestState {
-    let state = states.get(ctx);
+  stateOf(ctx: GatewayContext): RequestState {
+    let state = (routerStateOf(ctx) as RequestState | undefined) ?? states.get(ctx);
     if (state) return state;
-    state = { abort: requestAbort(ctx), duringStarted: false, deadline: Date.now() + this.config.deadlineMs };
-    states.set(ctx, state);
+    state = { abort: requestAbort(ctx), duringStarted: false, deadline: Date.now() + this.config.deadlineMs, req: undefined };
+    if (!keepRouterState(ctx, state)) states.set(ctx, state);
     return state;
   }
 
