@@ -12,6 +12,7 @@
  */
 import type { AttemptControl } from './context.js';
 import { TimeoutError } from './errors.js';
+import { LazyAbort } from './lazy-abort.js';
 import type { Deployment } from './providers/types.js';
 import type { ChatCompletionRequest } from './types.js';
 
@@ -77,11 +78,8 @@ export function upstreamAbortOf(request: { readonly signal: AbortSignal }): Abor
   return request instanceof AttemptRequest ? request[UPSTREAM_ABORT] : request.signal;
 }
 
-export class UpstreamAttempt implements AttemptControl, UpstreamAbort {
-  aborted = false;
-  reason: Error | undefined = undefined;
-  /** Made when someone asks for `signal` (an output filter, an adapter other than the OpenAI one). */
-  private controller: AbortController | undefined = undefined;
+/** `signal` is made when someone asks for it (an output filter, an adapter other than the OpenAI one). */
+export class UpstreamAttempt extends LazyAbort<Error> implements AttemptControl, UpstreamAbort {
   /** undici's listeners (see `UpstreamAbort`). */
   private listeners: (() => void)[] | undefined = undefined;
   private disposed = false;
@@ -94,6 +92,7 @@ export class UpstreamAttempt implements AttemptControl, UpstreamAbort {
 
   /** `parent`: the request's abort state (an `AbortSignal` also does, at the cost of a listener on it). */
   constructor(parent: RequestAbortSource | AbortSignal, deployment: Deployment, streaming: boolean) {
+    super();
     this.deployment = deployment;
     const { totalMs, firstTokenMs, idleMs } = deployment.timeouts;
     const now = performance.now();
@@ -109,19 +108,8 @@ export class UpstreamAttempt implements AttemptControl, UpstreamAbort {
     else parent.addEventListener('abort', () => this.requestAborted(parent.reason), { once: true });
   }
 
-  get signal(): AbortSignal {
-    if (this.controller === undefined) {
-      this.controller = new AbortController();
-      if (this.aborted) this.controller.abort(this.reason);
-    }
-    return this.controller.signal;
-  }
-
   abort(reason: Error): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.reason = reason;
-    this.controller?.abort(reason);
+    if (!this.abortOnce(reason)) return;
     const listeners = this.listeners;
     this.listeners = undefined;
     if (listeners) for (const listener of listeners) listener();

@@ -18,6 +18,7 @@ import { GatewayConfigError, assertCalledAsFactory, definedOnly, optionsValidato
 import { type RequestIdPolicy, echoRequestId, requestIdOf } from './request-id.js';
 import { compileRequestValidator, validateChatCompletionRequest } from './request-validation.js';
 import { ResponseWriter } from './response-writer.js';
+import { LazyAbort } from './lazy-abort.js';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage } from './types.js';
 
 /**
@@ -358,26 +359,12 @@ function notify(config: ResolvedContextOptions, event: string, call: () => void)
  * the rest of this object. The gateway's own pieces listen here (`onAbort`); `signal` is made on first use,
  * already aborted when the request was. Internal: not part of the context users see.
  */
-export class RequestAbort implements RequestAbortSource {
-  aborted = false;
-  reason: unknown = undefined;
-  private controller: AbortController | undefined = undefined;
+export class RequestAbort extends LazyAbort implements RequestAbortSource {
   private listeners: RequestAbortListener[] | undefined = undefined;
-
-  get signal(): AbortSignal {
-    if (this.controller === undefined) {
-      this.controller = new AbortController();
-      if (this.aborted) this.controller.abort(this.reason);
-    }
-    return this.controller.signal;
-  }
 
   /** Aborts once: the signal (when it exists) first, then the listeners, in the order they were added. */
   abort(reason: unknown): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.reason = reason;
-    this.controller?.abort(reason);
+    if (!this.abortOnce(reason)) return;
     const listeners = this.listeners;
     this.listeners = undefined;
     if (listeners) for (const listener of listeners) listener.requestAborted(reason);

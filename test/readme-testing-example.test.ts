@@ -6,28 +6,16 @@
  * `express-llm-gateway/testing` to `lib/`), and type-checked with the same mapping, the way a user's
  * compiler finds the published types.
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import ts from 'typescript';
+import { readmeBlock } from './helpers/readme.js';
 
 const ROOT = join(__dirname, '..');
-const START = '<!-- testing-example:start -->';
-const END = '<!-- testing-example:end -->';
-
-/** The one `ts` code block between the markers, as a user copies it. */
-function testingExample(readme: string): string {
-  const start = readme.indexOf(START);
-  const end = readme.indexOf(END);
-  if (start === -1 || end < start) throw new Error(`README.md needs the ${START} … ${END} markers`);
-  const block = /^```ts\n([\s\S]*?)^```$/m.exec(readme.slice(start + START.length, end));
-  if (!block) throw new Error('README.md: no ```ts block between the testing-example markers');
-  return block[1]!;
-}
-
 // One file per process: the Express 4 and 5 runs may overlap.
 const file = join(ROOT, '.tmp', 'readme-examples', `testing-example-${process.pid}.ts`);
 mkdirSync(join(file, '..'), { recursive: true });
-writeFileSync(file, testingExample(readFileSync(join(ROOT, 'README.md'), 'utf8')));
+writeFileSync(file, readmeBlock('testing-example', 'ts'));
 afterAll(() => rmSync(file, { force: true }));
 
 // Registers the example's hooks and tests now, while jest collects this file.

@@ -5,28 +5,16 @@
  * both modes. Every mock answers with the same text, so a recovered answer must be exactly that text:
  * nothing repeated, nothing missing, no error.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { createGateway, parseGatewayConfig, silentLogger, type Gateway, type GatewayFileConfig } from '../lib/index.js';
 import { startMockAnthropic, startMockOpenAI, type MockServer } from '../lib/testing/index.js';
 import { chat, type ChatOutcome } from './helpers/chat.js';
 import { createApp, EXPRESS_MAJOR } from './helpers/express.js';
 import { listen, type RunningServer } from './helpers/http.js';
+import { readmeBlock } from './helpers/readme.js';
 
-const START = '<!-- resilient-profile:start -->';
-const END = '<!-- resilient-profile:end -->';
 const ANSWER = 'Hello! This is a mock answer from mock.';
 const MODEL = 'gpt-4o-mini';
-
-function profileYaml(): string {
-  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
-  const start = readme.indexOf(START);
-  const end = readme.indexOf(END);
-  if (start === -1 || end < start) throw new Error(`README.md needs the ${START} … ${END} markers`);
-  const block = /^```yaml\n([\s\S]*?)^```$/m.exec(readme.slice(start + START.length, end));
-  if (!block) throw new Error('README.md: no ```yaml block between the resilient-profile markers');
-  return block[1]!;
-}
+const profileYaml = (): string => readmeBlock('resilient-profile', 'yaml');
 
 let primary: MockServer;
 let standby: MockServer;
