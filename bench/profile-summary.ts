@@ -7,8 +7,9 @@
  * samples but idle, GC and `(program)` included).
  *
  * `summarizeProfile()` is what the bench uses for its "no gateway function above 2 % self time" target: a
- * gateway function is one whose script is a file under the repository's `lib/` (not node_modules, not
- * Node internals, not bench/).
+ * gateway function is one whose script is a file under the repository's `dist/` (the built package, what
+ * the bench's gateway setups run) or `lib/` (the sources, for profiles of code run through tsx); not
+ * node_modules, not Node internals, not bench/.
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -41,14 +42,17 @@ export interface ProfileSummary {
   busyUs: number;
   byModule: SelfTime[];
   byFunction: SelfTime[];
-  /** Functions whose script is under `<repo>/lib/`, by self time, largest first. */
+  /** Functions whose script is under `<repo>/dist/` or `<repo>/lib/`, by self time, largest first. */
   gateway: SelfTime[];
 }
 
-/** The repository's `lib/` as a file URL prefix (tsx reports scripts as `file:///…/lib/x.ts`). */
-export const LIB_URL_PREFIX = `${pathToFileURL(resolve(__dirname, '..', 'lib')).href}/`;
+/**
+ * The gateway's code as file URL prefixes: the built package (dist/cjs/x.js, what the bench runs) and the
+ * sources (tsx reports scripts as `file:///…/lib/x.ts`).
+ */
+export const GATEWAY_URL_PREFIXES: readonly string[] = ['dist', 'lib'].map((dir) => `${pathToFileURL(resolve(__dirname, '..', dir)).href}/`);
 
-export function summarizeProfile(profile: CpuProfile, libPrefix = LIB_URL_PREFIX): ProfileSummary {
+export function summarizeProfile(profile: CpuProfile, gatewayPrefixes: readonly string[] = GATEWAY_URL_PREFIXES): ProfileSummary {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const selfUs = new Map<number, number>();
   profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
@@ -62,12 +66,12 @@ export function summarizeProfile(profile: CpuProfile, libPrefix = LIB_URL_PREFIX
     const module = moduleOf(frame.url, frame.functionName);
     // Files of lib/ and bench/ run through tsx, compiled to a line or two: unless the bench mapped the
     // profile back to sources (`sourceMapped`), their line numbers mean nothing and are left out
-    // (same-named functions of one file then add up); packages keep theirs.
+    // (same-named functions of one file then add up); packages and dist/ (tsc's readable output) keep theirs.
     const local = /\/(lib|bench)\//.test(frame.url) && !frame.url.includes('node_modules');
     const name = `${frame.functionName || '(anonymous)'} ${shortUrl(frame.url)}${local && !profile.sourceMapped ? '' : `:${frame.lineNumber + 1}`}`;
     byFunction.set(name, (byFunction.get(name) ?? 0) + us);
     byModule.set(module, (byModule.get(module) ?? 0) + us);
-    if (frame.url.startsWith(libPrefix)) gateway.set(name, (gateway.get(name) ?? 0) + us);
+    if (gatewayPrefixes.some((prefix) => frame.url.startsWith(prefix))) gateway.set(name, (gateway.get(name) ?? 0) + us);
   }
   const idle = byModule.get('(idle)') ?? 0;
   const busy = Math.max(1, total - idle);
@@ -81,14 +85,14 @@ function moduleOf(url: string, fn: string): string {
   if (url.startsWith('node:')) return `node:${url.slice(5).split('/')[0]}`;
   const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (pkg) return pkg[1]!;
-  const local = /\/(lib|bench)\/(.+)$/.exec(url);
+  const local = /\/(lib|bench|dist)\/(.+)$/.exec(url);
   return local ? `${local[1]}/${local[2]}` : url;
 }
 
 function shortUrl(url: string): string {
   const pkg = /node_modules\/(.+)$/.exec(url);
   if (pkg) return pkg[1]!;
-  const local = /\/(lib|bench)\/(.+)$/.exec(url);
+  const local = /\/(lib|bench|dist)\/(.+)$/.exec(url);
   return local ? `${local[1]}/${local[2]}` : url.replace(/^file:\/\//, '');
 }
 
@@ -105,5 +109,5 @@ if (require.main === module) {
   };
   print('self time by module', summary.byModule);
   print('self time by function', summary.byFunction);
-  print('gateway functions (script under lib/)', summary.gateway);
+  print('gateway functions (script under dist/ or lib/)', summary.gateway);
 }

@@ -63,7 +63,7 @@ export interface TargetResult {
 const GATEWAY = 'router';
 const MODE_LABEL: Record<Mode, string> = { json: 'json', stream: 'stream (20 chunks, instant)', paced: 'paced stream (20 chunks, 5 ms apart)' };
 
-/** The router's profile pass: per mode, the gateway functions (script under lib/) by self time. */
+/** The router's profile pass: per mode, the gateway functions (script under dist/, the built package) by self time. */
 export interface ProfileResult {
   mode: Mode;
   file: string;
@@ -221,7 +221,7 @@ export function evaluateTargets(m: Measurements): TargetResult[] {
     .sort((a, b) => b.share - a.share)[0];
   targets.push(
     judge(
-      `profile of ${GATEWAY} @50 (json, stream, paced): largest gateway function (script under lib/) self time`,
+      `profile of ${GATEWAY} @50 (json, stream, paced): largest gateway function (script under dist/) self time`,
       m.profiles && m.profiles.length > 0 ? (worst?.share ?? 0) : undefined,
       (v) => (worst ? `${(v * 100).toFixed(1)}% ${worst.name} (${worst.mode})` : 'none sampled'),
       `≤ ${(PROFILE_LIMIT * 100).toFixed(0)}% of busy time`,
@@ -348,7 +348,7 @@ export function renderReport({ measurements, outcomes, targets, quick, header }:
   }
   if (measurements.profiles && measurements.profiles.length > 0) {
     lines.push('', `## Profile of ${GATEWAY} @50 (a separate pass with the V8 profiler on: its numbers are not in the tables above)`, '');
-    lines.push('Gateway function = a function whose script is a file under lib/ (not node_modules, not Node internals). Self time as a share of the process\'s busy time (idle excluded; GC and native included).', '');
+    lines.push('Gateway function = a function whose script is a file of the built package under dist/ (what the gateway setups run; lib/ for sources run through tsx; not node_modules, not Node internals). Self time as a share of the process\'s busy time (idle excluded; GC and native included).', '');
     for (const p of measurements.profiles) {
       lines.push(`### ${p.mode}: ${p.busyMs.toFixed(0)} ms busy; modules: ${p.modules.slice(0, 6).map((r) => `${r.name} ${(r.share * 100).toFixed(1)}%`).join(', ')}`, '');
       lines.push('| self % | gateway function |', '|--:|---|');

@@ -17,6 +17,7 @@ import { type LoaderName, checkAnswer, runLoad, timedLoop, wrkAvailable, percent
 import { type MemoryResult, fdLimit, mb, memoryRun } from './memory.js';
 import { ServerProcess, installCleanup, killAll } from './processes.js';
 import { type ImportTiming, measureImport } from './import-time.js';
+import { GATEWAY_CODE, ensureBuilt } from './package.js';
 import { type CpuProfile, summarizeProfile } from './profile-summary.js';
 import { type Cell, type GuardrailTiming, type ProfileResult, type SetupOutcome, evaluateTargets, renderReport, tracingCost } from './report.js';
 import { GUARDRAIL_LATENCY_MS, GUARDRAIL_WINDOW_CHARS, SETUPS, type Setup, setupNamed } from './setups.js';
@@ -87,12 +88,17 @@ async function main(): Promise<void> {
   }
   log(`${config.cellS} s a cell, ${config.warmupS} s warm-up per setup and mode at 50 connections; modes ${MODES.join(', ')}; connections ${config.connections.join(', ')}; ${setups.length} setups`);
 
-  // Loading the package first, while no server runs (a fresh process each time; builds dist/ if stale).
+  // The gateway setups run the built package: build dist/ once, now, before any server starts.
+  log('\n## the package under test (dist/)');
+  const built = ensureBuilt(log);
+  log(built === undefined ? '  dist/ is up to date with lib/' : '  built');
+
+  // Loading the package first, while no server runs (a fresh process each time).
   let importTiming: ImportTiming | undefined;
   if (config.importTime) {
     log('\n## loading the package (fresh node, built dist/)');
     try {
-      importTiming = measureImport(5, log);
+      importTiming = measureImport(5, built);
       log(`  require ${importTiming.requireMedianMs.toFixed(0)} ms, import ${importTiming.importMedianMs.toFixed(0)} ms (medians of 5)`);
     } catch (err) {
       log(`  not measured: ${(err as Error).message}`);
@@ -221,6 +227,7 @@ function machineHeader(config: Config, loadBefore: number[]): string[] {
     `- machine: ${cpu[0]?.model.trim() ?? '?'}, ${cpu.length} cores, ${mb(totalmem())} RAM, ${hostname()}${cgroupCpus()}`,
     `- Node ${process.version}; loader: ${config.loader} (${loaderVersion(config.loader)})${config.loader === 'autocannon' && !wrkAvailable() ? ' — wrk not installed' : ''}`,
     `- load average before: ${loadBefore.map((l) => l.toFixed(2)).join(' / ')} (1 / 5 / 15 min)`,
+    `- gateway setups run ${GATEWAY_CODE}`,
   ];
 }
 
@@ -256,7 +263,8 @@ function cgroupCpus(): string {
 async function profilePass(config: Config, mock: ServerProcess, emulator: ServerProcess | undefined): Promise<ProfileResult[] | undefined> {
   const setup = setupNamed('router');
   log(`\n## profile: router @50, V8 profiler on, ${config.cellS} s a mode`);
-  // Source maps on (this process only): the profile's positions in lib/ are mapped back to source lines.
+  // The gateway code is dist/ (tsc's readable output: its own line numbers are meaningful); source maps on
+  // (this process only) map whatever still runs through tsx back to source lines.
   const target = await startTarget(setup, mock, emulator, ['--enable-source-maps']);
   if (!(target instanceof ServerProcess)) {
     log(`  not profiled: ${target === 'direct' ? 'no server' : target.reason}`);

@@ -2,17 +2,14 @@
  * Every target the benchmark measures, in one place. `baseline` and `direct` are the references; the
  * gateway setups are built inside `servers/gateway.ts` (one child process each) from `build()` below.
  *
- * Pieces that are not in the tree yet (the fallback handler, the Bedrock guardrail) are loaded at run
- * time: when the export is missing (or its module does not load while someone is mid-change), that setup
- * is skipped with a printed note instead of breaking the run. Their option types are checked statically.
+ * Every gateway piece is taken from the built package (dist/cjs, `bench/package.ts`), as a user's app runs
+ * it, not from lib/*.ts through tsx. A piece missing from the package (the fallback handler, the Bedrock
+ * guardrail, in a build without them) makes its setup skip with a printed note instead of breaking the run.
  */
 import type { ErrorRequestHandler, RequestHandler } from 'express';
-import type { BedrockGuardrailOptions } from '../lib/bedrock-guardrail.js';
-import type { FallbackHandlerOptions } from '../lib/fallback-handler.js';
-import { silentLogger } from '../lib/logger.js';
 import type { GatewayRouter } from '../lib/router.js';
 import type { RouterOptions } from '../lib/router-config.js';
-import { DEFAULT_GUARDRAIL } from '../lib/testing/bedrock-emulator.js';
+import { emulatorDefaults, gatewayPackage } from './package.js';
 import { BENCH_MODELS, MODEL_FAST, type Mode } from './workload.js';
 
 /** Guardrail window in characters (one Bedrock text unit); also used for the window TTFB target. */
@@ -101,7 +98,7 @@ export const SETUPS: Setup[] = [
     throughput: false,
     memory: true,
     build: async (env) => {
-      const { createRouter } = await import('../lib/router.js');
+      const { createRouter } = gatewayPackage();
       const router = createRouter({ ...routerOptions(env.mockUrl, [], WIDE_DEPLOYMENTS), strategy: 'least-busy' });
       return { handlers: [router], close: () => router.close() };
     },
@@ -161,7 +158,7 @@ export const SETUPS: Setup[] = [
     needsEmulator: false,
     quick: false,
     build: async (env) => {
-      const fallbackHandler = await optionalExport<FallbackHandlerOptions, ErrorRequestHandler>('fallbackHandler', ['../lib/index.js', '../lib/fallback-handler.js']);
+      const fallbackHandler = packageExport('fallbackHandler');
       if (typeof fallbackHandler === 'string') return { skip: fallbackHandler };
       const router = await loadRouter(env, FALLBACK_GROUPS);
       const handler = fallbackHandler({
@@ -194,12 +191,12 @@ export function routerOptions(mockUrl: string, extraGroups: readonly string[] = 
       ...BENCH_MODELS.map((name) => ({ name, deployments: Array.from({ length: copies }, () => deployment(name)) })),
       ...extraGroups.map((name) => ({ name, deployments: [deployment(MODEL_FAST)] })),
     ],
-    logger: silentLogger,
+    logger: gatewayPackage().silentLogger,
   };
 }
 
 async function loadRouter(env: SetupEnv, extraGroups: readonly string[] = []): Promise<GatewayRouter> {
-  const { createRouter } = await import('../lib/router.js');
+  const { createRouter } = gatewayPackage();
   return createRouter(routerOptions(env.mockUrl, extraGroups));
 }
 
@@ -211,8 +208,9 @@ function guardrailSetup(name: string, mode: 'window' | 'buffer', quick: boolean)
     needsEmulator: true,
     quick,
     build: async (env) => {
-      const bedrockGuardrail = await optionalExport<BedrockGuardrailOptions, RequestHandler>('bedrockGuardrail', ['../lib/index.js', '../lib/bedrock-guardrail.js']);
+      const bedrockGuardrail = packageExport('bedrockGuardrail');
       if (typeof bedrockGuardrail === 'string') return { skip: bedrockGuardrail };
+      const { DEFAULT_GUARDRAIL } = emulatorDefaults();
       if (!env.emulatorUrl) throw new Error(`${name} needs the Bedrock emulator's url`);
       // Output only: the window target is one window's generation + one round trip (an input check
       // would add its own round trip before the model call, or run beside it with during_call).
@@ -224,7 +222,7 @@ function guardrailSetup(name: string, mode: 'window' | 'buffer', quick: boolean)
         credentials: { accessKeyId: 'BENCHKEY', secretAccessKey: 'bench-secret' },
         hooks: ['post_call'],
         streaming: { mode, windowSize: GUARDRAIL_WINDOW_CHARS },
-        logger: silentLogger,
+        logger: gatewayPackage().silentLogger,
       });
       const router = await loadRouter(env);
       return { handlers: [guardrail, router], close: () => router.close() };
@@ -232,23 +230,14 @@ function guardrailSetup(name: string, mode: 'window' | 'buffer', quick: boolean)
   };
 }
 
-/**
- * The first of `modules` (relative to this file) that exports `name` as a function; otherwise a note
- * saying why the setup is skipped. A variable specifier keeps the type check independent of files that
- * are still being written.
- */
-async function optionalExport<Options, Handler>(name: string, modules: string[]): Promise<((options: Options) => Handler) | string> {
-  const problems: string[] = [];
-  for (const specifier of modules) {
-    try {
-      const loaded = (await import(specifier)) as Record<string, unknown>;
-      const value = loaded[name];
-      if (typeof value === 'function') return value as (options: Options) => Handler;
-      problems.push(`${specifier} has no '${name}'`);
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      problems.push(code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND' ? `${specifier} not found` : `${specifier}: ${(err as Error).message}`);
-    }
+type GatewayPackage = ReturnType<typeof gatewayPackage>;
+
+/** An export of the built package, or a note saying why the setup is skipped (a build without it). */
+function packageExport<Name extends 'fallbackHandler' | 'bedrockGuardrail'>(name: Name): GatewayPackage[Name] | string {
+  try {
+    const value = gatewayPackage()[name] as GatewayPackage[Name] | undefined;
+    return typeof value === 'function' ? value : `'${name}' is not exported by dist/cjs/index.js`;
+  } catch (err) {
+    return `dist/cjs/index.js did not load: ${(err as Error).message}`;
   }
-  return `'${name}' is not available yet (${problems.join('; ')})`;
 }

@@ -15,7 +15,7 @@ import { tracingChannel } from 'node:diagnostics_channel';
 import type { ExportResult } from '@opentelemetry/core';
 import type { PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { ATTEMPT_CHANNEL, GUARDRAIL_CHANNEL, REQUEST_CHANNEL } from '../lib/diagnostics.js';
+import { gatewayPackage, otelPackage } from './package.js';
 
 /** `ExportResultCode.SUCCESS` of `@opentelemetry/core` (0), without loading it for a constant. */
 const SUCCESS: ExportResult = { code: 0 };
@@ -49,12 +49,16 @@ export class DiscardingMetricExporter implements PushMetricExporter {
   }
 }
 
-export const TRACING_CHANNELS = [REQUEST_CHANNEL, ATTEMPT_CHANNEL, GUARDRAIL_CHANNEL] as const;
+/** The three tracing channels' names, as the built package exports them. */
+export function tracingChannels(): readonly string[] {
+  const { REQUEST_CHANNEL, ATTEMPT_CHANNEL, GUARDRAIL_CHANNEL } = gatewayPackage();
+  return [REQUEST_CHANNEL, ATTEMPT_CHANNEL, GUARDRAIL_CHANNEL];
+}
 
 /** Subscribes a do-nothing handler to every event of the three channels; returns the unsubscribe. */
 export function noopChannelSubscribers(): () => void {
   const handlers = { start: noop, end: noop, asyncStart: noop, asyncEnd: noop, error: noop };
-  const channels = TRACING_CHANNELS.map((name) => tracingChannel(name));
+  const channels = tracingChannels().map((name) => tracingChannel(name));
   for (const channel of channels) channel.subscribe(handlers);
   return () => {
     for (const channel of channels) channel.unsubscribe(handlers);
@@ -70,14 +74,13 @@ export const METRIC_EXPORT_INTERVAL_MS = 5_000;
 
 /** `instrumentGateway()` with the OpenTelemetry SDK and discarding exporters; returns what stops it. */
 export async function benchTelemetry(): Promise<() => Promise<void>> {
-  const [{ context }, { AsyncLocalStorageContextManager }, { BasicTracerProvider, BatchSpanProcessor }, { MeterProvider, PeriodicExportingMetricReader }, { instrumentGateway }] =
-    await Promise.all([
-      import('@opentelemetry/api'),
-      import('@opentelemetry/context-async-hooks'),
-      import('@opentelemetry/sdk-trace-base'),
-      import('@opentelemetry/sdk-metrics'),
-      import('../lib/otel.js'),
-    ]);
+  const [{ context }, { AsyncLocalStorageContextManager }, { BasicTracerProvider, BatchSpanProcessor }, { MeterProvider, PeriodicExportingMetricReader }] = await Promise.all([
+    import('@opentelemetry/api'),
+    import('@opentelemetry/context-async-hooks'),
+    import('@opentelemetry/sdk-trace-base'),
+    import('@opentelemetry/sdk-metrics'),
+  ]);
+  const { instrumentGateway } = otelPackage();
   const contextManager = new AsyncLocalStorageContextManager().enable();
   context.setGlobalContextManager(contextManager);
   const tracerProvider = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(new DiscardingSpanExporter())] });

@@ -2,9 +2,10 @@
  * A gateway setup under test: `gateway.ts <setup name> <mock url> [emulator url]`. The setup itself (which
  * middlewares, with what options) is defined in `bench/setups.ts`; this file only mounts it:
  * `POST /v1/chat/completions` → `gatewayContext()` → the setup's handlers → `sseErrorWriter()`.
+ * Every gateway piece comes from the built package (dist/cjs, see bench/package.ts), as a user runs it.
  */
 import express from 'express';
-import { gatewayContext, sseErrorWriter, silentLogger } from '../../lib/index.js';
+import { gatewayPackage } from '../package.js';
 import { setupNamed } from '../setups.js';
 import { CHAT_PATH } from '../workload.js';
 import { runChild } from './child.js';
@@ -21,6 +22,7 @@ void runChild(`gateway ${setupName}`, async () => {
     process.send?.({ type: 'skipped', reason: built.skip });
     return new Promise<never>(() => undefined); // the parent stops us
   }
+  const { gatewayContext, sseErrorWriter, silentLogger } = gatewayPackage();
   const app = express();
   app.post(CHAT_PATH, gatewayContext(), ...built.handlers, sseErrorWriter({ logger: silentLogger }));
   const server = await listen(app);
