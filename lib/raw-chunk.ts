@@ -79,6 +79,8 @@ const K_ARGUMENTS = 1;
  * `usage` for a client that did not ask for it.
  */
 export function scanChunk(data: string, dropNullUsage: boolean): RawChunk | undefined {
+  const fast = compactChunk(data, dropNullUsage);
+  if (fast !== undefined) return fast;
   const scan = new Scan(data);
   try {
     return scan.chunk(dropNullUsage);
@@ -86,6 +88,40 @@ export function scanChunk(data: string, dropNullUsage: boolean): RawChunk | unde
     if (error === UNSURE) return undefined;
     throw error;
   }
+}
+
+// The compact layout OpenAI (and the mock) send for every text chunk, matched by one regular expression
+// (irregexp: ~0.1 µs a chunk, against ~0.7 for the general scan and for JSON.parse):
+//   {"id":"…","object":"chat.completion.chunk","created":N,"model":"…"[,"system_fingerprint":"…"],
+//    "choices":[{"index":0,"delta":{DELTA}[,"logprobs":null],"finish_reason":null|"…"}][,"usage":null]}
+// where DELTA is empty or, in this order, some of "role":"…", "content":"…"|null, "refusal":null. Strings
+// other than the content are plain (no escape, no control character); the content may have escapes. Any
+// other layout, even one space, goes to the general scan below (the same answer, slower).
+const PLAIN = '"[^"\\\\\\u0000-\\u001f]*"';
+const STRING_BODY = '([^"\\\\\\u0000-\\u001f]*(?:\\\\(?:["\\\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\\\\u0000-\\u001f]*)*)';
+const CONTENT = (group: string) => `"content":(?:"${group}"|null)`;
+const REFUSAL = '"refusal":null';
+const COMPACT_CHUNK = new RegExp(
+  `^\\{"id":${PLAIN},"object":"chat\\.completion\\.chunk","created":(?:0|[1-9][0-9]*),"model":${PLAIN}(?:,"system_fingerprint":${PLAIN})?` +
+    `,"choices":\\[\\{"index":0,"delta":\\{(?:"role":${PLAIN}(?:,${CONTENT(STRING_BODY)})?(?:,${REFUSAL})?|${CONTENT(STRING_BODY)}(?:,${REFUSAL})?|${REFUSAL})?\\}` +
+    `(?:,"logprobs":null)?,"finish_reason":(?:null|"([^"\\\\\\u0000-\\u001f]*)")\\}\\](,"usage":null)?\\}$`,
+);
+
+/** The fast path of `scanChunk`: the facts of a chunk in the compact layout above, or `undefined` (exported for tests). */
+export function compactChunk(s: string, dropNullUsage: boolean): RawChunk | undefined {
+  const match = COMPACT_CHUNK.exec(s);
+  if (match === null) return undefined;
+  const content = match[1] ?? match[2];
+  const finish = match[3];
+  let length = 0;
+  let text0 = '';
+  if (content !== undefined && content.length > 0) {
+    text0 = content.includes('\\') ? (JSON.parse(`"${content}"`) as string) : content;
+    length = text0.length;
+  }
+  const leading: LeadingKind = length > 0 ? 'content' : finish === 'content_filter' ? 'blocked' : 'other';
+  const text = dropNullUsage && match[4] !== undefined ? `${s.slice(0, s.length - match[4].length - 1)}}` : s;
+  return new RawChunk(text, leading, finish !== undefined, length, text0, false);
 }
 
 class Scan {

@@ -11,7 +11,7 @@
 import type { RequestHandler } from 'express';
 import fc from 'fast-check';
 import { createRouter, gatewayContext, getContext, sseErrorWriter, type GatewayRouter } from '../lib/index.js';
-import { type RawChunk, scanChunk } from '../lib/raw-chunk.js';
+import { type RawChunk, compactChunk, scanChunk } from '../lib/raw-chunk.js';
 import type { RouterOptions } from '../lib/router-config.js';
 import { createApp } from './helpers/express.js';
 import { listen, rawRequest, sseData, type RawResponse, type RunningServer } from './helpers/http.js';
@@ -406,6 +406,70 @@ describe('scanChunk (property)', () => {
         expect({ ...scanned, data: undefined }).toEqual({ ...oracle(JSON.parse(JSON.stringify(value)) as Record<string, unknown>), data: undefined });
       }),
       { numRuns: 500 },
+    );
+  });
+
+  // The layout OpenAI sends (compact, keys in its order): what scanChunk's fast path matches.
+  // Strings JSON writes without an escape (the content may have escapes; these may not).
+  const plain = fc.oneof(fc.string({ unit: 'grapheme' }).filter((v) => !/["\\\u0000-\u001f]/.test(v)), fc.constantFrom('', 'chatcmpl-1', 'gpt-4o', 'fp_44709d6fcb'));
+  const compactDelta = fc.oneof(
+    fc.record({ role: fc.option(fc.constantFrom('assistant', ''), { nil: undefined }), content: fc.option(fc.option(text), { nil: undefined }), refusal: fc.option(fc.constant(null), { nil: undefined }) }),
+    fc.constant({}),
+  );
+  const compactChunkValue = fc.record({
+    id: plain,
+    object: fc.constant('chat.completion.chunk'),
+    created: fc.oneof(fc.nat(), fc.constant(0), fc.constant(1796259514)),
+    model: plain,
+    system_fingerprint: fc.option(plain, { nil: undefined }),
+    choices: fc.tuple(
+      fc.record({
+        index: fc.constant(0),
+        delta: compactDelta,
+        logprobs: fc.option(fc.constant(null), { nil: undefined }),
+        finish_reason: fc.option(fc.oneof(fc.constantFrom('stop', 'length', 'tool_calls', 'content_filter'), plain)),
+      }),
+    ),
+    usage: fc.option(fc.constant(null), { nil: undefined }),
+  });
+
+  it('the compact OpenAI layout (its fast path): the same facts and text as JSON.parse and the parsed path', () => {
+    fc.assert(
+      fc.property(compactChunkValue, fc.boolean(), (value, dropNullUsage) => {
+        const text = JSON.stringify(value);
+        const scanned = scanChunk(text, dropNullUsage);
+        expect(scanned).toBeDefined();
+        expect(compactChunk(text, dropNullUsage)).toEqual(scanned); // the fast path answered
+        const parsed = JSON.parse(text) as Record<string, unknown>;
+        if (dropNullUsage && parsed['usage'] !== undefined) parsed['usage'] = undefined;
+        expect(scanned!.data).toBe(JSON.stringify(parsed));
+        expect({ ...scanned, data: undefined }).toEqual({ ...oracle(parsed), data: undefined });
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('the compact OpenAI layout cut, or with one character changed: never accepted when JSON.parse refuses it, the same facts when not', () => {
+    fc.assert(
+      fc.property(compactChunkValue, fc.nat(), fc.constantFrom('', '"', '\\', '}', ']', '{', '[', ',', ':', 'x', '0', '\u0001', ' '), (value, at, replacement) => {
+        const text = JSON.stringify(value);
+        const i = at % text.length;
+        for (const changed of [text.slice(0, i), text.slice(0, i) + replacement + text.slice(i + 1), text.slice(0, i) + replacement + text.slice(i)]) {
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(changed);
+          } catch {
+            expect(scanChunk(changed, true)).toBeUndefined();
+            continue;
+          }
+          const scanned = scanChunk(changed, false);
+          if (scanned === undefined) continue; // left to the parsed path
+          const value2 = parsed as Record<string, unknown>;
+          expect(scanned.data).toBe(changed);
+          expect({ ...scanned, data: undefined }).toEqual({ ...oracle(value2), data: undefined });
+        }
+      }),
+      { numRuns: 3000 },
     );
   });
 
