@@ -11,6 +11,7 @@
 import { createGateway, type Gateway, type GatewayOptions } from '../lib/create-gateway.js';
 import { GatewayConfigError } from '../lib/options.js';
 import { parseGatewayConfig } from '../lib/gateway-config.js';
+import { readSseBatches } from '../lib/providers/sse.js';
 import { createRouter } from '../lib/router.js';
 import type { Logger } from '../lib/logger.js';
 import {
@@ -342,5 +343,35 @@ describe('configuration', () => {
     const yaml = (value: string) => `models:\n  - name: m\n    deployments:\n      - { provider: openai, model: x, apiKey: k }\nrouter:\n  malformedChunks: ${value}\n`;
     expect(parseGatewayConfig(yaml('skip'), 'yaml').router?.malformedChunks).toBe('skip');
     expect(() => parseGatewayConfig(yaml('sometimes'), 'yaml')).toThrow(/router\.malformedChunks/);
+  });
+});
+
+describe('a leading byte-order mark (readSseBatches)', () => {
+  async function* reads(parts: Uint8Array[]): AsyncGenerator<Uint8Array> {
+    for (const part of parts) yield part;
+  }
+  async function datas(parts: Uint8Array[]): Promise<string[]> {
+    const out: string[] = [];
+    for await (const batch of readSseBatches(reads(parts), new AbortController().signal)) for (const event of batch) out.push(event.data);
+    return out;
+  }
+  const bom = Buffer.from([0xef, 0xbb, 0xbf]);
+  const body = Buffer.from('data: {"a":1}\n\ndata: [DONE]\n\n');
+  const whole = Buffer.concat([bom, body]);
+
+  it('is dropped whether it comes with the first event, alone, or split byte by byte across reads', async () => {
+    const expected = ['{"a":1}', '[DONE]'];
+    expect(await datas([whole])).toEqual(expected);
+    expect(await datas([bom, body])).toEqual(expected);
+    expect(await datas([bom.subarray(0, 1), bom.subarray(1, 2), bom.subarray(2), body])).toEqual(expected);
+    expect(await datas([...whole].map((byte) => Uint8Array.of(byte)))).toEqual(expected);
+  });
+
+  it('only the leading one: a second mark, or one inside an event, is data', async () => {
+    // As the SSE spec says: one leading mark is stripped; a second one makes the first line's field
+    // '\ufeffdata', which no one knows, so that line is ignored.
+    expect(await datas([Buffer.concat([bom, bom, body])])).toEqual(['[DONE]']);
+    const inside = Buffer.concat([bom, Buffer.from('data: \ufeffx\n\n')]);
+    expect(await datas([inside])).toEqual(['\ufeffx']);
   });
 });
