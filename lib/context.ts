@@ -397,10 +397,10 @@ class RequestContext implements GatewayContext {
     this.stream = body.stream === true;
     this.startedAt = performance.now();
     this.#abort = abort;
-    this.writer = new ResponseWriter(res, this.#responseHeaders.bind(this));
+    this.writer = new ResponseWriter(res, this.#responseHeaders.bind(this), true);
   }
 
-  /** The writer copies these into the status line's headers: no intermediate object without guardrail records. */
+  /** A new object on every call (the writer completes it in place): no intermediate object without guardrail records. */
   #responseHeaders(): Record<string, string> {
     const { attempts, guardrails } = this;
     return guardrails.length === 0 ? attemptHeaders(attempts) : { ...attemptHeaders(attempts), ...guardrailHeaders(guardrails) };

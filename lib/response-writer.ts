@@ -45,6 +45,8 @@ export class ResponseWriter {
   private draining: Promise<void> | undefined;
   private readonly res: FlushableResponse;
   private readonly headers: HeaderSource;
+  /** Whether `headers()` returns a new object on every call, which the writer may complete in place. */
+  private readonly freshHeaders: boolean;
   /** The content deltas of choice 0 that reached the client (a continuation must not repeat them). */
   private readonly sent: string[] = [];
   /** Whether choice 0 started a tool or function call on the wire (its arguments may be cut anywhere). */
@@ -54,9 +56,14 @@ export class ResponseWriter {
   /** The error the response ended with (JSON or in-band), if it ended with one. */
   failure: GatewayError | undefined;
 
-  constructor(res: ServerResponse, headers: HeaderSource = noHeaders) {
+  /**
+   * `freshHeaders`: `headers` returns a new object on every call that nobody else keeps, so the writer adds
+   * its own headers to it rather than copying it (a source that may return a shared object must leave it false).
+   */
+  constructor(res: ServerResponse, headers: HeaderSource = noHeaders, freshHeaders = headers === noHeaders) {
     this.res = res;
     this.headers = headers;
+    this.freshHeaders = freshHeaders;
     this.state = initialState(res);
   }
 
@@ -116,11 +123,7 @@ export class ResponseWriter {
     this.state = 'finished';
     // `rawBody`: the upstream's own text of `completion`, when nothing changed it (see `rawBodyOf`).
     const body = rawBody ?? JSON.stringify(completion);
-    this.writeHead(200, {
-      ...this.headers(),
-      'content-type': 'application/json; charset=utf-8',
-      'content-length': Buffer.byteLength(body),
-    });
+    this.writeHead(200, this.jsonHeaders(body));
     this.res.end(body);
   }
 
@@ -174,16 +177,30 @@ export class ResponseWriter {
         choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'content_filter' }],
       };
       const body = JSON.stringify(completion);
-      this.writeHead(200, { ...this.headers(), 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+      this.writeHead(200, this.jsonHeaders(body));
       this.res.end(body);
       return;
     }
-    if (this.state === 'pending') this.writeHead(200, { ...this.headers(), ...SSE_HEADERS });
+    if (this.state === 'pending') this.writeHead(200, this.eventStreamHeaders());
     const frame = (delta: ChatCompletionChunk['choices'][number]['delta'], finish: 'content_filter' | null): string =>
       `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: answer.model, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
     const opening = this.state === 'pending' ? { role: 'assistant' as const, content: text } : { content: text };
     this.state = 'finished';
     this.res.end(this.takeBatch() + frame(opening, null) + frame({}, 'content_filter') + DONE_FRAME);
+  }
+
+  /** The source's headers and the SSE headers (which win). */
+  private eventStreamHeaders(): Record<string, string> {
+    if (!this.freshHeaders) return { ...this.headers(), ...SSE_HEADERS };
+    return Object.assign(this.headers(), SSE_HEADERS);
+  }
+
+  /** The source's headers and those of a JSON `body` (which win). */
+  private jsonHeaders(body: string): Record<string, string | number> {
+    const headers: Record<string, string | number> = this.freshHeaders ? this.headers() : { ...this.headers() };
+    headers['content-type'] = 'application/json; charset=utf-8';
+    headers['content-length'] = Buffer.byteLength(body);
+    return headers;
   }
 
   /** The one place the status line goes out. */
@@ -196,7 +213,7 @@ export class ResponseWriter {
     await this.awaitHolds();
     if (this.state !== 'pending') return;
     this.state = 'streaming';
-    this.writeHead(200, { ...this.headers(), ...SSE_HEADERS });
+    this.writeHead(200, this.eventStreamHeaders());
   }
 
   private async awaitHolds(): Promise<void> {

@@ -100,7 +100,7 @@ export function sseErrorWriter(options?: SseErrorWriterOptions): ErrorRequestHan
     const error = toGatewayError(err);
     const ctx = req.llmGateway;
     logError(config.logger, error, ctx?.id ?? headerRequestId(res));
-    const writer = ctx?.writer ?? new ResponseWriter(res, () => attemptHeaders([]));
+    const writer = ctx?.writer ?? new ResponseWriter(res, () => attemptHeaders([]), true);
     if (error instanceof ClientDisconnectedError) {
       if (!res.writableEnded) res.end(); // nobody is listening; just release the response
       return;

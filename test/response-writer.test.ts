@@ -23,6 +23,29 @@ describe('ResponseWriter', () => {
   let server: RunningServer;
   afterEach(() => server?.close());
 
+  it('leaves a header source\'s object alone unless told it is fresh, and completes a fresh one with the same headers', async () => {
+    const shared = { 'x-gateway-attempts': '1' };
+    const texts: string[] = [];
+    for (const fresh of [false, true]) {
+      for (const mode of ['stream', 'json'] as const) {
+        server = await listen((_req, res) => {
+          const writer = new ResponseWriter(res, fresh ? () => ({ 'x-gateway-attempts': '1' }) : () => shared, fresh);
+          const done = mode === 'stream' ? Promise.resolve(writer.send(chunk('a'))).then(() => writer.finish()) : writer.json(completion);
+          void done;
+        });
+        const res = await rawRequest(server.url, { body: {} });
+        await server.close();
+        expect(res.headers['x-gateway-attempts']).toBe('1');
+        expect(res.headers['content-type']).toBe(mode === 'stream' ? 'text/event-stream; charset=utf-8' : 'application/json; charset=utf-8');
+        if (mode === 'stream') expect(res.headers['cache-control']).toBe('no-cache');
+        else expect(res.headers['content-length']).toBe(String(Buffer.byteLength(res.text)));
+        texts.push(res.text);
+      }
+    }
+    expect(shared).toEqual({ 'x-gateway-attempts': '1' });
+    expect(texts.slice(2)).toEqual(texts.slice(0, 2));
+  });
+
   it('commits nothing until the first chunk, then sends SSE headers and the attempt headers', async () => {
     const seen: boolean[] = [];
     server = await withWriter(async (writer, res) => {
