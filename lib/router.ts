@@ -366,7 +366,11 @@ async function streamAnswer(
   ctx.usage = undefined;
   try {
     for await (const item of stream) {
-      for (const chunk of isBatch(item) ? item : [item]) {
+      // A read's chunks (raw path) or one chunk (parsed path: no array made for it).
+      const batch = isBatch(item) ? item : undefined;
+      const count = batch === undefined ? 1 : batch.length;
+      for (let n = 0; n < count; n++) {
+        const chunk = batch === undefined ? (item as StreamChunk) : batch[n]!;
         // A read's later chunks go no further once the attempt was aborted while an earlier one waited (client
         // gone, timeout): the adapter throws the reason before its next chunk the same way.
         control.signal.throwIfAborted();
@@ -395,7 +399,10 @@ async function streamAnswer(
           control.firstContent();
           const release = held;
           held = undefined;
-          for (const leading of release) await emit(ctx, filters, leading);
+          for (const leading of release) {
+            const sent = filters ? emit(ctx, filters, leading) : send(ctx, leading);
+            if (sent) await sent;
+          }
         }
         // Without filters, only a slow client (backpressure) or the commit makes this wait.
         const sent = filters ? emit(ctx, filters, chunk) : send(ctx, chunk);
@@ -405,7 +412,12 @@ async function streamAnswer(
     // An answer without any content or tool call is a provider failure (an engine glitch, a dropped
     // generation), handled before commit like any other, the same way without streaming.
     if (held !== undefined) throw emptyAnswerError();
-    if (filters) for (const chunk of await endFilters(filters)) await send(ctx, chunk);
+    if (filters) {
+      for (const chunk of await endFilters(filters)) {
+        const sent = send(ctx, chunk);
+        if (sent) await sent;
+      }
+    }
     ctx.writer.finish();
     return firstTokenMs;
   } finally {
@@ -513,7 +525,10 @@ async function emit(ctx: GatewayContext, filters: OutputFilter[] | undefined, ch
     for (const c of batch) next.push(...(await filter.chunk(c)));
     batch = next;
   }
-  for (const c of batch) await send(ctx, c);
+  for (const c of batch) {
+    const sent = send(ctx, c);
+    if (sent) await sent;
+  }
 }
 
 /** Ends the filters in order: what one releases at its end still goes through the ones after it. */
