@@ -81,6 +81,9 @@ const K_ARGUMENTS = 1;
 export function scanChunk(data: string, dropNullUsage: boolean): RawChunk | undefined {
   const fast = compactChunk(data, dropNullUsage);
   if (fast !== undefined) return fast;
+  // The usage chunk (`"choices":[]`, once a stream) in the same compact layout: the general scan would read
+  // it all and answer `undefined` (no choice), whatever follows the empty array.
+  if (COMPACT_NO_CHOICES.test(data)) return undefined;
   const scan = new Scan(data);
   try {
     return scan.chunk(dropNullUsage);
@@ -105,6 +108,11 @@ const COMPACT_CHUNK = new RegExp(
   `^\\{"id":${PLAIN},"object":"chat\\.completion\\.chunk","created":(?:0|[1-9][0-9]*),"model":${PLAIN}(?:,"system_fingerprint":${PLAIN})?` +
     `,"choices":\\[\\{"index":0,"delta":\\{(?:"role":${PLAIN}(?:,${CONTENT(STRING_BODY)})?(?:,${REFUSAL})?|${CONTENT(STRING_BODY)}(?:,${REFUSAL})?|${REFUSAL})?\\}` +
     `(?:,"logprobs":null)?,"finish_reason":(?:null|"([^"\\\\\\u0000-\\u001f]*)")\\}\\](,"usage":null)?\\}$`,
+);
+
+/** The start of a compact chunk whose `choices` is empty (the usage chunk): the parsed path's at once. */
+const COMPACT_NO_CHOICES = new RegExp(
+  `^\\{"id":${PLAIN},"object":"chat\\.completion\\.chunk","created":(?:0|[1-9][0-9]*),"model":${PLAIN}(?:,"system_fingerprint":(?:${PLAIN}|null))?,"choices":\\[\\]`,
 );
 
 /** The fast path of `scanChunk`: the facts of a chunk in the compact layout above, or `undefined` (exported for tests). */
@@ -162,6 +170,7 @@ class Scan {
         if (key === 'choices') {
           seen = once(seen, K_CHOICES);
           choices = this.choices();
+          if (choices === 0) throw UNSURE; // no choice: the parsed path's, whatever follows
         } else if (key === 'usage') {
           seen = once(seen, K_USAGE);
           this.literal('null');

@@ -473,6 +473,18 @@ describe('scanChunk (property)', () => {
     );
   });
 
+  it('the usage chunk (choices: []) goes the parsed way, compact or not, whatever follows; a nested empty "choices" does not', () => {
+    for (const value of [usageChunk, { ...usageChunk, system_fingerprint: null }, { id: 'x', object: 'chat.completion.chunk', created: 0, model: 'm', choices: [] }, { choices: [], usage: USAGE }]) {
+      const text = JSON.stringify(value);
+      expect(scanChunk(text, true)).toBeUndefined();
+      expect(scanChunk(text, false)).toBeUndefined();
+      expect(scanChunk(JSON.stringify(value, null, 1), true)).toBeUndefined();
+      expect(scanChunk(`${text.slice(0, text.indexOf('[]') + 2)},"usage":{`, true)).toBeUndefined();
+    }
+    const nested = { ...chunk([{ delta: { content: 'a' } }]), meta: { choices: [] } };
+    expect(scanChunk(JSON.stringify(nested), false)?.text0).toBe('a');
+  });
+
   it('never accepts what JSON.parse refuses (cut, or with one character changed)', () => {
     fc.assert(
       fc.property(chunkValue, fc.nat(), fc.constantFrom('', '"', '\\', '}', ']', ',', ':', 'x', '\u0001', ' '), (value, at, replacement) => {
