@@ -118,15 +118,7 @@ export const SETUPS: Setup[] = [
     reference: 'router',
     build: async (env) => {
       const { noopChannelSubscribers } = await import('./tracing.js');
-      const unsubscribe = noopChannelSubscribers();
-      const router = await loadRouter(env);
-      return {
-        handlers: [router],
-        close: async () => {
-          unsubscribe();
-          await router.close();
-        },
-      };
+      return routerWithTracing(env, noopChannelSubscribers());
     },
   },
   {
@@ -140,15 +132,7 @@ export const SETUPS: Setup[] = [
     reference: 'router',
     build: async (env) => {
       const { benchTelemetry } = await import('./tracing.js');
-      const stopTelemetry = await benchTelemetry();
-      const router = await loadRouter(env);
-      return {
-        handlers: [router],
-        close: async () => {
-          await router.close();
-          await stopTelemetry();
-        },
-      };
+      return routerWithTracing(env, await benchTelemetry());
     },
   },
   {
@@ -192,6 +176,18 @@ export function routerOptions(mockUrl: string, extraGroups: readonly string[] = 
       ...extraGroups.map((name) => ({ name, deployments: [deployment(MODEL_FAST)] })),
     ],
     logger: gatewayPackage().silentLogger,
+  };
+}
+
+/** The router with a tracing subscriber already attached; `stop` detaches it when the setup closes. */
+async function routerWithTracing(env: SetupEnv, stop: () => void | Promise<void>): Promise<BuiltSetup> {
+  const router = await loadRouter(env);
+  return {
+    handlers: [router],
+    close: async () => {
+      await router.close();
+      await stop();
+    },
   };
 }
 
