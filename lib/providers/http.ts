@@ -303,3 +303,65 @@ export async function* streamResponse<T>(
     if (body !== undefined) releaseBody(body, complete);
   }
 }
+
+/**
+ * Reads a body one network read at a time with `read()`, for an adapter that does its whole per-read work
+ * in one async generator: a read already buffered costs no asynchronous step, and waiting for the next is
+ * one promise (Readable's async iterator is an async generator of its own, with a promise per wait). Data
+ * stays in the body until `read()` takes it, so a consumer that stops pulling stops the socket (backpressure).
+ * Like `bodyChunks`, it leaves the body open: call `detach()`, then `releaseBody` decides.
+ */
+export class BodyReader {
+  private wake: (() => void) | undefined;
+  private readonly body: Readable;
+  private readonly onEvent = (): void => {
+    const wake = this.wake;
+    if (wake !== undefined) {
+      this.wake = undefined;
+      wake();
+    }
+  };
+  private readonly waiting = (resolve: () => void): void => {
+    this.wake = resolve;
+  };
+
+  constructor(body: UpstreamBody) {
+    this.body = body as Readable;
+    this.body.on('readable', this.onEvent).on('end', this.onEvent).on('error', this.onEvent).on('close', this.onEvent);
+  }
+
+  /**
+   * The bytes received since the last call, `null` when none are buffered (then see `ended`, or `wait()`).
+   * Throws the body's error once it failed (undici's abort error included).
+   */
+  read(): Buffer | null {
+    const chunk = this.body.read() as Buffer | null;
+    if (chunk === null) {
+      const { body } = this;
+      if (body.errored) throw body.errored;
+      if (body.destroyed && !body.readableEnded) throw prematureClose();
+    }
+    return chunk;
+  }
+
+  /** True once the whole body was read. */
+  get ended(): boolean {
+    return this.body.readableEnded;
+  }
+
+  /** Resolves when there is something new: bytes, the end, an error. */
+  wait(): Promise<void> {
+    return new Promise(this.waiting);
+  }
+
+  /** Stops listening (before `releaseBody`, whose dump needs the body out of paused mode). */
+  detach(): void {
+    this.wake = undefined;
+    this.body.off('readable', this.onEvent).off('end', this.onEvent).off('error', this.onEvent).off('close', this.onEvent);
+  }
+}
+
+/** What Readable's async iterator throws for a body closed before its end. */
+function prematureClose(): Error {
+  return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+}
