@@ -11,18 +11,15 @@ import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from 
 import { classifyUpstreamError } from './classify.js';
 import {
   adapterFailure,
-  BodyReader,
   createUpstreamClient,
-  expectEventStream,
   credentialOf,
   lowerCaseHeaders,
   parseJsonOrText,
-  releaseBody,
   streamResponse,
   withoutTrailingSlash,
   type UpstreamResponse,
 } from './http.js';
-import { MalformedEvent, malformedEventHandler, parseEventData, readSseBatches, SseSplitter, type SseEvent } from './sse.js';
+import { MalformedEvent, malformedEventHandler, parseEventData, readSseBatches, type SseEvent } from './sse.js';
 import { upstreamModel } from './model.js';
 import type { Deployment, ProviderAdapter, UpstreamRequest } from './types.js';
 
@@ -118,7 +115,8 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
     },
     streamRaw: (request, includeUsage) => {
       const malformed = malformedEventHandler(deployment, request);
-      return openAIRawStream(() => send(request, true), request.signal, deployment, malformed, { dropNullUsage: !includeUsage });
+      const raw = { dropNullUsage: !includeUsage };
+      return streamResponse(() => send(request, true), (chunks, signal) => openAIChunks(chunks, signal, malformed, raw), request.signal, deployment);
     },
     close: () => client.close(),
   };
@@ -218,106 +216,32 @@ async function* openAIChunks(
   raw: { dropNullUsage: boolean } | undefined,
 ): AsyncGenerator<(ChatCompletionChunk | RawChunk)[], boolean, undefined> {
   let sawEvent = false;
-  const state = new ChunkState();
+  const state = { finished: false };
   for await (const events of readSseBatches(chunks, signal)) {
     sawEvent = true;
-    const out = chunksOf(events, state, malformed, raw);
+    const out: (ChatCompletionChunk | RawChunk)[] = [];
+    let done = false;
+    let failed = false;
+    let failure: unknown;
+    try {
+      for (const event of events) {
+        const chunk = openAIChunk(event, state, malformed, raw);
+        if (chunk === DONE) {
+          done = true;
+          break;
+        }
+        if (chunk !== undefined) out.push(chunk);
+      }
+    } catch (error) {
+      failed = true;
+      failure = error;
+    }
     if (out.length > 0) yield out;
-    if (state.failed) throw state.failure;
-    if (state.done) return true;
+    if (failed) throw failure;
+    if (done) return true;
   }
   if (sawEvent && !state.finished) throw new UpstreamError('The upstream stream ended before it finished.');
   return true;
-}
-
-/** What `chunksOf` learned so far: a choice finished; `[DONE]` came; a failure to throw once the chunks before it went out. */
-class ChunkState {
-  finished = false;
-  done = false;
-  failed = false;
-  failure: unknown = undefined;
-}
-
-/** The chunks of one read's events (see `openAIChunk`), stopping at `[DONE]` or at a failure (both noted in `state`). */
-function chunksOf(
-  events: SseEvent[],
-  state: ChunkState,
-  malformed: (event: MalformedEvent) => void,
-  raw: { dropNullUsage: boolean } | undefined,
-): (ChatCompletionChunk | RawChunk)[] {
-  const out: (ChatCompletionChunk | RawChunk)[] = [];
-  try {
-    for (const event of events) {
-      const chunk = openAIChunk(event, state, malformed, raw);
-      if (chunk === DONE) {
-        state.done = true;
-        break;
-      }
-      if (chunk !== undefined) out.push(chunk);
-    }
-  } catch (error) {
-    state.failed = true;
-    state.failure = error;
-  }
-  return out;
-}
-
-/**
- * `streamRaw()`: `streamResponse` + `openAIChunks` + `readSseBatches` over the body in one async generator,
- * the body pulled with `BodyReader`: per network read, one step for the consumer (and one promise when it
- * has to wait for the read), instead of one per generator layer. Same chunks, same failures (classified by
- * `adapterFailure`), same release of the connection.
- */
-async function* openAIRawStream(
-  open: () => Promise<UpstreamResponse>,
-  signal: AbortSignal,
-  deployment: Deployment,
-  malformed: (event: MalformedEvent) => void,
-  raw: { dropNullUsage: boolean },
-): AsyncGenerator<(ChatCompletionChunk | RawChunk)[], void, undefined> {
-  let body: UpstreamResponse['body'] | undefined;
-  let reader: BodyReader | undefined;
-  let complete = false;
-  try {
-    const response = await open();
-    body = response.body;
-    await expectEventStream(response, signal);
-    reader = new BodyReader(body);
-    const splitter = new SseSplitter();
-    const state = new ChunkState();
-    let sawEvent = false;
-    let ended = false;
-    while (!ended) {
-      const bytes = reader.read();
-      let events: SseEvent[] | undefined;
-      if (bytes !== null) {
-        events = splitter.feed(bytes);
-      } else if (reader.ended) {
-        ended = true;
-        events = splitter.end();
-      } else {
-        await reader.wait();
-        continue;
-      }
-      if (events === undefined) continue;
-      signal.throwIfAborted();
-      sawEvent = true;
-      const out = chunksOf(events, state, malformed, raw);
-      if (out.length > 0) yield out;
-      if (state.failed) throw state.failure;
-      if (state.done) {
-        complete = true;
-        return;
-      }
-    }
-    if (sawEvent && !state.finished) throw new UpstreamError('The upstream stream ended before it finished.');
-    complete = true;
-  } catch (error) {
-    throw adapterFailure(error, signal, deployment);
-  } finally {
-    reader?.detach();
-    if (body !== undefined) releaseBody(body, complete);
-  }
 }
 
 /**
@@ -338,7 +262,7 @@ const DONE = Symbol('done');
 /** One event of the stream: the chunk to yield, `undefined` to skip it, `DONE` at `[DONE]`; throws a failure. */
 function openAIChunk(
   event: SseEvent,
-  state: ChunkState,
+  state: { finished: boolean },
   malformed: (event: MalformedEvent) => void,
   raw: { dropNullUsage: boolean } | undefined,
 ): ChatCompletionChunk | RawChunk | typeof DONE | undefined {
