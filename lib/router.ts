@@ -373,7 +373,7 @@ async function streamAnswer(
         const chunk = batch === undefined ? (item as StreamChunk) : batch[n]!;
         // A read's later chunks go no further once the attempt was aborted while an earlier one waited (client
         // gone, timeout): the adapter throws the reason before its next chunk the same way.
-        control.signal.throwIfAborted();
+        if (control.aborted) throw control.reason;
         control.chunk();
         chunks++;
         if (chunk instanceof RawChunk) {
@@ -423,7 +423,7 @@ async function streamAnswer(
   } finally {
     // Set before the outcome leaves this function, so the summary (which waits for the dispatch) sees it.
     // An upstream that refused outright (nothing streamed, not cut by us) generated nothing to account.
-    ctx.usage = reported ?? (chunks > 0 || control.signal.aborted ? estimatedUsage(ctx, completionChars) : undefined);
+    ctx.usage = reported ?? (chunks > 0 || control.aborted ? estimatedUsage(ctx, completionChars) : undefined);
   }
 }
 
