@@ -16,7 +16,8 @@ import { guardrailHeaders } from './guardrail/headers.js';
 import { ClientDisconnectedError, InternalError } from './errors.js';
 import { GatewayConfigError, assertCalledAsFactory, definedOnly, optionsValidator, parseSize } from './options.js';
 import { type RequestIdPolicy, echoRequestId, requestIdOf } from './request-id.js';
-import { compileRequestValidator, validateChatCompletionRequest } from './request-validation.js';
+import { PROTOCOL_NAMES, protocolNamed } from './protocols/index.js';
+import type { Protocol, ProtocolName } from './protocols/types.js';
 import { ResponseWriter } from './response-writer.js';
 import { LazyAbort } from './lazy-abort.js';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage } from './types.js';
@@ -81,6 +82,11 @@ export interface GatewayContext {
   readonly model: string;
   /** Whether the client asked for a stream. */
   readonly stream: boolean;
+  /**
+   * The wire protocol the client speaks (`chat`, `responses`, `messages`). `body` is always the internal
+   * chat-completions form of its request; the protocol writes the answer back in its own form.
+   */
+  readonly protocol: ProtocolName;
   /** Aborts when the client goes away (or `cancel` is called); every upstream and guardrail call listens to it. */
   readonly signal: AbortSignal;
   /**
@@ -138,6 +144,14 @@ export interface GatewayContextOptions {
   events?: GatewayEvents;
   /** @default console, warnings and errors only */
   logger?: Logger;
+  /**
+   * The protocol of the route this middleware is mounted on: `'chat'` (`POST /v1/chat/completions`),
+   * `'responses'` (`POST /v1/responses`) or `'messages'` (`POST /v1/messages`). The body is validated and
+   * mapped to the internal chat-completions request by this protocol, and every answer and error of the
+   * request is written in its form.
+   * @default 'chat'
+   */
+  protocol?: ProtocolName;
 }
 
 interface ResolvedContextOptions {
@@ -147,6 +161,7 @@ interface ResolvedContextOptions {
   generateRequestId: (req: IncomingMessage) => string;
   events: GatewayEvents | undefined;
   logger: Logger;
+  protocol: Protocol;
 }
 
 export const DEFAULT_BODY_TIMEOUT_MS = 30_000;
@@ -165,6 +180,7 @@ const validateOptions = optionsValidator(
       generateRequestId: {},
       events: { type: 'object' },
       logger: { type: 'object' },
+      protocol: { enum: PROTOCOL_NAMES },
     },
   },
   'gatewayContext',
@@ -183,6 +199,7 @@ function parseContextOptions(options: GatewayContextOptions | undefined): Resolv
     generateRequestId: given.generateRequestId ?? (() => randomUUID()),
     events: given.events,
     logger: withRedaction(given.logger ?? consoleLogger),
+    protocol: protocolNamed(given.protocol ?? 'chat'),
   };
 }
 
@@ -219,16 +236,26 @@ export function isGatewayRequest(req: IncomingMessage): boolean {
 }
 
 /**
+ * The protocol of a request that reached `gatewayContext()`, even when it failed before its context existed
+ * (a bad body is answered in the protocol's error shape); undefined for any other request.
+ */
+export function protocolOfRequest(req: IncomingMessage): Protocol | undefined {
+  const claim = (req as ClaimedRequest)[OWN_REQUEST];
+  return claim === undefined || claim === true ? undefined : claim.setup.config.protocol;
+}
+
+/**
  * The context middleware. Mount it first on the chat-completions route: it reads and validates the body
  * (a bad one goes to `next()` as a 400 naming the field), then creates the request context.
  */
 export function gatewayContext(options?: GatewayContextOptions): RequestHandler {
   assertCalledAsFactory(options, 'gatewayContext');
   const config = parseContextOptions(options);
-  const validate = compileRequestValidator();
+  // The validator is compiled now, at start-up, not on the first request.
+  config.protocol.compile?.();
   const idPolicy: RequestIdPolicy = { trust: config.trustRequestId, generate: config.generateRequestId };
 
-  const setup: ContextSetup = { config, validate, bodyOptions: { limit: config.bodyLimit, timeoutMs: config.bodyTimeoutMs } };
+  const setup: ContextSetup = { config, bodyOptions: { limit: config.bodyLimit, timeoutMs: config.bodyTimeoutMs } };
 
   return function llmGatewayContext(req: Request, res: Response, next: NextFunction): void {
     const abort = new RequestAbort();
@@ -252,7 +279,6 @@ export function gatewayContext(options?: GatewayContextOptions): RequestHandler 
 /** What one `gatewayContext()` middleware was made with, shared by its requests. */
 interface ContextSetup {
   config: ResolvedContextOptions;
-  validate: ReturnType<typeof compileRequestValidator>;
   bodyOptions: BodyReadOptions;
 }
 
@@ -263,12 +289,12 @@ interface ResponseWatch {
 }
 
 /** Reads and validates the body, then creates the context and hands over to the next middleware. */
-async function startRequest(req: Request, res: Response, next: NextFunction, id: string, abort: RequestAbort, { config, validate, bodyOptions }: ContextSetup): Promise<void> {
+async function startRequest(req: Request, res: Response, next: NextFunction, id: string, abort: RequestAbort, { config, bodyOptions }: ContextSetup): Promise<void> {
   try {
     const raw = await readJsonBody(req, bodyOptions);
     if (abort.aborted) throw new ClientDisconnectedError();
-    const body = validateChatCompletionRequest(validate, raw);
-    const ctx = new RequestContext(id, body, abort, res);
+    const body = config.protocol.toChatRequest(raw);
+    const ctx = new RequestContext(id, body, abort, res, config.protocol);
     const traced = requestChannel.hasSubscribers;
     if (config.events?.onRequestEnd || traced) pipelines.set(ctx, { pending: 0, onSettled: undefined });
     req.llmGateway = ctx;
@@ -382,6 +408,7 @@ class RequestContext implements GatewayContext {
   body: ChatCompletionRequest;
   readonly model: string;
   readonly stream: boolean;
+  readonly protocol: ProtocolName;
   readonly startedAt: number;
   readonly attempts: Attempt[] = [];
   readonly guardrails: GuardrailRecord[] = [];
@@ -390,14 +417,15 @@ class RequestContext implements GatewayContext {
   usage: Usage | undefined = undefined;
   readonly #abort: RequestAbort;
 
-  constructor(id: string, body: ChatCompletionRequest, abort: RequestAbort, res: ServerResponse) {
+  constructor(id: string, body: ChatCompletionRequest, abort: RequestAbort, res: ServerResponse, protocol: Protocol) {
     this.id = id;
     this.body = body;
     this.model = body.model;
     this.stream = body.stream === true;
+    this.protocol = protocol.name;
     this.startedAt = performance.now();
     this.#abort = abort;
-    this.writer = new ResponseWriter(res, this.#responseHeaders.bind(this), true);
+    this.writer = new ResponseWriter(res, this.#responseHeaders.bind(this), { freshHeaders: true, protocol, answer: this });
   }
 
   /** A new object on every call (the writer completes it in place): no intermediate object without guardrail records. */

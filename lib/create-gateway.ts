@@ -1,7 +1,8 @@
 /**
  * `createGateway(config)`: the pieces mounted in the right order, in one call. Returns the middlewares to
- * mount: a router that serves `POST /v1/chat/completions` (context → guardrails → router → fallback
- * handler → SSE error writer), `GET /v1/models` and, when configured, the pass-through's own paths, then
+ * mount: a router that serves `POST /v1/chat/completions`, `POST /v1/responses` and `POST /v1/messages`
+ * (each: context for its protocol → guardrails → router → fallback handler → SSE error writer, the same
+ * pieces), `GET /v1/models` and, when configured, the pass-through's own paths, then
  * the error writer for body-parser failures on those paths. Every other request, and every error that is
  * not the gateway's, goes on to the host app. Each piece stays exported for teams who compose by hand.
  */
@@ -25,7 +26,9 @@ import type { Deployment, ProviderAdapter } from './providers/types.js';
 import { RedisStore } from './redis-store.js';
 import { createRouter, type GatewayRouter } from './router.js';
 import { echoRequestId } from './request-id.js';
-import { CHAT_COMPLETIONS_PATH, sseErrorWriter } from './sse-error-writer.js';
+import { sseErrorWriter } from './sse-error-writer.js';
+import { PROTOCOLS } from './protocols/index.js';
+import type { Protocol } from './protocols/types.js';
 import { MemoryStore, type Store } from './store.js';
 
 export interface GatewayOptions extends Omit<GatewayFileConfig, 'store'> {
@@ -109,7 +112,8 @@ export function createGateway(options: GatewayOptions): Gateway {
   const allEvents = metrics ? combineEvents(metrics.events, events) : events;
   const guardrails = (config.guardrails ?? []).map((guardrail, i) => guardrailFor(guardrail, i, router, logger));
   const form = config.errors?.bodyForm ?? 'gateway';
-  const errors = sseErrorWriter({ errorBodyForm: form, logger });
+  const protocols = Object.values(PROTOCOLS).filter((protocol): protocol is Protocol => protocol !== undefined && config.protocols?.[protocol.name] !== false);
+  const errors = sseErrorWriter({ errorBodyForm: form, logger, paths: protocols.map((protocol) => protocol.path) });
 
   const active = new Set<GatewayContext>();
   let draining = false;
@@ -127,10 +131,13 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   // Express is the host app's (a peer dependency): loaded here, where it is used, rather than with the package.
   const routes = (requireDependency('express') as typeof Express).Router();
-  routes.post(CHAT_COMPLETIONS_PATH, atPath({ gatewayContext: 'context' }, () => gatewayContext({ ...config.context, logger, ...(allEvents ? { events: allEvents } : {}) })), track, ...guardrails, router, fallback);
+  for (const protocol of protocols) {
+    const context = atPath({ gatewayContext: 'context' }, () => gatewayContext({ ...config.context, logger, protocol: protocol.name, ...(allEvents ? { events: allEvents } : {}) }));
+    routes.post(protocol.path, context, track, ...guardrails, router, fallback);
+  }
   routes.get('/v1/models', router.listModels);
   // Before the pass-through: another method on a path the gateway interprets is never proxied.
-  routes.all(CHAT_COMPLETIONS_PATH, methodNotAllowed(['POST']));
+  for (const protocol of protocols) routes.all(protocol.path, methodNotAllowed(['POST']));
   routes.all('/v1/models', methodNotAllowed(['GET', 'HEAD']));
   const { passthrough } = config;
   if (passthrough) routes.use(atPath({ passThrough: 'passthrough' }, () => passThrough({ ...passthrough, errorBodyForm: form })));

@@ -88,6 +88,14 @@ export interface GatewayFileConfig {
   guardrails?: GatewayGuardrailConfig[];
   /** Request context options. */
   context?: { bodyLimit?: number | string; bodyTimeoutMs?: number; trustRequestId?: boolean };
+  /**
+   * The inbound protocols served, each through the same pipeline: `chat` (`POST /v1/chat/completions`),
+   * `responses` (`POST /v1/responses`, OpenAI's Responses API, stateless) and `messages`
+   * (`POST /v1/messages`, Anthropic's Messages API). `false` turns one off: its path then goes on to the
+   * host app (or the pass-through).
+   * @default all three on
+   */
+  protocols?: { chat?: boolean; responses?: boolean; messages?: boolean };
   errors?: { bodyForm?: ErrorBodyForm };
   store?: GatewayStoreConfig;
   /**
@@ -155,6 +163,11 @@ export const gatewayConfigSchema = {
       type: 'object',
       additionalProperties: false,
       properties: { bodyLimit: { type: ['number', 'string'] }, bodyTimeoutMs: BODY_TIMEOUT_SCHEMA, trustRequestId: { type: 'boolean' } },
+    },
+    protocols: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { chat: { type: 'boolean' }, responses: { type: 'boolean' }, messages: { type: 'boolean' } },
     },
     errors: { type: 'object', additionalProperties: false, properties: { bodyForm: { enum: ERROR_BODY_FORMS } } },
     store: {

@@ -5,13 +5,21 @@
  * every check registered with `holdCommitUntil()` has passed. Until then any failure is a pre-commit
  * failure and gets a normal JSON error with its real status, exactly as without streaming.
  *
- * After commit, a stream ends in exactly one of two ways: a normal finish, or one in-band error frame;
- * both are followed by a single `data: [DONE]` and a clean `res.end()`. Nothing is written after that.
+ * After commit, a stream ends in exactly one of two ways: a normal finish, or one in-band terminal error
+ * (for chat completions the error frame then `data: [DONE]`), then a clean `res.end()`. Nothing is written
+ * after that.
+ *
+ * The writer is protocol-neutral: what a chunk, an ending, an error or a whole answer looks like on the wire
+ * is the request's protocol's (`lib/protocols/`); the lazy commit, batching, backpressure and the record of
+ * what reached the client are the writer's, the same for every protocol.
  */
+import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { type ErrorBodyForm, type GatewayError } from './errors.js';
+import { chatProtocol } from './protocols/chat/index.js';
+import type { AnswerInfo, Protocol, ProtocolEncoder } from './protocols/types.js';
 import { RawChunk, type StreamChunk } from './raw-chunk.js';
-import type { ChatCompletion, ChatCompletionChunk } from './types.js';
+import type { ChatCompletion } from './types.js';
 
 export const SSE_HEADERS: Readonly<Record<string, string>> = {
   'content-type': 'text/event-stream; charset=utf-8',
@@ -19,7 +27,6 @@ export const SSE_HEADERS: Readonly<Record<string, string>> = {
   'x-accel-buffering': 'no',
 };
 
-const DONE_FRAME = 'data: [DONE]\n\n';
 /** Frames held for the end of the tick beyond this many characters are written at once (bounded buffering). */
 const BATCH_CHARS = 16 * 1024;
 
@@ -35,6 +42,25 @@ export type HeaderSource = () => Record<string, string>;
 const noHeaders: HeaderSource = () => ({});
 const ignoreRejection = (): void => {};
 
+/** The answer a writer writes, when it knows it: the request's id and the model the client asked for. */
+export interface WriterAnswer {
+  readonly id: string;
+  readonly model: string;
+}
+
+export interface ResponseWriterOptions {
+  /**
+   * `headers` returns a new object on every call that nobody else keeps, so the writer adds its own headers
+   * to it rather than copying it (a source that may return a shared object must leave it false).
+   * @default true for the default source, false otherwise
+   */
+  freshHeaders?: boolean;
+  /** The wire protocol of the answer. @default the chat-completions protocol */
+  protocol?: Protocol;
+  /** The request's id and model, which the protocol's answer names. @default a random id, model `unknown` */
+  answer?: WriterAnswer;
+}
+
 export class ResponseWriter {
   private state: WriterState;
   private holds: Promise<unknown>[] | undefined;
@@ -47,6 +73,11 @@ export class ResponseWriter {
   private readonly headers: HeaderSource;
   /** Whether `headers()` returns a new object on every call, which the writer may complete in place. */
   private readonly freshHeaders: boolean;
+  /** The wire protocol of the answer. */
+  readonly protocol: Protocol;
+  private readonly answer: WriterAnswer | undefined;
+  /** The protocol's writer of this stream, made when the stream commits. */
+  private encoder: ProtocolEncoder | undefined;
   /** The content deltas of choice 0 that reached the client (a continuation must not repeat them). */
   private readonly sent: string[] = [];
   /** Whether choice 0 started a tool or function call on the wire (its arguments may be cut anywhere). */
@@ -57,13 +88,15 @@ export class ResponseWriter {
   failure: GatewayError | undefined;
 
   /**
-   * `freshHeaders`: `headers` returns a new object on every call that nobody else keeps, so the writer adds
-   * its own headers to it rather than copying it (a source that may return a shared object must leave it false).
+   * `options` may also be a boolean, `freshHeaders` (see `ResponseWriterOptions`).
    */
-  constructor(res: ServerResponse, headers: HeaderSource = noHeaders, freshHeaders = headers === noHeaders) {
+  constructor(res: ServerResponse, headers: HeaderSource = noHeaders, options: boolean | ResponseWriterOptions = {}) {
+    const given = typeof options === 'boolean' ? { freshHeaders: options } : options;
     this.res = res;
     this.headers = headers;
-    this.freshHeaders = freshHeaders;
+    this.freshHeaders = given.freshHeaders ?? headers === noHeaders;
+    this.protocol = given.protocol ?? chatProtocol;
+    this.answer = given.answer;
     this.state = initialState(res);
   }
 
@@ -108,11 +141,11 @@ export class ResponseWriter {
     return this.toolCallSent;
   }
 
-  /** Ends a stream normally with `data: [DONE]`. A stream that never committed has nothing to end. */
+  /** Ends a stream normally (the protocol's ending: `data: [DONE]` for chat). A stream that never committed has nothing to end. */
   finish(): void {
     if (this.state !== 'streaming') return;
     this.state = 'finished';
-    this.res.end(this.takeBatch() + DONE_FRAME);
+    this.res.end(this.takeBatch() + this.streamEncoder().end());
   }
 
   /** Sends a whole (non-streaming) completion, after the holds pass. */
@@ -122,15 +155,16 @@ export class ResponseWriter {
     if (this.state !== 'pending') return;
     this.state = 'finished';
     // `rawBody`: the upstream's own text of `completion`, when nothing changed it (see `rawBodyOf`).
-    const body = rawBody ?? JSON.stringify(completion);
+    const body = this.protocol.completion(completion, this.answerInfo(), rawBody);
     this.writeHead(200, this.jsonHeaders(body));
     this.res.end(body);
   }
 
   /**
-   * Reports a failure: a JSON body with the error's status before commit, or one in-band error frame then
-   * `data: [DONE]` after it. Does nothing once the response is finished or the client is gone. `headers`
-   * go out with the JSON answer only (after commit there is no header left to send).
+   * Reports a failure: a JSON body with the error's status before commit, or the protocol's one in-band
+   * terminal error after it (for chat, the error frame then `data: [DONE]`). Does nothing once the response
+   * is finished or the client is gone. `headers` go out with the JSON answer only (after commit there is no
+   * header left to send).
    */
   fail(error: GatewayError, form: ErrorBodyForm, extra?: Record<string, unknown>, headers?: Record<string, string>): void {
     if (this.finished || this.res.destroyed) {
@@ -138,8 +172,8 @@ export class ResponseWriter {
       return;
     }
     this.failure = error;
-    const body = JSON.stringify(error.toBody(form, extra));
     if (this.state === 'pending') {
+      const body = JSON.stringify(this.protocol.errorBody(error, form, extra));
       this.state = 'finished';
       this.writeHead(error.status, {
         ...this.headers(),
@@ -152,41 +186,31 @@ export class ResponseWriter {
       return;
     }
     this.state = 'finished';
-    if (isEventStream(this.res)) this.res.end(`${this.takeBatch()}data: ${body}\n\n${DONE_FRAME}`);
+    if (isEventStream(this.res)) this.res.end(this.takeBatch() + this.streamEncoder().error(error, form, extra));
     else this.res.end(); // someone else committed a non-SSE response; no frame would be understood there
   }
 
   /**
-   * Ends the response with `text` as a normal answer whose `finish_reason` is `content_filter` (a soft
-   * guardrail block): a whole completion before commit without streaming, otherwise chunks then `[DONE]`.
+   * Ends the response with `text` as a normal answer stopped by a content filter (a soft guardrail block;
+   * `finish_reason: content_filter` for chat): a whole answer before commit without streaming, otherwise the
+   * protocol's events for it and its normal ending. `answer` is the request's, when the writer was not told.
    */
   softStop(text: string, answer: { stream: boolean; model: string; id: string }): void {
     if (this.finished || this.res.destroyed) {
       this.state = 'finished';
       return;
     }
-    const created = Math.floor(Date.now() / 1000);
-    const id = `chatcmpl-${answer.id}`;
+    const info = this.answerInfo(answer);
     if (this.state === 'pending' && !answer.stream) {
       this.state = 'finished';
-      const completion: ChatCompletion = {
-        id,
-        object: 'chat.completion',
-        created,
-        model: answer.model,
-        choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'content_filter' }],
-      };
-      const body = JSON.stringify(completion);
+      const body = this.protocol.softCompletion(text, info);
       this.writeHead(200, this.jsonHeaders(body));
       this.res.end(body);
       return;
     }
     if (this.state === 'pending') this.writeHead(200, this.eventStreamHeaders());
-    const frame = (delta: ChatCompletionChunk['choices'][number]['delta'], finish: 'content_filter' | null): string =>
-      `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: answer.model, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
-    const opening = this.state === 'pending' ? { role: 'assistant' as const, content: text } : { content: text };
     this.state = 'finished';
-    this.res.end(this.takeBatch() + frame(opening, null) + frame({}, 'content_filter') + DONE_FRAME);
+    this.res.end(this.takeBatch() + this.streamEncoder(info).softStop(text));
   }
 
   /** The source's headers and the SSE headers (which win). */
@@ -228,14 +252,25 @@ export class ResponseWriter {
     if (chunk instanceof RawChunk) {
       if (chunk.text0 !== '') this.sent.push(chunk.text0);
       if (chunk.toolCall0) this.toolCallSent = true;
-      return this.writeFrame(`data: ${chunk.data}\n\n`);
+    } else {
+      for (const choice of chunk.choices) {
+        if (choice.index !== 0) continue;
+        if (choice.delta.content) this.sent.push(choice.delta.content);
+        if (choice.delta.tool_calls?.length || choice.delta['function_call']) this.toolCallSent = true;
+      }
     }
-    for (const choice of chunk.choices) {
-      if (choice.index !== 0) continue;
-      if (choice.delta.content) this.sent.push(choice.delta.content);
-      if (choice.delta.tool_calls?.length || choice.delta['function_call']) this.toolCallSent = true;
-    }
-    return this.writeFrame(`data: ${JSON.stringify(chunk)}\n\n`);
+    const frames = (this.encoder ?? this.streamEncoder()).chunk(chunk);
+    return frames === '' ? this.draining : this.writeFrame(frames);
+  }
+
+  /** The protocol's writer of this stream (made once, when first needed). */
+  private streamEncoder(info?: AnswerInfo): ProtocolEncoder {
+    return (this.encoder ??= this.protocol.encoder(info ?? this.answerInfo()));
+  }
+
+  private answerInfo(given?: WriterAnswer): AnswerInfo {
+    const answer = this.answer ?? given;
+    return { id: answer?.id ?? randomUUID(), model: answer?.model ?? 'unknown', created: Math.floor(Date.now() / 1000) };
   }
 
   /**

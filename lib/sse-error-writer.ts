@@ -18,10 +18,12 @@ import {
   fromBodyParserError,
   toGatewayError,
 } from './errors.js';
-import { claimRequest, isGatewayRequest } from './context.js';
+import { claimRequest, isGatewayRequest, protocolOfRequest } from './context.js';
 import { type Logger, consoleLogger, withRedaction } from './logger.js';
 import { assertCalledAsFactory, definedOnly, optionsValidator } from './options.js';
 import { echoRequestId } from './request-id.js';
+import { PROTOCOLS } from './protocols/index.js';
+import type { Protocol } from './protocols/types.js';
 import { ResponseWriter } from './response-writer.js';
 
 export interface SseErrorWriterOptions {
@@ -44,7 +46,9 @@ export interface SseErrorWriterOptions {
    * parser's failure (bad JSON, too large) in the gateway's shape. Express skips routes while an error is
    * pending, so when `express.json()` runs before the gateway and fails, no gateway middleware on the
    * route ever sees the request: only this writer can. Every other error of a request that did not reach
-   * `gatewayContext()` goes on to the host app's handlers.
+   * `gatewayContext()` goes on to the host app's handlers. A path that ends with `/v1/responses` or
+   * `/v1/messages` is answered in that protocol's error shape, any other in the chat-completions shape.
+   * (`createGateway` passes the paths of the protocols it serves.)
    * @default ['/v1/chat/completions']
    */
   paths?: string[];
@@ -57,7 +61,7 @@ interface ResolvedSseErrorWriterOptions {
   paths: ReadonlySet<string>;
 }
 
-export const CHAT_COMPLETIONS_PATH = '/v1/chat/completions';
+export { CHAT_COMPLETIONS_PATH } from './protocols/chat/index.js';
 
 const validateOptions = optionsValidator(
   {
@@ -78,7 +82,7 @@ function parseSseErrorWriterOptions(options: SseErrorWriterOptions | undefined):
   return {
     errorBodyForm: given.errorBodyForm ?? 'gateway',
     logger: withRedaction(given.logger ?? consoleLogger),
-    paths: new Set((given.paths ?? [CHAT_COMPLETIONS_PATH]).map(routeKey)),
+    paths: new Set((given.paths ?? [PROTOCOLS.chat.path]).map(routeKey)),
   };
 }
 
@@ -100,7 +104,7 @@ export function sseErrorWriter(options?: SseErrorWriterOptions): ErrorRequestHan
     const error = toGatewayError(err);
     const ctx = req.llmGateway;
     logError(config.logger, error, ctx?.id ?? headerRequestId(res));
-    const writer = ctx?.writer ?? new ResponseWriter(res, () => attemptHeaders([]), true);
+    const writer = ctx?.writer ?? new ResponseWriter(res, () => attemptHeaders([]), { freshHeaders: true, protocol: protocolOfRequest(req) ?? protocolOfPath(req.path) });
     if (error instanceof ClientDisconnectedError) {
       if (!res.writableEnded) res.end(); // nobody is listening; just release the response
       return;
@@ -140,6 +144,13 @@ export function shouldClientRetry(error: GatewayError, attempts: readonly Attemp
 
 function isBodyParserErrorOnOwnPath(config: ResolvedSseErrorWriterOptions, err: unknown, req: Request, res: Response): boolean {
   return req.method === 'POST' && !res.headersSent && config.paths.has(routeKey(req.path)) && fromBodyParserError(err) !== undefined;
+}
+
+/** The protocol whose error shape answers a request that never reached `gatewayContext()`, by its path. */
+function protocolOfPath(path: string): Protocol {
+  const key = routeKey(path);
+  for (const protocol of Object.values(PROTOCOLS)) if (protocol && (key === protocol.path || key.endsWith(protocol.path))) return protocol;
+  return PROTOCOLS.chat;
 }
 
 function routeKey(path: string): string {

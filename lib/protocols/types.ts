@@ -54,6 +54,8 @@ export interface Protocol {
   readonly name: ProtocolName;
   /** The POST path it serves, relative to where the gateway is mounted (e.g. `/v1/responses`). */
   readonly path: string;
+  /** Compiles the request validator now (a factory calls it at start-up); otherwise it is compiled on first use. */
+  compile?(): void;
   /**
    * Validates a parsed JSON body (the ajv validator is compiled once, on first use) and maps it to the
    * internal request. Throws a `BadRequestError` whose message and `param` name the offending field as the
@@ -62,8 +64,11 @@ export interface Protocol {
   toChatRequest(body: unknown): ChatCompletionRequest;
   /** A new writer for one streamed answer. */
   encoder(answer: AnswerInfo): ProtocolEncoder;
-  /** The JSON body of a whole (non-streaming) answer. */
-  completion(completion: ChatCompletion, answer: AnswerInfo): string;
+  /**
+   * The JSON body of a whole (non-streaming) answer. `rawBody` is the upstream's own text of `completion`
+   * when nothing changed it (the chat protocol sends it as it came; the others ignore it).
+   */
+  completion(completion: ChatCompletion, answer: AnswerInfo, rawBody?: string): string;
   /** The JSON body of a whole answer stopped by a content filter (a soft block), with `text` as its content. */
   softCompletion(text: string, answer: AnswerInfo): string;
   /**
