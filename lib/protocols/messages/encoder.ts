@@ -1,0 +1,161 @@
+/**
+ * The Messages stream: chat chunks → Anthropic's server-sent events, each with its `event:` line (the
+ * Anthropic SDK skips a frame without one; see docs/reference/responses-and-messages-clients.md).
+ *
+ * `message_start` goes out with the first chunk, that is when the response commits, so nothing precedes
+ * the first content. Choice 0's text becomes a text block, each of its tool calls a `tool_use` block whose
+ * arguments arrive as `input_json_delta`s; a block starts when its first delta comes and stops when the next
+ * block starts or the message ends, and its `index` is its position. The finish chunk comes before the usage
+ * chunk, so the ending (`content_block_stop`, `message_delta` with the stop reason and the usage,
+ * `message_stop`) waits for `end()`. A failure ends the stream with one `error` event and nothing after it.
+ *
+ * `message_start.usage` says 0 input tokens: the count is known only from the usage chunk, and goes in
+ * `message_delta.usage`, whose `input_tokens` the Anthropic SDK's accumulator takes over the start's.
+ * A tool call's deltas that arrive after another call started (chat servers send calls one after the other)
+ * are still written against their own block's index.
+ */
+import type { ErrorBodyForm, GatewayError } from '../../errors.js';
+import { RawChunk, type StreamChunk } from '../../raw-chunk.js';
+import type { ChatCompletionChunk, FinishReason, ToolCallDelta } from '../../types.js';
+import type { AnswerInfo, ProtocolEncoder } from '../types.js';
+import { messageId, messagesErrorBody, messagesUsageOf, stopReasonOf, type MessagesUsage, type StopReason } from './answer.js';
+
+const MESSAGE_STOP = 'event: message_stop\ndata: {"type":"message_stop"}\n\n';
+
+const blockStop = (index: number): string => `event: content_block_stop\ndata: {"type":"content_block_stop","index":${index}}\n\n`;
+
+const textBlockStart = (index: number): string =>
+  `event: content_block_start\ndata: {"type":"content_block_start","index":${index},"content_block":{"type":"text","text":""}}\n\n`;
+
+/** A text delta is this prefix, the JSON of the text, and `TEXT_DELTA_END`. */
+const textDeltaPrefix = (index: number): string =>
+  `event: content_block_delta\ndata: {"type":"content_block_delta","index":${index},"delta":{"type":"text_delta","text":`;
+const TEXT_DELTA_END = '}}\n\n';
+
+const NO_BLOCK = -1;
+
+export class MessagesEncoder implements ProtocolEncoder {
+  private started = false;
+  private ended = false;
+  /** The index the next block gets. */
+  private nextIndex = 0;
+  /** The index of the block not stopped yet, or `NO_BLOCK`. */
+  private openIndex = NO_BLOCK;
+  /** The open block's text-delta prefix when it is a text block, else ''. */
+  private openText = '';
+  /** The block index of each chat tool call, by the call's `index` in the deltas. */
+  private toolBlocks: Map<number, number> | undefined;
+  private finishReason: FinishReason | null = null;
+  private usage: MessagesUsage | undefined;
+
+  constructor(private readonly answer: AnswerInfo) {}
+
+  chunk(chunk: StreamChunk): string {
+    if (this.ended) return '';
+    const head = this.started ? '' : this.start();
+    if (chunk instanceof RawChunk) {
+      // The hot path: a forwarded chunk that is choice 0's text and nothing else needs no parsing.
+      if (!chunk.toolCall0 && !chunk.finished) {
+        if (chunk.text0 !== '' && chunk.outputChars === chunk.text0.length) return head + this.text(chunk.text0);
+        if (chunk.outputChars === 0) return head; // a role chunk, or another choice's empty delta
+      }
+      return head + this.parsed(JSON.parse(chunk.data) as ChatCompletionChunk);
+    }
+    return head + this.parsed(chunk);
+  }
+
+  end(): string {
+    if (this.ended) return '';
+    return (this.started ? '' : this.start()) + this.ending(stopReasonOf(this.finishReason));
+  }
+
+  error(error: GatewayError, _form: ErrorBodyForm, extra?: Record<string, unknown>): string {
+    if (this.ended) return '';
+    this.ended = true;
+    return `event: error\ndata: ${JSON.stringify(messagesErrorBody(error, extra))}\n\n`;
+  }
+
+  softStop(text: string): string {
+    if (this.ended) return '';
+    let out = this.started ? '' : this.start();
+    if (text !== '') {
+      out += this.closeBlock();
+      out += this.text(text);
+    }
+    return out + this.ending('refusal');
+  }
+
+  private start(): string {
+    this.started = true;
+    const message = {
+      id: messageId(this.answer),
+      type: 'message',
+      role: 'assistant',
+      model: this.answer.model,
+      content: [],
+      stop_reason: null,
+      stop_sequence: null,
+      usage: { input_tokens: 0, output_tokens: 0 },
+    };
+    return `event: message_start\ndata: ${JSON.stringify({ type: 'message_start', message })}\n\n`;
+  }
+
+  private parsed(chunk: ChatCompletionChunk): string {
+    if (chunk.usage) this.usage = messagesUsageOf(chunk.usage);
+    let out = '';
+    for (const choice of chunk.choices) {
+      if (choice.index !== 0) continue;
+      const { content, refusal, tool_calls: toolCalls } = choice.delta;
+      if (content) out += this.text(content);
+      if (refusal) out += this.text(refusal);
+      if (toolCalls) for (const call of toolCalls) out += this.toolDelta(call);
+      if (choice.finish_reason) this.finishReason = choice.finish_reason;
+    }
+    return out;
+  }
+
+  /** A text delta, in the open text block or in a new one. */
+  private text(text: string): string {
+    if (this.openText !== '') return this.openText + JSON.stringify(text) + TEXT_DELTA_END;
+    const index = this.nextIndex++;
+    const out = this.closeBlock() + textBlockStart(index);
+    this.openIndex = index;
+    this.openText = textDeltaPrefix(index);
+    return out + this.openText + JSON.stringify(text) + TEXT_DELTA_END;
+  }
+
+  /** A tool call's delta: its first starts a `tool_use` block (id and name come with it), arguments are `input_json_delta`s. */
+  private toolDelta(call: ToolCallDelta): string {
+    const blocks = (this.toolBlocks ??= new Map());
+    let index = blocks.get(call.index);
+    let out = '';
+    if (index === undefined) {
+      index = this.nextIndex++;
+      blocks.set(call.index, index);
+      out += this.closeBlock();
+      this.openIndex = index;
+      const block = { type: 'tool_use', id: call.id ?? `toolu_${this.answer.id}_${index}`, name: call.function?.name ?? '', input: {} };
+      out += `event: content_block_start\ndata: ${JSON.stringify({ type: 'content_block_start', index, content_block: block })}\n\n`;
+    }
+    const args = call.function?.arguments;
+    if (args) {
+      out += `event: content_block_delta\ndata: {"type":"content_block_delta","index":${index},"delta":{"type":"input_json_delta","partial_json":${JSON.stringify(args)}}}\n\n`;
+    }
+    return out;
+  }
+
+  private closeBlock(): string {
+    if (this.openIndex === NO_BLOCK) return '';
+    const out = blockStop(this.openIndex);
+    this.openIndex = NO_BLOCK;
+    this.openText = '';
+    return out;
+  }
+
+  private ending(stopReason: StopReason): string {
+    this.ended = true;
+    const usage = this.usage ?? { output_tokens: 0 };
+    const delta = { type: 'message_delta', delta: { stop_reason: stopReason, stop_sequence: null }, usage };
+    return `${this.closeBlock()}event: message_delta\ndata: ${JSON.stringify(delta)}\n\n${MESSAGE_STOP}`;
+  }
+}
