@@ -1,0 +1,307 @@
+/**
+ * Writes one streamed answer as Responses API server-sent events: `event: <type>` + `data: <json>` per event,
+ * each with `sequence_number` from 0 (see docs/reference/responses-and-messages-clients.md for what real
+ * clients need of each event).
+ *
+ * - First chunk (the response just committed): `response.created`, `response.in_progress`.
+ * - Text of choice 0: a `message` item (`output_item.added`, `content_part.added` with an `output_text` part,
+ *   one `output_text.delta` per chunk); a refusal: a `refusal` part in the same item (`refusal.delta`).
+ * - Tool calls of choice 0: each chat call (by its delta `index`) becomes a `function_call` item
+ *   (`output_item.added`, `function_call_arguments.delta`). A tool call closes the open message item (OpenAI
+ *   ends a message before the calls that follow it); text after calls opens a new message item. Function
+ *   call items stay open until the end, since some providers interleave parallel calls' arguments.
+ * - `end()`: every open item closes in `output_index` order (`…done` events), then `response.completed`, or
+ *   `response.incomplete` with `incomplete_details` when the chat answer finished with `length`
+ *   (`max_output_tokens`) or `content_filter`, as OpenAI does. The finish chunk comes before the usage chunk,
+ *   so nothing ends before `end()`.
+ * - `error()`: the `error` event (flat fields and a nested `error` object) then `response.failed` with the
+ *   answer so far; no item is closed and nothing follows. Before any chunk (which the lazy commit should
+ *   never allow) the stream still opens with `response.created`/`in_progress`, so every stream starts the
+ *   same way; clients handle an error right after them (research row f-nested-before-output).
+ * - `softStop(text)`: `text` as output text, then the `response.incomplete` ending with `content_filter`.
+ *
+ * Hot path: a forwarded chunk that only adds text to choice 0 becomes its delta event from a precomputed
+ * prefix and `JSON.stringify(text0)`; its JSON is parsed only otherwise.
+ */
+import type { ErrorBodyForm, GatewayError } from '../../errors.js';
+import { RawChunk, type StreamChunk } from '../../raw-chunk.js';
+import type { ChatCompletionChunk, FinishReason, ToolCallDelta, Usage } from '../../types.js';
+import type { ProtocolEncoder } from '../types.js';
+import {
+  outcomeOf,
+  responseObject,
+  usageOf,
+  type FunctionCallItem,
+  type ItemStatus,
+  type MessageItem,
+  type OutputPart,
+  type ResponseEnding,
+  type ResponsesAnswerInfo,
+} from './response.js';
+
+/** A content part of the open message item, its text kept as the deltas that built it. */
+interface PartState {
+  readonly kind: 'output_text' | 'refusal';
+  readonly index: number;
+  readonly deltas: string[];
+}
+
+interface MessageState {
+  readonly id: string;
+  readonly outputIndex: number;
+  readonly parts: PartState[];
+  text: PartState | undefined;
+  refusal: PartState | undefined;
+  /** Set when the item closed. */
+  closed: ItemStatus | undefined;
+}
+
+interface CallState {
+  readonly item: FunctionCallItem;
+  readonly outputIndex: number;
+  readonly deltas: string[];
+  /** Set when the item closed. */
+  closed: ItemStatus | undefined;
+}
+
+/** One output item in `output_index` order. */
+type Slot = { kind: 'message'; state: MessageState } | { kind: 'call'; state: CallState };
+
+export class ResponsesEncoder implements ProtocolEncoder {
+  private seq = 0;
+  private started = false;
+  private ended = false;
+  private readonly slots: Slot[] = [];
+  /** The message item text goes to, while open. */
+  private message: MessageState | undefined;
+  /** Function call items by their chat tool-call index. */
+  private readonly calls = new Map<number, CallState>();
+  private messages = 0;
+  private finish: FinishReason | null = null;
+  private usage: Usage | undefined;
+  /** The open text part's delta event up to the delta's value, and its deltas (set while a text part is open). */
+  private textPrefix: string | undefined;
+  private textDeltas: string[] = [];
+
+  constructor(private readonly answer: ResponsesAnswerInfo) {}
+
+  chunk(chunk: StreamChunk): string {
+    if (this.ended) return '';
+    if (chunk instanceof RawChunk) {
+      // Only text for choice 0 (no refusal or other choice: those count in outputChars), no call, no finish.
+      if (chunk.text0 !== '' && !chunk.toolCall0 && !chunk.finished && chunk.outputChars === chunk.text0.length) {
+        if (this.textPrefix !== undefined) {
+          this.textDeltas.push(chunk.text0);
+          return `${this.textPrefix}${JSON.stringify(chunk.text0)},"logprobs":[],"sequence_number":${this.seq++}}\n\n`;
+        }
+        return this.text(chunk.text0);
+      }
+      return this.parsed(JSON.parse(chunk.data) as ChatCompletionChunk);
+    }
+    return this.parsed(chunk);
+  }
+
+  end(): string {
+    if (this.ended) return '';
+    this.ended = true;
+    const out = this.started ? '' : this.start();
+    const { status, details } = outcomeOf(this.finish);
+    return (
+      out +
+      this.closeAll(status === 'completed' ? 'completed' : 'incomplete') +
+      this.event(status === 'completed' ? 'response.completed' : 'response.incomplete', {
+        response: this.response({ status, incompleteDetails: details, usage: usageOf(this.usage) }),
+      })
+    );
+  }
+
+  error(error: GatewayError, _form: ErrorBodyForm, extra?: Record<string, unknown>): string {
+    if (this.ended) return '';
+    this.ended = true;
+    const out = this.started ? '' : this.start();
+    // Always OpenAI's typed form: `code` must be the status as a string for the AI SDK (a number fails its schema).
+    const nested = error.toBody('openai', extra).error;
+    const code = String(error.status);
+    const flat = { code, message: error.message, param: error.param ?? null, error: nested };
+    return (
+      out +
+      this.event('error', flat) +
+      this.event('response.failed', {
+        response: this.response({ status: 'failed', error: { code, message: error.message }, usage: this.usage ? usageOf(this.usage) : null }),
+      })
+    );
+  }
+
+  softStop(text: string): string {
+    if (this.ended) return '';
+    const out = (this.started ? '' : this.start()) + (text === '' ? '' : this.text(text));
+    this.finish = 'content_filter';
+    return out + this.end();
+  }
+
+  // ---- chunks
+
+  private parsed(chunk: ChatCompletionChunk): string {
+    let out = this.started ? '' : this.start();
+    if (chunk.usage) this.usage = chunk.usage;
+    for (const choice of chunk.choices) {
+      if (choice.index !== 0) continue;
+      const delta = choice.delta;
+      if (delta) {
+        if (typeof delta.content === 'string' && delta.content !== '') out += this.text(delta.content);
+        if (typeof delta.refusal === 'string' && delta.refusal !== '') out += this.refusal(delta.refusal);
+        if (delta.tool_calls) for (const call of delta.tool_calls) out += this.toolCall(call);
+        const legacy = delta.function_call as { name?: string; arguments?: string } | null | undefined;
+        if (legacy) out += this.toolCall({ index: 0, function: legacy });
+      }
+      if (choice.finish_reason) this.finish = choice.finish_reason;
+    }
+    return out;
+  }
+
+  private start(): string {
+    this.started = true;
+    const response = this.response({ status: 'in_progress', usage: null });
+    return this.event('response.created', { response }) + this.event('response.in_progress', { response });
+  }
+
+  /** A text delta of choice 0, opening the message item and its text part as needed. */
+  private text(delta: string): string {
+    let out = this.started ? '' : this.start();
+    if (this.textPrefix === undefined) out += this.openTextPart();
+    this.textDeltas.push(delta);
+    return `${out}${this.textPrefix}${JSON.stringify(delta)},"logprobs":[],"sequence_number":${this.seq++}}\n\n`;
+  }
+
+  private openTextPart(): string {
+    const [message, out] = this.openMessage();
+    const part: PartState = { kind: 'output_text', index: message.parts.length, deltas: [] };
+    message.parts.push(part);
+    message.text = part;
+    this.textDeltas = part.deltas;
+    const head = { item_id: message.id, output_index: message.outputIndex, content_index: part.index };
+    this.textPrefix =
+      `event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":${JSON.stringify(message.id)},` +
+      `"output_index":${message.outputIndex},"content_index":${part.index},"delta":`;
+    return out + this.event('response.content_part.added', { ...head, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
+  }
+
+  private refusal(delta: string): string {
+    let out = '';
+    let message = this.message;
+    if (message?.refusal === undefined) {
+      [message, out] = this.openMessage();
+      const part: PartState = { kind: 'refusal', index: message.parts.length, deltas: [] };
+      message.parts.push(part);
+      message.refusal = part;
+      out += this.event('response.content_part.added', { item_id: message.id, output_index: message.outputIndex, content_index: part.index, part: { type: 'refusal', refusal: '' } });
+    }
+    const part = message.refusal as PartState;
+    part.deltas.push(delta);
+    return out + this.event('response.refusal.delta', { item_id: message.id, output_index: message.outputIndex, content_index: part.index, delta });
+  }
+
+  /** The open message item, or a new one (and its `output_item.added`). */
+  private openMessage(): [MessageState, string] {
+    if (this.message !== undefined) return [this.message, ''];
+    const id = this.messages === 0 ? `msg_${this.answer.id}` : `msg_${this.answer.id}_${this.messages}`;
+    this.messages++;
+    const message: MessageState = { id, outputIndex: this.slots.length, parts: [], text: undefined, refusal: undefined, closed: undefined };
+    this.slots.push({ kind: 'message', state: message });
+    this.message = message;
+    const item: MessageItem = { id, type: 'message', status: 'in_progress', role: 'assistant', content: [] };
+    return [message, this.event('response.output_item.added', { output_index: message.outputIndex, item })];
+  }
+
+  private toolCall(delta: ToolCallDelta): string {
+    let out = '';
+    let call = this.calls.get(delta.index);
+    const fn = delta.function;
+    if (call === undefined) {
+      out += this.closeMessage('completed');
+      const outputIndex = this.slots.length;
+      const item: FunctionCallItem = {
+        id: `fc_${this.answer.id}_${outputIndex}`,
+        type: 'function_call',
+        status: 'in_progress',
+        arguments: '',
+        call_id: delta.id ?? `call_${this.answer.id}_${delta.index}`,
+        name: fn?.name ?? '',
+      };
+      call = { item, outputIndex, deltas: [], closed: undefined };
+      this.calls.set(delta.index, call);
+      this.slots.push({ kind: 'call', state: call });
+      out += this.event('response.output_item.added', { output_index: outputIndex, item });
+    } else if (fn?.name && call.item.name === '') {
+      call.item.name = fn.name; // a provider that names the call after its first delta
+    }
+    if (typeof fn?.arguments === 'string' && fn.arguments !== '') {
+      call.deltas.push(fn.arguments);
+      out += this.event('response.function_call_arguments.delta', { item_id: call.item.id, output_index: call.outputIndex, delta: fn.arguments });
+    }
+    return out;
+  }
+
+  // ---- endings
+
+  private closeAll(status: ItemStatus): string {
+    let out = this.closeMessage(status);
+    for (const slot of this.slots) if (slot.kind === 'call' && slot.state.closed === undefined) out += this.closeCall(slot.state, status);
+    return out;
+  }
+
+  private closeMessage(status: ItemStatus): string {
+    const message = this.message;
+    if (message === undefined) return '';
+    this.message = undefined;
+    this.textPrefix = undefined;
+    message.closed = status;
+    let out = '';
+    const head = { item_id: message.id, output_index: message.outputIndex };
+    for (const part of message.parts) {
+      const done = partOf(part);
+      out +=
+        done.type === 'output_text'
+          ? this.event('response.output_text.done', { ...head, content_index: part.index, text: done.text, logprobs: [] })
+          : this.event('response.refusal.done', { ...head, content_index: part.index, refusal: done.refusal });
+      out += this.event('response.content_part.done', { ...head, content_index: part.index, part: done });
+    }
+    const item = messageItem(message, status);
+    return out + this.event('response.output_item.done', { output_index: message.outputIndex, item });
+  }
+
+  private closeCall(call: CallState, status: ItemStatus): string {
+    call.closed = status;
+    const item = callItem(call, status);
+    return (
+      this.event('response.function_call_arguments.done', { item_id: item.id, output_index: call.outputIndex, name: item.name, arguments: item.arguments }) +
+      this.event('response.output_item.done', { output_index: call.outputIndex, item })
+    );
+  }
+
+  /** The Response so far, with every item as it stands (`status` for the ones still open). */
+  private response(ending: Omit<ResponseEnding, 'output'>): Record<string, unknown> {
+    const openStatus: ItemStatus = ending.status === 'in_progress' ? 'in_progress' : ending.status === 'completed' ? 'completed' : 'incomplete';
+    const output = this.slots.map((slot) =>
+      slot.kind === 'message' ? messageItem(slot.state, slot.state.closed ?? openStatus) : callItem(slot.state, slot.state.closed ?? openStatus),
+    );
+    return responseObject(this.answer, { ...ending, output });
+  }
+
+  private event(type: string, fields: Record<string, unknown>): string {
+    return `event: ${type}\ndata: ${JSON.stringify({ type, ...fields, sequence_number: this.seq++ })}\n\n`;
+  }
+}
+
+function partOf(part: PartState): OutputPart {
+  const text = part.deltas.join('');
+  return part.kind === 'output_text' ? { type: 'output_text', text, annotations: [], logprobs: [] } : { type: 'refusal', refusal: text };
+}
+
+function messageItem(message: MessageState, status: ItemStatus): MessageItem {
+  return { id: message.id, type: 'message', status, role: 'assistant', content: message.parts.map(partOf) };
+}
+
+function callItem(call: CallState, status: ItemStatus): FunctionCallItem {
+  return { ...call.item, status, arguments: call.deltas.join('') };
+}

@@ -1,0 +1,117 @@
+/**
+ * The Response object (`object: "response"`) the stream's lifecycle events and the whole answer carry, built
+ * from what the gateway knows: the answer's ids, the chat usage and finish reason, and the request's settings
+ * when the writer was given the request (`echoOf`), OpenAI's defaults otherwise.
+ */
+import type { ChatCompletionRequest, FinishReason, Usage } from '../../types.js';
+import type { AnswerInfo } from '../types.js';
+import { echoOf } from './request.js';
+
+/**
+ * What the Responses writers read of an answer: `AnswerInfo`, and the chat request it answers when the caller
+ * passes it (the Response object then repeats the request's `instructions`, `tools`, `temperature`…).
+ */
+export interface ResponsesAnswerInfo extends AnswerInfo {
+  readonly request?: ChatCompletionRequest;
+}
+
+export type ResponseStatus = 'in_progress' | 'completed' | 'incomplete' | 'failed';
+export type ItemStatus = 'in_progress' | 'completed' | 'incomplete';
+
+export type OutputPart = { type: 'output_text'; text: string; annotations: []; logprobs: [] } | { type: 'refusal'; refusal: string };
+
+export interface MessageItem {
+  id: string;
+  type: 'message';
+  status: ItemStatus;
+  role: 'assistant';
+  content: OutputPart[];
+}
+
+export interface FunctionCallItem {
+  id: string;
+  type: 'function_call';
+  status: ItemStatus;
+  arguments: string;
+  call_id: string;
+  name: string;
+}
+
+export type OutputItem = MessageItem | FunctionCallItem;
+
+export interface ResponseUsage {
+  input_tokens: number;
+  input_tokens_details: { cached_tokens: number };
+  output_tokens: number;
+  output_tokens_details: { reasoning_tokens: number };
+  total_tokens: number;
+}
+
+export type IncompleteDetails = { reason: 'max_output_tokens' | 'content_filter' } | null;
+
+/** How a chat answer that finished with `finish` ends as a Response. */
+export function outcomeOf(finish: FinishReason | null | undefined): { status: 'completed' | 'incomplete'; details: IncompleteDetails } {
+  if (finish === 'length') return { status: 'incomplete', details: { reason: 'max_output_tokens' } };
+  if (finish === 'content_filter') return { status: 'incomplete', details: { reason: 'content_filter' } };
+  return { status: 'completed', details: null };
+}
+
+/**
+ * The chat usage in Responses form. Without one (an upstream that reported none, a soft stop before the usage
+ * chunk) the counts are 0: the AI SDK's schema requires a usage object on `response.completed`/`.incomplete`.
+ */
+export function usageOf(usage: Usage | null | undefined): ResponseUsage {
+  const details = (usage?.prompt_tokens_details ?? undefined) as { cached_tokens?: unknown } | undefined;
+  const outputDetails = (usage?.completion_tokens_details ?? undefined) as { reasoning_tokens?: unknown } | undefined;
+  const input = usage?.prompt_tokens ?? 0;
+  const output = usage?.completion_tokens ?? 0;
+  return {
+    input_tokens: input,
+    input_tokens_details: { cached_tokens: typeof details?.cached_tokens === 'number' ? details.cached_tokens : 0 },
+    output_tokens: output,
+    output_tokens_details: { reasoning_tokens: typeof outputDetails?.reasoning_tokens === 'number' ? outputDetails.reasoning_tokens : 0 },
+    total_tokens: usage?.total_tokens ?? input + output,
+  };
+}
+
+export const responseIdOf = (answer: AnswerInfo): string => `resp_${answer.id}`;
+
+export interface ResponseEnding {
+  status: ResponseStatus;
+  output: OutputItem[];
+  usage: ResponseUsage | null;
+  incompleteDetails?: IncompleteDetails;
+  error?: { code: string; message: string } | null;
+}
+
+/** The Response object, with the fields openai-node's `Response` type declares. */
+export function responseObject(answer: ResponsesAnswerInfo, ending: ResponseEnding): Record<string, unknown> {
+  const echo = echoOf(answer.request);
+  const response: Record<string, unknown> = {
+    id: responseIdOf(answer),
+    object: 'response',
+    created_at: answer.created,
+    status: ending.status,
+    background: false,
+    error: ending.error ?? null,
+    incomplete_details: ending.incompleteDetails ?? null,
+    instructions: echo.instructions,
+    max_output_tokens: echo.max_output_tokens,
+    model: answer.model,
+    output: ending.output,
+    parallel_tool_calls: echo.parallel_tool_calls,
+    previous_response_id: null,
+    reasoning: { effort: null, summary: null },
+    store: false,
+    temperature: echo.temperature,
+    text: echo.text,
+    tool_choice: echo.tool_choice,
+    tools: echo.tools,
+    top_p: echo.top_p,
+    truncation: 'disabled',
+    usage: ending.usage,
+    metadata: echo.metadata,
+  };
+  if (echo.user !== undefined) response.user = echo.user;
+  return response;
+}
