@@ -159,7 +159,7 @@ function addUserTurn(messages: ChatMessage[], content: MessageParam['content'], 
         break;
       case 'document':
         throw new BadRequestError(
-          `Invalid request: '${path}.content[${j}]' is a 'document' block, which this gateway does not carry; send its text as a text block.`,
+          `Invalid request: '${path}.content[${j}].type' is 'document', a block this gateway does not carry; send its text as a text block.`,
           { param: `${path}.content[${j}].type` },
         );
     }

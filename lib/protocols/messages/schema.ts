@@ -153,7 +153,7 @@ export const messagesRequestSchema = {
         oneOf: [userMessage, assistantMessage],
       },
     },
-    system: { anyOf: [text, { type: 'array', items: textBlock }] },
+    system: { anyOf: [text, blocksOf(textBlock)] },
     stop_sequences: { type: 'array', items: text },
     temperature: { type: 'number', minimum: 0, maximum: 1 },
     top_p: { type: 'number', minimum: 0, maximum: 1 },
