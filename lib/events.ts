@@ -4,6 +4,7 @@
  * leaves closes the response before the aborted upstream call has been accounted). No prompt or
  * completion text is in it.
  */
+import type { ProtocolName } from './protocols/types.js';
 import type { Attempt } from './attempts.js';
 import type { GatewayContext, GuardrailRecord } from './context.js';
 import { ClientDisconnectedError } from './errors.js';
@@ -14,6 +15,8 @@ export interface RequestSummary {
   /** The model group the client asked for. */
   model: string;
   stream: boolean;
+  /** The protocol the client spoke: `chat`, `responses` or `messages`. */
+  protocol: ProtocolName;
   /**
    * How the request ended, as a status code: the HTTP status sent (200 for a stream that failed after
    * commit: see `errorType`), or 499 when the client left before the response finished (nginx's
@@ -69,6 +72,7 @@ export function summarize(ctx: GatewayContext, ending: ResponseEnding): RequestS
     requestId: ctx.id,
     model: ctx.model,
     stream: ctx.stream,
+    protocol: ctx.protocol,
     status: clientAborted ? CLIENT_CLOSED_STATUS : ending.statusCode,
     httpStatus: ending.headersSent ? ending.statusCode : undefined,
     errorType: writer.failure?.type ?? (clientAborted ? 'client_disconnected' : undefined),

@@ -347,7 +347,7 @@ describe('metrics: wiring', () => {
   it('without a group resolver, labels by the first attempt and collapses a request without one to unknown', () => {
     const metrics = prometheusMetrics();
     const summary = (model: string, attempts: RequestSummary['attempts']): RequestSummary => ({
-      requestId: REQUEST_ID, model, stream: false, status: attempts.length ? 200 : 404, httpStatus: attempts.length ? 200 : 404, errorType: attempts.length ? undefined : 'not_found_error',
+      requestId: REQUEST_ID, model, stream: false, protocol: 'chat', status: attempts.length ? 200 : 404, httpStatus: attempts.length ? 200 : 404, errorType: attempts.length ? undefined : 'not_found_error',
       clientAborted: false, committed: true, timeToFirstByteMs: 5, durationMs: 10, attempts, guardrails: [], usage: undefined,
     });
     metrics.events.onRequestEnd!(summary('an-alias', [{ group: 'chat', deployment: 'd', provider: 'openai', kind: 'first', outcome: 'success', latencyMs: 3 }]));

@@ -3,10 +3,14 @@
  * gateway knows which protocol a request speaks.
  */
 import { chatProtocol } from './chat/index.js';
+import { messagesProtocol } from './messages/index.js';
+import { responsesProtocol } from './responses/index.js';
 import type { Protocol, ProtocolName } from './types.js';
 
-export const PROTOCOLS: { readonly chat: Protocol } & { readonly [N in ProtocolName]?: Protocol } = {
+export const PROTOCOLS: Readonly<Record<ProtocolName, Protocol>> = {
   chat: chatProtocol,
+  responses: responsesProtocol,
+  messages: messagesProtocol,
 };
 
 /** The protocols this build serves. */
@@ -14,5 +18,5 @@ export const PROTOCOL_NAMES: readonly ProtocolName[] = Object.keys(PROTOCOLS) as
 
 /** The protocol of that name (option schemas accept only `PROTOCOL_NAMES`). */
 export function protocolNamed(name: ProtocolName): Protocol {
-  return PROTOCOLS[name] ?? PROTOCOLS.chat;
+  return PROTOCOLS[name];
 }

@@ -5,6 +5,7 @@
 import type { RequestHandler } from 'express';
 import { fallbackHandler, gatewayContext, getContext, sseErrorWriter, silentLogger, type FallbackHandlerOptions, type GatewayContext } from '../../lib/index.js';
 import { createRouter, type GatewayRouter } from '../../lib/router.js';
+import { PROTOCOLS } from '../../lib/protocols/index.js';
 import type { RouterOptions } from '../../lib/router-config.js';
 import { createApp } from './express.js';
 import { listen, type RunningServer } from './http.js';
@@ -30,9 +31,11 @@ export async function startGateway(options: RouterOptions, extra: GatewayExtras 
   };
   const app = createApp();
   app.get('/v1/models', router.listModels);
-  app.post('/v1/chat/completions', gatewayContext(), keep, ...(extra.before ?? []), router);
+  // Every protocol through the same pieces (the chat path first, as before).
+  const protocols = Object.values(PROTOCOLS).filter((p) => p !== undefined);
+  for (const protocol of protocols) app.post(protocol.path, gatewayContext({ protocol: protocol.name }), keep, ...(extra.before ?? []), router);
   if (extra.fallbacks) app.use(fallbackHandler({ router, ...extra.fallbacks }));
-  app.use(sseErrorWriter({ logger: silentLogger }));
+  app.use(sseErrorWriter({ logger: silentLogger, paths: protocols.map((p) => p.path) }));
   const server = await listen(app);
   return {
     ...server,
