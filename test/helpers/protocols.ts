@@ -154,7 +154,8 @@ function readResponsesStream(events: ProtocolOutcome['events']): StreamRead {
       error = { message: nested['message'], type: nested['type'], code: Number(nested['code']) };
       ending = 'error';
     }
-    if (event === 'response.completed') {
+    // `response.incomplete` is a normal ending too (max_output_tokens, content_filter), as OpenAI sends it.
+    if (event === 'response.completed' || event === 'response.incomplete') {
       completed = data['response'] as Record<string, unknown>;
       ending = 'completed';
     }
