@@ -468,6 +468,29 @@ describe('messages protocol: stream encoder', () => {
     ]);
   });
 
+  it('opens a new text block for text after a tool call, and writes a late argument delta against its own block', () => {
+    const frames = framesOf(
+      encode([
+        chunkOf({ tool_calls: [{ index: 0, id: 'call_a', function: { name: 'f', arguments: '{"a":' } }] }),
+        chunkOf({ content: 'between' }),
+        chunkOf({ tool_calls: [{ index: 0, function: { arguments: '1}' } }] }),
+        chunkOf({}, 'tool_calls'),
+      ]),
+    );
+    expect(frames.map((f) => [f.event, f.data.index ?? null, f.data.delta?.type ?? f.data.content_block?.type ?? null])).toEqual([
+      ['message_start', null, null],
+      ['content_block_start', 0, 'tool_use'],
+      ['content_block_delta', 0, 'input_json_delta'],
+      ['content_block_stop', 0, null],
+      ['content_block_start', 1, 'text'],
+      ['content_block_delta', 1, 'text_delta'],
+      ['content_block_delta', 0, 'input_json_delta'],
+      ['content_block_stop', 1, null],
+      ['message_delta', null, null],
+      ['message_stop', null, null],
+    ]);
+  });
+
   it.each([
     ['stop', 'end_turn'],
     ['length', 'max_tokens'],
@@ -701,6 +724,22 @@ describe('messages protocol: the real Anthropic SDK', () => {
     ]);
     expect(message.stop_reason).toBe('tool_use');
     expect(message.usage).toMatchObject({ input_tokens: 15, output_tokens: 9, cache_read_input_tokens: 5 });
+  });
+
+  it('stream().finalMessage() still assembles a tool input whose last delta came after a text block started', async () => {
+    server = await messagesServer({
+      stream: play([
+        chunkOf({ tool_calls: [{ index: 0, id: 'call_a', function: { name: 'f', arguments: '{"a":' } }] }),
+        chunkOf({ content: 'between' }),
+        chunkOf({ tool_calls: [{ index: 0, function: { arguments: '1}' } }] }),
+        chunkOf({}, 'tool_calls'),
+      ]),
+    });
+    const message = await clientOf(server).messages.stream(params).finalMessage();
+    expect(message.content).toEqual([
+      { type: 'tool_use', id: 'call_a', name: 'f', input: { a: 1 } },
+      { type: 'text', text: 'between' },
+    ]);
   });
 
   it('stream().finalMessage() takes a soft stop as a refusal', async () => {

@@ -85,19 +85,15 @@ export class MessagesEncoder implements ProtocolEncoder {
     return out + this.ending('refusal');
   }
 
+  /** `message_start`, written as a template (it goes out once per stream, on the hot path's first chunk). */
   private start(): string {
     this.started = true;
-    const message = {
-      id: messageId(this.answer),
-      type: 'message',
-      role: 'assistant',
-      model: this.answer.model,
-      content: [],
-      stop_reason: null,
-      stop_sequence: null,
-      usage: { input_tokens: 0, output_tokens: 0 },
-    };
-    return `event: message_start\ndata: ${JSON.stringify({ type: 'message_start', message })}\n\n`;
+    const { model } = this.answer;
+    return (
+      `event: message_start\ndata: {"type":"message_start","message":{"id":${JSON.stringify(messageId(this.answer))},"type":"message",` +
+      `"role":"assistant","model":${JSON.stringify(model)},"content":[],"stop_reason":null,"stop_sequence":null,` +
+      `"usage":{"input_tokens":0,"output_tokens":0}}}\n\n`
+    );
   }
 
   private parsed(chunk: ChatCompletionChunk): string {
@@ -154,8 +150,10 @@ export class MessagesEncoder implements ProtocolEncoder {
 
   private ending(stopReason: StopReason): string {
     this.ended = true;
-    const usage = this.usage ?? { output_tokens: 0 };
-    const delta = { type: 'message_delta', delta: { stop_reason: stopReason, stop_sequence: null }, usage };
-    return `${this.closeBlock()}event: message_delta\ndata: ${JSON.stringify(delta)}\n\n${MESSAGE_STOP}`;
+    const usage = this.usage === undefined ? '{"output_tokens":0}' : JSON.stringify(this.usage);
+    return (
+      `${this.closeBlock()}event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"${stopReason}","stop_sequence":null},` +
+      `"usage":${usage}}\n\n${MESSAGE_STOP}`
+    );
   }
 }
