@@ -2,8 +2,11 @@
  * Issue 16: the Responses protocol module (lib/protocols/responses/) on its own: the body → chat request
  * mapping with its 400s, the stream encoder's event sequences (parsed and raw chunks alike), the whole answer,
  * and the encoder's bytes read by the real openai-node client (`responses.create({stream:true})`,
- * `responses.stream().finalResponse()`) from a loopback server on 127.0.0.1.
+ * `responses.stream().finalResponse()`) and the Vercel AI SDK (`streamText` with @ai-sdk/openai) from a loopback
+ * server on 127.0.0.1.
  */
+import { createOpenAI } from '@ai-sdk/openai';
+import { streamText } from 'ai';
 import OpenAI from 'openai';
 import { BadRequestError, GuardrailViolationError, RateLimitError } from '../lib/errors.js';
 import { responsesProtocol } from '../lib/protocols/responses/index.js';
@@ -660,5 +663,70 @@ describe('responses: openai-node reads the encoder output', () => {
     const response = await client().responses.create({ model: 'gpt-test', input: 'hi' });
     expect(response.output_text).toBe('hello');
     expect(response.usage?.total_tokens).toBe(19);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// the Vercel AI SDK (@ai-sdk/openai calls POST /v1/responses)
+
+describe('responses: the AI SDK reads the encoder output', () => {
+  let server: RunningServer;
+  let next: string;
+
+  beforeAll(async () => {
+    server = await listen((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8' });
+        res.end(next);
+      });
+    });
+  });
+  afterAll(() => server.close());
+
+  async function run(sse: string): Promise<{ text: string; finishReason: string; usage: unknown; parts: { type: string; [key: string]: unknown }[] }> {
+    next = sse;
+    const provider = createOpenAI({ apiKey: 'test', baseURL: `${server.url}/v1` });
+    const result = streamText({ model: provider('gpt-test'), prompt: 'hi', maxRetries: 0, onError: () => undefined });
+    const parts: { type: string; [key: string]: unknown }[] = [];
+    for await (const part of result.fullStream) parts.push(part as { type: string });
+    return { text: await result.text, finishReason: await result.finishReason, usage: await result.usage, parts };
+  }
+
+  it('text: finishReason stop, the text and the usage', async () => {
+    const { text, finishReason, usage, parts } = await run(encode(textChunks()));
+    expect(parts.filter((p) => p.type === 'error')).toEqual([]);
+    expect(text).toBe('alpha beta "q" é\n');
+    expect(finishReason).toBe('stop');
+    expect(usage).toMatchObject({ inputTokens: 12, outputTokens: 7, totalTokens: 19 });
+  });
+
+  it('tool calls: two tool-call parts with their arguments', async () => {
+    const { parts } = await run(encode(toolChunks()));
+    const calls = parts.filter((p) => p.type === 'tool-call').map((p) => [p.toolCallId, p.toolName, p.input]);
+    expect(calls).toEqual([
+      ['call_a', 'get_weather', { city: 'Paris' }],
+      ['call_b', 'get_time', { tz: 'CET' }],
+    ]);
+  });
+
+  it.each([
+    ['length', 'length'],
+    ['content_filter', 'content-filter'],
+  ] as const)('a %s finish gives finishReason %s', async (finish, reason) => {
+    const { finishReason, parts } = await run(encode([chunk({ content: 'cut' }), chunk({}, finish), usageChunk(usage)]));
+    expect(parts.filter((p) => p.type === 'error')).toEqual([]);
+    expect(finishReason).toBe(reason);
+  });
+
+  it('an error after content: one error part with the gateway message and type, status 400, not retryable', async () => {
+    const { text, finishReason, parts } = await run(
+      encode([chunk({ content: 'alpha ' }), chunk({ content: 'beta ' })], (e) => e.error(new GuardrailViolationError('Violated guardrail policy'), 'gateway')),
+    );
+    const errors = parts.filter((p) => p.type === 'error');
+    expect(errors).toHaveLength(1);
+    expect(errors[0]!.error).toMatchObject({ message: 'Violated guardrail policy', type: 'guardrail_violation', code: '400', statusCode: 400, isRetryable: false });
+    expect(text).toBe('alpha beta ');
+    expect(finishReason).toBe('error');
   });
 });

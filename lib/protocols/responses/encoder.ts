@@ -21,15 +21,18 @@
  * - `softStop(text)`: `text` as output text, then the `response.incomplete` ending with `content_filter`.
  *
  * Hot path: a forwarded chunk that only adds text to choice 0 becomes its delta event from a precomputed
- * prefix and `JSON.stringify(text0)`; its JSON is parsed only otherwise.
+ * prefix and `JSON.stringify(text0)`; its JSON is parsed only otherwise. The protocol repeats each item's text
+ * (`…done`, `content_part.done`, `output_item.done`, the final Response): it is serialized once per item, and
+ * the Response's unchanging members once per answer.
  */
 import type { ErrorBodyForm, GatewayError } from '../../errors.js';
 import { RawChunk, type StreamChunk } from '../../raw-chunk.js';
 import type { ChatCompletionChunk, FinishReason, ToolCallDelta, Usage } from '../../types.js';
 import type { ProtocolEncoder } from '../types.js';
 import {
+  fixedMembers,
   outcomeOf,
-  responseObject,
+  responseJson,
   usageOf,
   type FunctionCallItem,
   type ItemStatus,
@@ -39,7 +42,7 @@ import {
   type ResponsesAnswerInfo,
 } from './response.js';
 
-/** A content part of the open message item, its text kept as the deltas that built it. */
+/** A content part of a message item, its text kept as the deltas that built it. */
 interface PartState {
   readonly kind: 'output_text' | 'refusal';
   readonly index: number;
@@ -47,30 +50,34 @@ interface PartState {
 }
 
 interface MessageState {
+  readonly kind: 'message';
   readonly id: string;
   readonly outputIndex: number;
   readonly parts: PartState[];
   text: PartState | undefined;
   refusal: PartState | undefined;
-  /** Set when the item closed. */
-  closed: ItemStatus | undefined;
+  /** The item's JSON, once closed. */
+  json: string | undefined;
 }
 
 interface CallState {
+  readonly kind: 'call';
   readonly item: FunctionCallItem;
   readonly outputIndex: number;
   readonly deltas: string[];
-  /** Set when the item closed. */
-  closed: ItemStatus | undefined;
+  /** The item's JSON, once closed. */
+  json: string | undefined;
 }
 
-/** One output item in `output_index` order. */
-type Slot = { kind: 'message'; state: MessageState } | { kind: 'call'; state: CallState };
+/** One output item, in `output_index` order. */
+type Slot = MessageState | CallState;
 
 export class ResponsesEncoder implements ProtocolEncoder {
   private seq = 0;
   private started = false;
   private ended = false;
+  /** The Response's members that do not change (see `fixedMembers`), once started. */
+  private fixed = '';
   private readonly slots: Slot[] = [];
   /** The message item text goes to, while open. */
   private message: MessageState | undefined;
@@ -106,13 +113,9 @@ export class ResponsesEncoder implements ProtocolEncoder {
     this.ended = true;
     const out = this.started ? '' : this.start();
     const { status, details } = outcomeOf(this.finish);
-    return (
-      out +
-      this.closeAll(status === 'completed' ? 'completed' : 'incomplete') +
-      this.event(status === 'completed' ? 'response.completed' : 'response.incomplete', {
-        response: this.response({ status, incompleteDetails: details, usage: usageOf(this.usage) }),
-      })
-    );
+    const closed = this.closeAll(status === 'completed' ? 'completed' : 'incomplete');
+    const response = this.response({ status, incompleteDetails: details, usage: usageOf(this.usage) });
+    return out + closed + this.frame(status === 'completed' ? 'response.completed' : 'response.incomplete', `"response":${response}`);
   }
 
   error(error: GatewayError, _form: ErrorBodyForm, extra?: Record<string, unknown>): string {
@@ -123,13 +126,8 @@ export class ResponsesEncoder implements ProtocolEncoder {
     const nested = error.toBody('openai', extra).error;
     const code = String(error.status);
     const flat = { code, message: error.message, param: error.param ?? null, error: nested };
-    return (
-      out +
-      this.event('error', flat) +
-      this.event('response.failed', {
-        response: this.response({ status: 'failed', error: { code, message: error.message }, usage: this.usage ? usageOf(this.usage) : null }),
-      })
-    );
+    const response = this.response({ status: 'failed', error: { code, message: error.message }, usage: this.usage ? usageOf(this.usage) : null });
+    return out + this.event('error', flat) + this.frame('response.failed', `"response":${response}`);
   }
 
   softStop(text: string): string {
@@ -161,8 +159,9 @@ export class ResponsesEncoder implements ProtocolEncoder {
 
   private start(): string {
     this.started = true;
-    const response = this.response({ status: 'in_progress', usage: null });
-    return this.event('response.created', { response }) + this.event('response.in_progress', { response });
+    this.fixed = fixedMembers(this.answer);
+    const response = `"response":${this.response({ status: 'in_progress', usage: null })}`;
+    return this.frame('response.created', response) + this.frame('response.in_progress', response);
   }
 
   /** A text delta of choice 0, opening the message item and its text part as needed. */
@@ -179,11 +178,11 @@ export class ResponsesEncoder implements ProtocolEncoder {
     message.parts.push(part);
     message.text = part;
     this.textDeltas = part.deltas;
-    const head = { item_id: message.id, output_index: message.outputIndex, content_index: part.index };
     this.textPrefix =
       `event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":${JSON.stringify(message.id)},` +
       `"output_index":${message.outputIndex},"content_index":${part.index},"delta":`;
-    return out + this.event('response.content_part.added', { ...head, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
+    const added = { item_id: message.id, output_index: message.outputIndex, content_index: part.index, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } };
+    return out + this.event('response.content_part.added', added);
   }
 
   private refusal(delta: string): string {
@@ -206,8 +205,8 @@ export class ResponsesEncoder implements ProtocolEncoder {
     if (this.message !== undefined) return [this.message, ''];
     const id = this.messages === 0 ? `msg_${this.answer.id}` : `msg_${this.answer.id}_${this.messages}`;
     this.messages++;
-    const message: MessageState = { id, outputIndex: this.slots.length, parts: [], text: undefined, refusal: undefined, closed: undefined };
-    this.slots.push({ kind: 'message', state: message });
+    const message: MessageState = { kind: 'message', id, outputIndex: this.slots.length, parts: [], text: undefined, refusal: undefined, json: undefined };
+    this.slots.push(message);
     this.message = message;
     const item: MessageItem = { id, type: 'message', status: 'in_progress', role: 'assistant', content: [] };
     return [message, this.event('response.output_item.added', { output_index: message.outputIndex, item })];
@@ -228,9 +227,9 @@ export class ResponsesEncoder implements ProtocolEncoder {
         call_id: delta.id ?? `call_${this.answer.id}_${delta.index}`,
         name: fn?.name ?? '',
       };
-      call = { item, outputIndex, deltas: [], closed: undefined };
+      call = { kind: 'call', item, outputIndex, deltas: [], json: undefined };
       this.calls.set(delta.index, call);
-      this.slots.push({ kind: 'call', state: call });
+      this.slots.push(call);
       out += this.event('response.output_item.added', { output_index: outputIndex, item });
     } else if (fn?.name && call.item.name === '') {
       call.item.name = fn.name; // a provider that names the call after its first delta
@@ -246,7 +245,7 @@ export class ResponsesEncoder implements ProtocolEncoder {
 
   private closeAll(status: ItemStatus): string {
     let out = this.closeMessage(status);
-    for (const slot of this.slots) if (slot.kind === 'call' && slot.state.closed === undefined) out += this.closeCall(slot.state, status);
+    for (const slot of this.slots) if (slot.kind === 'call' && slot.json === undefined) out += this.closeCall(slot, status);
     return out;
   }
 
@@ -255,37 +254,51 @@ export class ResponsesEncoder implements ProtocolEncoder {
     if (message === undefined) return '';
     this.message = undefined;
     this.textPrefix = undefined;
-    message.closed = status;
     let out = '';
-    const head = { item_id: message.id, output_index: message.outputIndex };
+    const head = `"item_id":${JSON.stringify(message.id)},"output_index":${message.outputIndex}`;
+    const parts: string[] = [];
     for (const part of message.parts) {
-      const done = partOf(part);
-      out +=
-        done.type === 'output_text'
-          ? this.event('response.output_text.done', { ...head, content_index: part.index, text: done.text, logprobs: [] })
-          : this.event('response.refusal.done', { ...head, content_index: part.index, refusal: done.refusal });
-      out += this.event('response.content_part.done', { ...head, content_index: part.index, part: done });
+      const value = JSON.stringify(part.deltas.join(''));
+      const at = `${head},"content_index":${part.index}`;
+      let partJson: string;
+      if (part.kind === 'output_text') {
+        partJson = `{"type":"output_text","text":${value},"annotations":[],"logprobs":[]}`;
+        out += this.frame('response.output_text.done', `${at},"text":${value},"logprobs":[]`);
+      } else {
+        partJson = `{"type":"refusal","refusal":${value}}`;
+        out += this.frame('response.refusal.done', `${at},"refusal":${value}`);
+      }
+      out += this.frame('response.content_part.done', `${at},"part":${partJson}`);
+      parts.push(partJson);
     }
-    const item = messageItem(message, status);
-    return out + this.event('response.output_item.done', { output_index: message.outputIndex, item });
+    message.json = `{"id":${JSON.stringify(message.id)},"type":"message","status":"${status}","role":"assistant","content":[${parts.join(',')}]}`;
+    return out + this.frame('response.output_item.done', `"output_index":${message.outputIndex},"item":${message.json}`);
   }
 
   private closeCall(call: CallState, status: ItemStatus): string {
-    call.closed = status;
     const item = callItem(call, status);
+    call.json = JSON.stringify(item);
     return (
       this.event('response.function_call_arguments.done', { item_id: item.id, output_index: call.outputIndex, name: item.name, arguments: item.arguments }) +
-      this.event('response.output_item.done', { output_index: call.outputIndex, item })
+      this.frame('response.output_item.done', `"output_index":${call.outputIndex},"item":${call.json}`)
     );
   }
 
-  /** The Response so far, with every item as it stands (`status` for the ones still open). */
-  private response(ending: Omit<ResponseEnding, 'output'>): Record<string, unknown> {
-    const openStatus: ItemStatus = ending.status === 'in_progress' ? 'in_progress' : ending.status === 'completed' ? 'completed' : 'incomplete';
-    const output = this.slots.map((slot) =>
-      slot.kind === 'message' ? messageItem(slot.state, slot.state.closed ?? openStatus) : callItem(slot.state, slot.state.closed ?? openStatus),
-    );
-    return responseObject(this.answer, { ...ending, output });
+  /** The Response so far as JSON, with every item as it stands (the open ones with the status the ending gives them). */
+  private response(ending: Omit<ResponseEnding, 'outputJson'>): string {
+    const open: ItemStatus = ending.status === 'in_progress' ? 'in_progress' : ending.status === 'completed' ? 'completed' : 'incomplete';
+    let outputJson = '[';
+    for (let i = 0; i < this.slots.length; i++) {
+      const slot = this.slots[i] as Slot;
+      if (i > 0) outputJson += ',';
+      outputJson += slot.json ?? JSON.stringify(slot.kind === 'message' ? messageItem(slot, open) : callItem(slot, open));
+    }
+    return responseJson(this.fixed, { ...ending, outputJson: `${outputJson}]` });
+  }
+
+  /** One event from its members as JSON (without braces), numbered. */
+  private frame(type: string, members: string): string {
+    return `event: ${type}\ndata: {"type":"${type}",${members},"sequence_number":${this.seq++}}\n\n`;
   }
 
   private event(type: string, fields: Record<string, unknown>): string {

@@ -8,7 +8,7 @@ import type { ChatCompletion, ChatMessage, ContentPart } from '../../types.js';
 import type { Protocol } from '../types.js';
 import { ResponsesEncoder } from './encoder.js';
 import { compileResponsesValidator, toChatRequest } from './request.js';
-import { outcomeOf, responseObject, usageOf, type OutputItem, type OutputPart, type ResponsesAnswerInfo } from './response.js';
+import { fixedMembers, outcomeOf, responseJson, usageOf, type OutputItem, type OutputPart, type ResponsesAnswerInfo } from './response.js';
 
 export const RESPONSES_PATH = '/v1/responses';
 
@@ -20,20 +20,19 @@ export const responsesProtocol: Protocol = {
   },
   toChatRequest,
   encoder: (answer: ResponsesAnswerInfo) => new ResponsesEncoder(answer),
-  completion: (completion: ChatCompletion, answer: ResponsesAnswerInfo) => JSON.stringify(wholeResponse(completion, answer)),
+  completion: (completion: ChatCompletion, answer: ResponsesAnswerInfo) => wholeResponse(completion, answer),
   softCompletion(text: string, answer: ResponsesAnswerInfo): string {
     const output: OutputItem[] = [
       { id: `msg_${answer.id}`, type: 'message', status: 'incomplete', role: 'assistant', content: [outputText(text)] },
     ];
-    return JSON.stringify(
-      responseObject(answer, { status: 'incomplete', incompleteDetails: { reason: 'content_filter' }, output, usage: usageOf(undefined) }),
-    );
+    const ending = { status: 'incomplete' as const, incompleteDetails: { reason: 'content_filter' as const }, outputJson: JSON.stringify(output), usage: usageOf(undefined) };
+    return responseJson(fixedMembers(answer), ending);
   },
   errorBody: (error, form, extra) => error.toBody(form, extra),
 };
 
-/** The Response object of a whole chat answer (choice 0). */
-export function wholeResponse(completion: ChatCompletion, answer: ResponsesAnswerInfo): Record<string, unknown> {
+/** The Response object (JSON) of a whole chat answer (choice 0). */
+function wholeResponse(completion: ChatCompletion, answer: ResponsesAnswerInfo): string {
   const choice = completion.choices.find((c) => c.index === 0) ?? completion.choices[0];
   const { status, details } = outcomeOf(choice?.finish_reason);
   const itemStatus = status === 'completed' ? 'completed' : 'incomplete';
@@ -55,7 +54,7 @@ export function wholeResponse(completion: ChatCompletion, answer: ResponsesAnswe
       });
     }
   }
-  return responseObject(answer, { status, incompleteDetails: details, output, usage: usageOf(completion.usage) });
+  return responseJson(fixedMembers(answer), { status, incompleteDetails: details, outputJson: JSON.stringify(output), usage: usageOf(completion.usage) });
 }
 
 function outputText(text: string): OutputPart {

@@ -5,7 +5,7 @@
  */
 import type { ChatCompletionRequest, FinishReason, Usage } from '../../types.js';
 import type { AnswerInfo } from '../types.js';
-import { echoOf } from './request.js';
+import { echoOf, type ResponseEcho } from './request.js';
 
 /**
  * What the Responses writers read of an answer: `AnswerInfo`, and the chat request it answers when the caller
@@ -78,40 +78,56 @@ export const responseIdOf = (answer: AnswerInfo): string => `resp_${answer.id}`;
 
 export interface ResponseEnding {
   status: ResponseStatus;
-  output: OutputItem[];
+  /** The `output` array, as JSON (the writers build the items' JSON once and reuse it in their events). */
+  outputJson: string;
   usage: ResponseUsage | null;
   incompleteDetails?: IncompleteDetails;
   error?: { code: string; message: string } | null;
 }
 
-/** The Response object, with the fields openai-node's `Response` type declares. */
-export function responseObject(answer: ResponsesAnswerInfo, ending: ResponseEnding): Record<string, unknown> {
-  const echo = echoOf(answer.request);
-  const response: Record<string, unknown> = {
-    id: responseIdOf(answer),
-    object: 'response',
-    created_at: answer.created,
-    status: ending.status,
-    background: false,
-    error: ending.error ?? null,
-    incomplete_details: ending.incompleteDetails ?? null,
-    instructions: echo.instructions,
-    max_output_tokens: echo.max_output_tokens,
-    model: answer.model,
-    output: ending.output,
-    parallel_tool_calls: echo.parallel_tool_calls,
-    previous_response_id: null,
-    reasoning: { effort: null, summary: null },
-    store: false,
-    temperature: echo.temperature,
-    text: echo.text,
-    tool_choice: echo.tool_choice,
-    tools: echo.tools,
-    top_p: echo.top_p,
-    truncation: 'disabled',
-    usage: ending.usage,
-    metadata: echo.metadata,
-  };
-  if (echo.user !== undefined) response.user = echo.user;
-  return response;
+/**
+ * The members of a Response that do not change while it streams (its ids, the model, the request's settings),
+ * as JSON without the braces: computed once per answer, the settings' part once per request.
+ */
+export function fixedMembers(answer: ResponsesAnswerInfo): string {
+  return (
+    `"id":${JSON.stringify(responseIdOf(answer))},"object":"response","created_at":${answer.created},` +
+    `"model":${JSON.stringify(answer.model)},${settingsMembers(echoOf(answer.request))}`
+  );
+}
+
+const settingsJson = new WeakMap<ResponseEcho, string>();
+
+function settingsMembers(echo: ResponseEcho): string {
+  let json = settingsJson.get(echo);
+  if (json === undefined) {
+    const settings: Record<string, unknown> = {
+      background: false,
+      instructions: echo.instructions,
+      max_output_tokens: echo.max_output_tokens,
+      parallel_tool_calls: echo.parallel_tool_calls,
+      previous_response_id: null,
+      reasoning: { effort: null, summary: null },
+      store: false,
+      temperature: echo.temperature,
+      text: echo.text,
+      tool_choice: echo.tool_choice,
+      tools: echo.tools,
+      top_p: echo.top_p,
+      truncation: 'disabled',
+      metadata: echo.metadata,
+    };
+    if (echo.user !== undefined) settings.user = echo.user;
+    json = JSON.stringify(settings).slice(1, -1);
+    settingsJson.set(echo, json);
+  }
+  return json;
+}
+
+/** The Response object as JSON, with the fields openai-node's `Response` type declares. */
+export function responseJson(fixed: string, ending: ResponseEnding): string {
+  return (
+    `{${fixed},"status":"${ending.status}","error":${JSON.stringify(ending.error ?? null)},` +
+    `"incomplete_details":${JSON.stringify(ending.incompleteDetails ?? null)},"output":${ending.outputJson},"usage":${JSON.stringify(ending.usage)}}`
+  );
 }
