@@ -376,6 +376,21 @@ describe('responses: stream encoder', () => {
     ]);
   });
 
+  it('text after tool calls opens a second message item; the end closes every open item in output_index order', () => {
+    const events = parseFrames(encode([chunk(toolDelta(0, 'call_a', 'f', '{}')), chunk({ content: 'done' })], (e) => e.softStop(' [cut]')));
+    const added = events.filter((e) => e.event === 'response.output_item.added').map((e) => [e.data.output_index, e.data.item.id]);
+    expect(added).toEqual([
+      [0, 'fc_req1_0'],
+      [1, 'msg_req1'],
+    ]);
+    const done = events.filter((e) => e.event === 'response.output_item.done').map((e) => [e.data.output_index, e.data.item.status]);
+    expect(done).toEqual([
+      [0, 'incomplete'],
+      [1, 'incomplete'],
+    ]);
+    expect(events.at(-1)!.data.response.output[1].content[0].text).toBe('done [cut]');
+  });
+
   it.each([
     ['length', 'max_output_tokens'],
     ['content_filter', 'content_filter'],

@@ -243,9 +243,12 @@ export class ResponsesEncoder implements ProtocolEncoder {
 
   // ---- endings
 
+  /** Closes the open items in `output_index` order (only the last message item can still be open). */
   private closeAll(status: ItemStatus): string {
-    let out = this.closeMessage(status);
-    for (const slot of this.slots) if (slot.kind === 'call' && slot.json === undefined) out += this.closeCall(slot, status);
+    let out = '';
+    for (const slot of this.slots) {
+      if (slot.json === undefined) out += slot.kind === 'message' ? this.closeMessage(status) : this.closeCall(slot, status);
+    }
     return out;
   }
 
