@@ -49,6 +49,24 @@ export const BLOCKED_AT_THE_END =
 /** The guardrail error frame the seed issue asks for, exactly as it goes out on the wire. */
 export const GUARDRAIL_FRAME = 'data: {"error":{"message":"Violated guardrail policy","code":400,"type":"guardrail_violation"}}\n\n';
 
+/**
+ * The guardrail error as a Messages stream's terminal event (`POST /v1/messages`): Anthropic's `event: error`,
+ * with nothing after it; the JSON body of the same error without streaming.
+ */
+export const MESSAGES_GUARDRAIL_EVENT = 'event: error\ndata: {"type":"error","error":{"type":"guardrail_violation","message":"Violated guardrail policy"}}\n\n';
+
+/**
+ * The guardrail error as a Responses stream's `error` event (`POST /v1/responses`), less its `sequence_number`;
+ * `response.failed` follows it and ends the stream.
+ */
+export const RESPONSES_GUARDRAIL_ERROR = {
+  type: 'error',
+  code: '400',
+  message: 'Violated guardrail policy',
+  param: null,
+  error: { message: 'Violated guardrail policy', type: 'guardrail_violation', param: null, code: '400' },
+} as const;
+
 /** What the server sends when `drain()` ends a stream still open at the shutdown deadline. */
 export const SHUTDOWN_FRAME = 'data: {"error":{"message":"The server is shutting down.","code":503,"type":"service_unavailable"}}\n\n';
 
@@ -59,6 +77,22 @@ const OPENAI_ANSWER = 'Hello! This is a mock answer from mock-openai.';
 const ANTHROPIC_ANSWER = 'Hello! This is a mock answer from mock-anthropic.';
 
 const chat = (model: string, content: string, stream = false) => ({ model, messages: [{ role: 'user', content }], ...(stream ? { stream } : {}) });
+/** A request in OpenAI's Responses API (`POST /v1/responses`). */
+const responses = (model: string, input: string, stream = false) => ({ model, input, ...(stream ? { stream } : {}) });
+/** A request in Anthropic's Messages API (`POST /v1/messages`; `max_tokens` is required, as Anthropic has it). */
+const messages = (model: string, content: string, stream = false) => ({ model, max_tokens: 256, messages: [{ role: 'user', content }], ...(stream ? { stream } : {}) });
+
+const RELEASED_BEFORE_BLOCK = 'This answer streams through an output guardrail that checks it in windows of 64 characters. The first ';
+const MODERATED_HEADERS = {
+  'x-gateway-model-group': 'claude',
+  'x-gateway-fallbacks': '1',
+  'x-gateway-attempt-log': 'moderated/openai/content-policy-dashscope:400:content_policy_violation, claude/anthropic/claude-sonnet-4-5:200',
+} as const;
+const MODERATED_HEADERS_TEXT =
+  'x-gateway-model-group: claude, x-gateway-fallbacks: 1, ' +
+  'x-gateway-attempt-log: moderated/openai/content-policy-dashscope:400:content_policy_violation, claude/anthropic/claude-sonnet-4-5:200';
+const MASKED_ANSWER = 'Please write to {EMAIL} about the invoice.';
+const MASKED_HEADERS = { 'x-gateway-guardrail': 'pii-mask=INPUT:MASKED;pii-mask=OUTPUT:NONE' } as const;
 
 export const WALKTHROUGH = [
   {
@@ -207,10 +241,97 @@ export const WALKTHROUGH = [
     method: 'POST',
     path: '/v1/chat/completions',
     body: chat('guarded-stream', BLOCKED_AT_THE_END, true),
-    answer: 'This answer streams through an output guardrail that checks it in windows of 64 characters. The first ',
+    answer: RELEASED_BEFORE_BLOCK,
     expected:
-      'chunks with the first windows of the echoed text ("This answer streams through an output guardrail that checks it in windows of 64 characters. The first "), ' +
+      `chunks with the first windows of the echoed text ("${RELEASED_BEFORE_BLOCK}"), ` +
       `then exactly ${GUARDRAIL_FRAME.trim()} and data: [DONE]; "BLOCKME" never arrives (without streaming: HTTP 400 with the same error object)`,
+  },
+  {
+    id: 'responses',
+    title: 'The same gateway in the OpenAI Responses API: POST /v1/responses (stateless)',
+    method: 'POST',
+    path: '/v1/responses',
+    body: responses('gpt-4o-mini', 'Hello!'),
+    answer: OPENAI_ANSWER,
+    expected: `a response object with status "completed" whose output message's output_text is "${OPENAI_ANSWER}" (with "stream": true: response.created, response.in_progress, response.output_text.delta events, …, response.completed)`,
+  },
+  {
+    id: 'responses-moderated',
+    title: 'Responses API: the content-policy fallback while streaming',
+    method: 'POST',
+    path: '/v1/responses',
+    body: responses('moderated', 'Hello!', true),
+    showHeaders: true,
+    answer: ANTHROPIC_ANSWER,
+    headers: MODERATED_HEADERS,
+    expected: `HTTP 200 with ${MODERATED_HEADERS_TEXT}, then response.output_text.delta events spelling "${ANTHROPIC_ANSWER}" and response.completed (the same without streaming)`,
+  },
+  {
+    id: 'responses-masked',
+    title: 'Responses API: guardrail masking of the input',
+    method: 'POST',
+    path: '/v1/responses',
+    body: responses('guarded', 'Please write to jane.doe@example.com about the invoice.'),
+    showHeaders: true,
+    answer: MASKED_ANSWER,
+    headers: MASKED_HEADERS,
+    expected: `the echo model answers "${MASKED_ANSWER}" (the same text when streamed), with x-gateway-guardrail: pii-mask=INPUT:MASKED;pii-mask=OUTPUT:NONE`,
+  },
+  {
+    id: 'responses-blocked-stream',
+    title: 'Responses API: a guardrail block in the middle of a stream',
+    method: 'POST',
+    path: '/v1/responses',
+    body: responses('guarded-stream', BLOCKED_AT_THE_END, true),
+    answer: RELEASED_BEFORE_BLOCK,
+    expected:
+      `response.output_text.delta events with the first windows of the echoed text ("${RELEASED_BEFORE_BLOCK}"), ` +
+      'then exactly event: error {"type":"error","code":"400","message":"Violated guardrail policy",…,"error":{…,"type":"guardrail_violation",…}} ' +
+      'and event: response.failed (status "failed"), and the stream ends; "BLOCKME" never arrives ' +
+      '(without streaming: HTTP 400 {"error":{"message":"Violated guardrail policy","code":400,"type":"guardrail_violation"}})',
+  },
+  {
+    id: 'messages',
+    title: 'The same gateway in the Anthropic Messages API: POST /v1/messages, streamed, answered by the OpenAI mock',
+    method: 'POST',
+    path: '/v1/messages',
+    body: messages('gpt-4o-mini', 'Hello!', true),
+    answer: OPENAI_ANSWER,
+    expected: `event: message_start, content_block_start, content_block_delta events spelling "${OPENAI_ANSWER}", content_block_stop, message_delta (stop_reason "end_turn"), message_stop (without streaming: one message)`,
+  },
+  {
+    id: 'messages-moderated',
+    title: 'Messages API: the content-policy fallback while streaming',
+    method: 'POST',
+    path: '/v1/messages',
+    body: messages('moderated', 'Hello!', true),
+    showHeaders: true,
+    answer: ANTHROPIC_ANSWER,
+    headers: MODERATED_HEADERS,
+    expected: `HTTP 200 with ${MODERATED_HEADERS_TEXT}, then the Messages events spelling "${ANTHROPIC_ANSWER}" and message_stop (the same without streaming)`,
+  },
+  {
+    id: 'messages-masked',
+    title: 'Messages API: guardrail masking of the input',
+    method: 'POST',
+    path: '/v1/messages',
+    body: messages('guarded', 'Please write to jane.doe@example.com about the invoice.'),
+    showHeaders: true,
+    answer: MASKED_ANSWER,
+    headers: MASKED_HEADERS,
+    expected: `a message whose text block is "${MASKED_ANSWER}" (the same text when streamed), with x-gateway-guardrail: pii-mask=INPUT:MASKED;pii-mask=OUTPUT:NONE`,
+  },
+  {
+    id: 'messages-blocked-stream',
+    title: 'Messages API: a guardrail block in the middle of a stream',
+    method: 'POST',
+    path: '/v1/messages',
+    body: messages('guarded-stream', BLOCKED_AT_THE_END, true),
+    answer: RELEASED_BEFORE_BLOCK,
+    expected:
+      `content_block_delta events with the first windows of the echoed text ("${RELEASED_BEFORE_BLOCK}"), ` +
+      `then exactly ${MESSAGES_GUARDRAIL_EVENT.trim().replace('\n', ' ')} and the end of the stream (no message_delta, no message_stop); "BLOCKME" never arrives ` +
+      '(without streaming: HTTP 400 with the same {"type":"error","error":{…}} body)',
   },
   {
     id: 'passthrough',

@@ -1,7 +1,7 @@
 /**
  * The example server (`example-server/`), run as users run it: a child process with the default config
  * and its embedded mocks, every walkthrough step over real HTTP (in both streaming modes where the step
- * is a chat request), API keys, a graceful shutdown with a stream open, and start-up failures on bad
+ * is a chat, Responses or Messages request), API keys, a graceful shutdown with a stream open, and start-up failures on bad
  * config. The child runs the real Express 5 whatever EXPRESS_MAJOR says; only this file's imports follow it.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,6 +11,8 @@ import { createGateway, loadGatewayConfig, silentLogger } from '../lib/index.js'
 import {
   API_KEY_VARIABLE,
   GUARDRAIL_FRAME,
+  MESSAGES_GUARDRAIL_EVENT,
+  RESPONSES_GUARDRAIL_ERROR,
   SHUTDOWN_FRAME,
   WALKTHROUGH,
   walkthroughText,
@@ -19,7 +21,9 @@ import {
 } from '../example-server/walkthrough.js';
 import { chat, chatBoth, parityView, type ChatOutcome } from './helpers/chat.js';
 import { openStream, spawnExampleServer, startExampleServer, waitForOutput, type ExampleServer, type ExampleServerProcess } from './helpers/example-server.js';
+import { agreement, eventNames, expectTerminalError, wireRequest, type Wire } from './helpers/guardrail-protocol-wire.js';
 import { rawRequest, sseData } from './helpers/http.js';
+import type { WireProtocol } from './helpers/protocols.js';
 
 const EXAMPLE_DIR = join(__dirname, '..', 'example-server');
 const DEFAULT_CONFIG = join(EXAMPLE_DIR, 'gateway.yaml');
@@ -95,6 +99,75 @@ async function expectJsonError(step: WalkthroughStep, status: number, error: unk
 }
 
 const guardrailError = JSON.parse(GUARDRAIL_FRAME.slice('data: '.length)) as unknown;
+const messagesGuardrailError = JSON.parse(MESSAGES_GUARDRAIL_EVENT.split('\n')[1]!.slice('data: '.length)) as Record<string, unknown>;
+
+/** The inbound protocol of a Responses or Messages step, by its path. */
+function protocolOf(step: WalkthroughStep): WireProtocol {
+  if (step.path === '/v1/responses') return 'responses';
+  if (step.path === '/v1/messages') return 'messages';
+  throw new Error(`step ${step.id} is not a Responses or Messages step`);
+}
+
+/** A Responses or Messages step, sent as its curl command sends it with `stream` set to `mode`, read from the wire. */
+function protocolRequest(step: WalkthroughStep, mode: boolean): Promise<Wire> {
+  return wireRequest(protocolOf(step), server.url, { ...step.body, stream: mode }, { path: step.path });
+}
+
+/**
+ * A Responses or Messages step that answers in both modes: the documented text and headers, the same in both,
+ * the stream a well-formed event sequence with the protocol's normal ending.
+ */
+async function expectProtocolAnswer(step: WalkthroughStep): Promise<{ plain: Wire; streamed: Wire }> {
+  const plain = await protocolRequest(step, false);
+  const streamed = await protocolRequest(step, true);
+  for (const outcome of [plain, streamed]) {
+    expect(outcome.status).toBe(200);
+    expect(outcome.complete).toBe(true);
+    expect(outcome.error).toBeUndefined();
+    expect(outcome.text).toBe(step.answer);
+    expect(outcome.finish).toBe('stop');
+    for (const [name, value] of Object.entries(step.headers ?? {})) expect(outcome.headers[name]).toBe(value);
+  }
+  expect(plain.headers['content-type']).toMatch(/^application\/json/);
+  expect(streamed.headers['content-type']).toMatch(/^text\/event-stream/);
+  expect(agreement(streamed)).toEqual(agreement(plain));
+  expect(streamed.ending).toBe('completed');
+  const names = eventNames(streamed);
+  if (streamed.protocol === 'responses') {
+    expect(plain.protocolStop).toBe('completed');
+    expect(names.slice(0, 2)).toEqual(['response.created', 'response.in_progress']);
+    expect(names.at(-1)).toBe('response.completed');
+    expect(names.filter((n) => n === 'response.output_text.delta').length).toBeGreaterThan(1); // really streamed
+  } else {
+    expect(plain.protocolStop).toBe('end_turn');
+    expect(names[0]).toBe('message_start');
+    expect(names.slice(-2)).toEqual(['message_delta', 'message_stop']);
+    expect(names.filter((n) => n === 'content_block_delta').length).toBeGreaterThan(1);
+  }
+  for (const [name, value] of Object.entries(step.headers ?? {})) expect(step.expected).toContain(`${name}: ${value}`);
+  return { plain, streamed };
+}
+
+/** A Responses or Messages step whose stream a guardrail blocks after its first windows. */
+async function expectProtocolBlockedStream(step: WalkthroughStep): Promise<void> {
+  const streamed = await protocolRequest(step, true);
+  expectTerminalError(streamed, { message: 'Violated guardrail policy', type: 'guardrail_violation' });
+  expect(streamed.text).toBe(step.answer); // the first windows, before the error event
+  expect(streamed.raw).not.toContain('BLOCKME');
+  const plain = await protocolRequest(step, false);
+  expect(plain.status).toBe(400);
+  expect(plain.raw).not.toContain('BLOCKME');
+  expect(plain.error).toEqual(streamed.error);
+  if (streamed.protocol === 'responses') {
+    const { sequence_number: _sequence, ...event } = streamed.errorWire!;
+    expect(event).toEqual(RESPONSES_GUARDRAIL_ERROR);
+    expect(JSON.parse(plain.raw)).toEqual(guardrailError);
+  } else {
+    expect(streamed.raw.endsWith(MESSAGES_GUARDRAIL_EVENT)).toBe(true);
+    expect(JSON.parse(plain.raw)).toEqual(messagesGuardrailError);
+    expect(step.expected).toContain(MESSAGES_GUARDRAIL_EVENT.trim().replace('\n', ' '));
+  }
+}
 
 /** What each walkthrough step must answer; a step without an entry here does not compile. */
 const checks: Record<WalkthroughId, (step: WalkthroughStep) => Promise<unknown>> = {
@@ -147,6 +220,14 @@ const checks: Record<WalkthroughId, (step: WalkthroughStep) => Promise<unknown>>
     expect(plain.status).toBe(400);
     expect(JSON.parse(plain.text)).toEqual(guardrailError);
   },
+  responses: expectProtocolAnswer,
+  'responses-moderated': expectProtocolAnswer,
+  'responses-masked': expectProtocolAnswer,
+  'responses-blocked-stream': expectProtocolBlockedStream,
+  messages: expectProtocolAnswer,
+  'messages-moderated': expectProtocolAnswer,
+  'messages-masked': expectProtocolAnswer,
+  'messages-blocked-stream': expectProtocolBlockedStream,
   passthrough: async (step) => {
     const res = await request(step, server);
     expect(res.status).toBe(200);

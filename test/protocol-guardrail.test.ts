@@ -18,7 +18,7 @@ import { silentLogger } from '../lib/index.js';
 import { DEFAULT_GUARDRAIL, evaluateGuardrail, startBedrockEmulator, startMockOpenAI, type BedrockEmulator, type MockScenarioSpec, type MockServer } from '../lib/testing/index.js';
 import { EXPRESS_MAJOR } from './helpers/express.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
-import { agreement, wireBoth, type Wire } from './helpers/guardrail-protocol-wire.js';
+import { agreement, eventNames, expectTerminalError, wireBoth, type Wire } from './helpers/guardrail-protocol-wire.js';
 import { ask as askProtocol, type WireProtocol } from './helpers/protocols.js';
 
 const CREDENTIALS = { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'x' };
@@ -100,51 +100,6 @@ const RELEASED = windowText(BLOCKED_IN_WINDOW_3, 1) + windowText(BLOCKED_IN_WIND
 function expectBlockedWindowNeverLeft(w: Wire, parts: readonly string[] = BLOCKED_IN_WINDOW_3, from = 16): void {
   expect(w.raw).not.toContain('BLOCKME');
   for (const t of parts.slice(from)) expect(w.raw).not.toContain(t.trim());
-}
-
-/** Names of the stream's events (chat: `data` for chunks, `error` for the error frame). */
-function eventNames(w: Wire): string[] {
-  return w.events.map((e) => e.event ?? (e.data['error'] !== undefined ? 'error' : 'data'));
-}
-
-/**
- * A committed stream ended by exactly one terminal error, then the end of the body:
- * chat: the error frame then `[DONE]`; Responses: `error` then `response.failed`, nothing after;
- * Messages: `error`, no `message_delta` or `message_stop`.
- */
-function expectTerminalError(w: Wire, error: { message: string; type: string }): void {
-  expect(w.status).toBe(200);
-  expect(w.stream).toBe(true);
-  expect(w.complete).toBe(true);
-  expect(w.transportError).toBeUndefined();
-  expect(w.ending).toBe('error');
-  expect(w.error).toMatchObject(error);
-  expect(w.raw.endsWith('\n\n')).toBe(true);
-  const names = eventNames(w);
-  expect(names.filter((n) => n === 'error')).toHaveLength(1);
-  if (w.protocol === 'chat') {
-    expect(w.raw.endsWith(`data: ${JSON.stringify(w.errorWire)}\n\ndata: [DONE]\n\n`)).toBe(true);
-    expect(names.at(-1)).toBe('error');
-  }
-  if (w.protocol === 'responses') {
-    expect(names.slice(-2)).toEqual(['error', 'response.failed']);
-    expect(names.filter((n) => n === 'response.failed')).toHaveLength(1);
-    expect(names.some((n) => n === 'response.completed' || n === 'response.incomplete')).toBe(false);
-    const failed = w.events.at(-1)!.data['response'] as Record<string, unknown>;
-    expect(failed['status']).toBe('failed');
-    expect(failed['error']).toEqual({ code: String(w.error!.code), message: error.message });
-    // The flat fields of the error event say the same as its nested error.
-    expect(w.errorWire).toMatchObject({ type: 'error', code: String(w.error!.code), message: error.message });
-    expect(w.raw.endsWith(`data: ${JSON.stringify(w.events.at(-1)!.data)}\n\n`)).toBe(true);
-  }
-  if (w.protocol === 'messages') {
-    expect(names.at(-1)).toBe('error');
-    expect(names).not.toContain('message_stop');
-    expect(names).not.toContain('message_delta');
-    expect(names[0]).toBe('message_start');
-    expect(w.errorWire).toEqual({ type: 'error', error: error });
-    expect(w.raw.endsWith(`event: error\ndata: ${JSON.stringify(w.errorWire)}\n\n`)).toBe(true);
-  }
 }
 
 /** A JSON error answer in the protocol's own shape. */

@@ -51,8 +51,13 @@ const RESPONSES_FINISH: Record<string, string> = { max_output_tokens: 'length', 
 const MESSAGES_FINISH: Record<string, string> = { end_turn: 'stop', stop_sequence: 'stop', max_tokens: 'length', tool_use: 'tool_calls', refusal: 'content_filter' };
 
 /** POSTs a chat-shaped body in `protocol`'s form and reads the wire. */
-export async function wire(protocol: WireProtocol, baseUrl: string, chatBody: Record<string, unknown>): Promise<Wire> {
-  const res = await rawRequest(baseUrl, { body: protocolBody(protocol, chatBody), path: PROTOCOL_PATHS[protocol] });
+export function wire(protocol: WireProtocol, baseUrl: string, chatBody: Record<string, unknown>): Promise<Wire> {
+  return wireRequest(protocol, baseUrl, protocolBody(protocol, chatBody));
+}
+
+/** POSTs a body already in `protocol`'s form (to its path, or `path`) and reads the wire. */
+export async function wireRequest(protocol: WireProtocol, baseUrl: string, body: Record<string, unknown>, options: { path?: string; headers?: Record<string, string> } = {}): Promise<Wire> {
+  const res = await rawRequest(baseUrl, { body, path: options.path ?? PROTOCOL_PATHS[protocol], ...(options.headers ? { headers: options.headers } : {}) });
   const stream = String(res.headers['content-type'] ?? '').startsWith('text/event-stream');
   const base = { protocol, status: res.status, headers: res.headers, raw: res.text, complete: res.complete, transportError: res.error, stream };
   if (!stream) return { ...base, events: [], ending: 'json', ...readJson(protocol, res.status, res.text) };
@@ -66,6 +71,51 @@ export async function wireBoth(protocol: WireProtocol, baseUrl: string, chatBody
   const plain = await wire(protocol, baseUrl, { ...chatBody, stream: false });
   const streamed = await wire(protocol, baseUrl, { ...chatBody, stream: true });
   return [plain, streamed];
+}
+
+/** Names of the stream's events (chat: `data` for chunks, `error` for the error frame). */
+export function eventNames(w: Wire): string[] {
+  return w.events.map((e) => e.event ?? (e.data['error'] !== undefined ? 'error' : 'data'));
+}
+
+/**
+ * A committed stream ended by exactly one terminal error, then the end of the body:
+ * chat: the error frame then `[DONE]`; Responses: `error` then `response.failed`, nothing after;
+ * Messages: `error`, no `message_delta` or `message_stop`.
+ */
+export function expectTerminalError(w: Wire, error: { message: string; type: string }): void {
+  expect(w.status).toBe(200);
+  expect(w.stream).toBe(true);
+  expect(w.complete).toBe(true);
+  expect(w.transportError).toBeUndefined();
+  expect(w.ending).toBe('error');
+  expect(w.error).toMatchObject(error);
+  expect(w.raw.endsWith('\n\n')).toBe(true);
+  const names = eventNames(w);
+  expect(names.filter((n) => n === 'error')).toHaveLength(1);
+  if (w.protocol === 'chat') {
+    expect(w.raw.endsWith(`data: ${JSON.stringify(w.errorWire)}\n\ndata: [DONE]\n\n`)).toBe(true);
+    expect(names.at(-1)).toBe('error');
+  }
+  if (w.protocol === 'responses') {
+    expect(names.slice(-2)).toEqual(['error', 'response.failed']);
+    expect(names.filter((n) => n === 'response.failed')).toHaveLength(1);
+    expect(names.some((n) => n === 'response.completed' || n === 'response.incomplete')).toBe(false);
+    const failed = w.events.at(-1)!.data['response'] as Record<string, unknown>;
+    expect(failed['status']).toBe('failed');
+    expect(failed['error']).toEqual({ code: String(w.error!.code), message: error.message });
+    // The flat fields of the error event say the same as its nested error.
+    expect(w.errorWire).toMatchObject({ type: 'error', code: String(w.error!.code), message: error.message });
+    expect(w.raw.endsWith(`data: ${JSON.stringify(w.events.at(-1)!.data)}\n\n`)).toBe(true);
+  }
+  if (w.protocol === 'messages') {
+    expect(names.at(-1)).toBe('error');
+    expect(names).not.toContain('message_stop');
+    expect(names).not.toContain('message_delta');
+    expect(names[0]).toBe('message_start');
+    expect(w.errorWire).toEqual({ type: 'error', error: error });
+    expect(w.raw.endsWith(`event: error\ndata: ${JSON.stringify(w.errorWire)}\n\n`)).toBe(true);
+  }
 }
 
 /** What must agree between the two modes when nothing was sent before the outcome was known. */
