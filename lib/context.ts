@@ -425,7 +425,8 @@ class RequestContext implements GatewayContext {
     this.protocol = protocol.name;
     this.startedAt = performance.now();
     this.#abort = abort;
-    this.writer = new ResponseWriter(res, this.#responseHeaders.bind(this), { freshHeaders: true, protocol, answer: this });
+    // The request as mapped, kept for the answer (masking may replace `body` later).
+    this.writer = new ResponseWriter(res, this.#responseHeaders.bind(this), { freshHeaders: true, protocol, answer: { id, model: body.model, request: body } });
   }
 
   /** A new object on every call (the writer completes it in place): no intermediate object without guardrail records. */

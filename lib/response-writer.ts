@@ -19,7 +19,7 @@ import { type ErrorBodyForm, type GatewayError } from './errors.js';
 import { chatProtocol } from './protocols/chat/index.js';
 import type { AnswerInfo, Protocol, ProtocolEncoder } from './protocols/types.js';
 import { RawChunk, type StreamChunk } from './raw-chunk.js';
-import type { ChatCompletion } from './types.js';
+import type { ChatCompletion, ChatCompletionRequest } from './types.js';
 
 export const SSE_HEADERS: Readonly<Record<string, string>> = {
   'content-type': 'text/event-stream; charset=utf-8',
@@ -46,6 +46,8 @@ const ignoreRejection = (): void => {};
 export interface WriterAnswer {
   readonly id: string;
   readonly model: string;
+  /** The internal request as the protocol mapped it (see `AnswerInfo.request`). */
+  readonly request?: ChatCompletionRequest;
 }
 
 export interface ResponseWriterOptions {
@@ -270,7 +272,8 @@ export class ResponseWriter {
 
   private answerInfo(given?: WriterAnswer): AnswerInfo {
     const answer = this.answer ?? given;
-    return { id: answer?.id ?? randomUUID(), model: answer?.model ?? 'unknown', created: Math.floor(Date.now() / 1000) };
+    const request = answer?.request;
+    return { id: answer?.id ?? randomUUID(), model: answer?.model ?? 'unknown', created: Math.floor(Date.now() / 1000), ...(request ? { request } : {}) };
   }
 
   /**

@@ -11,9 +11,9 @@ import { createGateway, silentLogger, type FallbackHandlerOptions, type Gateway,
 import type { ModelGroupOptions } from '../lib/router-config.js';
 import { ATTEMPT_HEADERS } from './helpers/chat.js';
 import { createApp, EXPRESS_MAJOR } from './helpers/express.js';
-import { listen, type RunningServer } from './helpers/http.js';
+import { listen, rawRequest, type RunningServer } from './helpers/http.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
-import { ask, WIRE_PROTOCOLS, type ProtocolOutcome, type WireProtocol } from './helpers/protocols.js';
+import { ask, namedEvents, PROTOCOL_PATHS, WIRE_PROTOCOLS, type ProtocolOutcome, type WireProtocol } from './helpers/protocols.js';
 
 const question = (model: string, extra: Record<string, unknown> = {}) => ({ model, messages: [{ role: 'user', content: 'Hi there' }], ...extra });
 
@@ -267,6 +267,23 @@ describe(`every protocol through createGateway (Express ${EXPRESS_MAJOR}): usage
     // The summary speaks the gateway's taxonomy whatever the protocol's wire type.
     expect(summary).toMatchObject({ protocol, status: 200, committed: true, errorType: 'upstream_error' });
     expect(summary.usage).toBeDefined();
+  });
+
+  it('a Responses answer repeats the request settings (instructions, tools, temperature, metadata), in both modes', async () => {
+    const body = {
+      model: 'normal',
+      instructions: 'Be brief.',
+      input: 'Hi there',
+      temperature: 0.3,
+      metadata: { ticket: 'T-1' },
+      tools: [{ type: 'function', name: 'lookup', description: 'Looks up', parameters: { type: 'object', properties: {} } }],
+    };
+    const plain = await rawRequest(server.url, { path: PROTOCOL_PATHS.responses, body });
+    const streamed = await rawRequest(server.url, { path: PROTOCOL_PATHS.responses, body: { ...body, stream: true } });
+    const final = namedEvents(streamed.text).find((e) => e.event === 'response.completed')!.data['response'] as Record<string, unknown>;
+    for (const response of [JSON.parse(plain.text) as Record<string, unknown>, final]) {
+      expect(response).toMatchObject({ instructions: 'Be brief.', temperature: 0.3, metadata: { ticket: 'T-1' }, tools: [expect.objectContaining({ type: 'function', name: 'lookup' })] });
+    }
   });
 
   it('each protocol can be switched off: its path then goes on to the host app', async () => {

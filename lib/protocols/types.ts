@@ -22,6 +22,11 @@ export interface AnswerInfo {
   readonly model: string;
   /** Seconds since the epoch when the answer was created. */
   readonly created: number;
+  /**
+   * The internal request exactly as `toChatRequest` returned it (the same object, before any guardrail
+   * masking replaced it), for protocols whose answer repeats the request's settings (Responses).
+   */
+  readonly request?: ChatCompletionRequest;
 }
 
 /**
