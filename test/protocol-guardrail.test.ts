@@ -18,7 +18,7 @@ import { silentLogger } from '../lib/index.js';
 import { DEFAULT_GUARDRAIL, evaluateGuardrail, startBedrockEmulator, startMockOpenAI, type BedrockEmulator, type MockScenarioSpec, type MockServer } from '../lib/testing/index.js';
 import { EXPRESS_MAJOR } from './helpers/express.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
-import { agreement, eventNames, expectTerminalError, wireBoth, type Wire } from './helpers/guardrail-protocol-wire.js';
+import { agreement, eventNames, expectTerminalError, wire, wireBoth, type Wire } from './helpers/guardrail-protocol-wire.js';
 import { ask as askProtocol, type WireProtocol } from './helpers/protocols.js';
 
 const CREDENTIALS = { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'x' };
@@ -308,6 +308,29 @@ describe(`Bedrock guardrail on every inbound protocol (Express ${EXPRESS_MAJOR})
       expectJsonError(plain, 400, VIOLATION);
       expect(streamed.error).toEqual(plain.error);
     });
+  });
+
+  // ---- guardrail unavailable (fail closed) ----
+  it.each(PROTOCOLS)('%s: guardrail unavailable after commit (fail closed): windows 1–2, the terminal error; a 503 with the same error without streaming', async (protocol) => {
+    const parts = tokens(32);
+    model.setScenario(UPSTREAM, script(parts, 5));
+    const g = await gateway({ hooks: ['post_call'], timeoutMs: 3000, streaming: WINDOW });
+    // Windows 1–2 pass; from window 3 on the guardrail answers with a 5xx.
+    const armed = emulator.waitFor((calls) => {
+      if (calls.filter((c) => c.source === 'OUTPUT' && c.respondedAt !== undefined).length < 2) return false;
+      emulator.setFault({ kind: 'InternalServerException' });
+      return true;
+    }, 5000);
+    const streamed = await wire(protocol, g.url, chatBody('Tell me a story.', { stream: true }));
+    await armed;
+    // Anthropic's taxonomy has no guardrail_unavailable: a 503 is overloaded_error there (lib/protocols/messages/answer.ts).
+    const unavailable = { message: "Guardrail 'gr1default' failed.", type: protocol === 'messages' ? 'overloaded_error' : 'guardrail_unavailable' };
+    expectTerminalError(streamed, unavailable);
+    expect(streamed.text).toBe(windowText(parts, 1) + windowText(parts, 2));
+    expect(streamed.raw).not.toContain('word016');
+    const plain = await wire(protocol, g.url, chatBody('Tell me a story.', { stream: false }));
+    expectJsonError(plain, 503, unavailable);
+    expect(plain.error).toEqual(streamed.error);
   });
 
   // ---- soft block ----
