@@ -7,7 +7,11 @@
  * - `window` / `buffer` (`HeldWindowFilter`): chunks are held until every text they carry has been checked,
  *   then released in order (a held chunk holds every later one, finish and usage chunks included). A lane's
  *   window is closed just before the chunk that would take it past `windowSize` characters, so a check
- *   costs one text unit per configured policy. The last `overlap` characters of a checked window are
+ *   costs one text unit per configured policy. It is closed as soon as the chunk that *fills* it arrives when
+ *   no delta of the lane so far would fit in the room left (the next one almost surely would not either):
+ *   the check then starts one chunk interval earlier instead of waiting for the chunk that overflows. A
+ *   guess that proves wrong only makes that window shorter than it could have been, by less than the
+ *   lane's smallest delta; every window stays within `windowSize`. The last `overlap` characters of a checked window are
  *   *held back* (checked, not released) and checked again at the start of the next window: a violation or
  *   an entity across the window edge is then seen whole before any of it goes out. `buffer` is the same
  *   with one window for the whole answer.
@@ -79,6 +83,8 @@ interface HeldLane {
   checkedLength: number;
   /** The masking of the last check, which covers the held-back text; used when the stream ends there. */
   lastMask: WindowMask | undefined;
+  /** Length of the lane's shortest delta so far: a window with less room left than that is treated as full. */
+  smallestDelta: number;
 }
 
 interface WindowMask {
@@ -163,7 +169,7 @@ class HeldWindowFilter implements OutputFilter {
   private laneFor(key: string): HeldLane {
     let lane = this.lanes.get(key);
     if (!lane) {
-      lane = { text: '', decidedTo: 0, checkedLength: 0, lastMask: undefined };
+      lane = { text: '', decidedTo: 0, checkedLength: 0, lastMask: undefined, smallestDelta: Infinity };
       this.lanes.set(key, lane);
     }
     return lane;
@@ -189,9 +195,13 @@ class HeldWindowFilter implements OutputFilter {
     return this.hasNewText(part.lane) && part.lane.text.length + part.text.length > this.config.windowSize;
   }
 
-  /** A single delta made the lane a full window (or more) by itself. */
+  /**
+   * The lane is a full window: a single delta made it one (or more) by itself, or the room left is smaller
+   * than every delta seen in the lane so far, so the next one would close it anyway (checking now saves
+   * waiting for it).
+   */
   private isFull(lane: HeldLane): boolean {
-    return this.hasNewText(lane) && lane.text.length >= this.config.windowSize;
+    return this.hasNewText(lane) && this.config.windowSize - lane.text.length < Math.max(1, lane.smallestDelta);
   }
 
   private hold(chunk: ChatCompletionChunk, parts: HeldPart[]): void {
@@ -199,6 +209,7 @@ class HeldWindowFilter implements OutputFilter {
       part.start = part.lane.decidedTo + part.lane.text.length;
       part.end = part.start + part.text.length;
       part.lane.text += part.text;
+      if (part.text.length > 0 && part.text.length < part.lane.smallestDelta) part.lane.smallestDelta = part.text.length;
     }
     this.held.push({ chunk, parts });
   }
