@@ -19,8 +19,9 @@ import {
   withoutTrailingSlash,
   type UpstreamResponse,
 } from './http.js';
-import { MalformedEvent, malformedEventHandler, parseEventData, readSseBatches, type SseEvent } from './sse.js';
+import { MalformedEvent, malformedEventHandler, parseEventData, readSseBatches, SseSplitter, type SseEvent } from './sse.js';
 import { upstreamModel } from './model.js';
+import { FlowingStream, type ReadStep } from './raw-stream.js';
 import type { Deployment, ProviderAdapter, UpstreamRequest } from './types.js';
 
 const DEFAULT_BASE_URL = 'https://api.openai.com/v1';
@@ -115,8 +116,8 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
     },
     streamRaw: (request, includeUsage) => {
       const malformed = malformedEventHandler(deployment, request);
-      const raw = { dropNullUsage: !includeUsage };
-      return streamResponse(() => send(request, true), (chunks, signal) => openAIChunks(chunks, signal, malformed, raw), request.signal, deployment);
+      const step = new OpenAIRawStep(request.signal, malformed, { dropNullUsage: !includeUsage });
+      return new FlowingStream(() => send(request, true), step, request.signal, deployment);
     },
     close: () => client.close(),
   };
@@ -216,32 +217,96 @@ async function* openAIChunks(
   raw: { dropNullUsage: boolean } | undefined,
 ): AsyncGenerator<(ChatCompletionChunk | RawChunk)[], boolean, undefined> {
   let sawEvent = false;
-  const state = { finished: false };
+  const state = new ChunkState();
   for await (const events of readSseBatches(chunks, signal)) {
     sawEvent = true;
-    const out: (ChatCompletionChunk | RawChunk)[] = [];
-    let done = false;
-    let failed = false;
-    let failure: unknown;
-    try {
-      for (const event of events) {
-        const chunk = openAIChunk(event, state, malformed, raw);
-        if (chunk === DONE) {
-          done = true;
-          break;
-        }
-        if (chunk !== undefined) out.push(chunk);
-      }
-    } catch (error) {
-      failed = true;
-      failure = error;
-    }
+    const out = chunksOf(events, state, malformed, raw);
     if (out.length > 0) yield out;
-    if (failed) throw failure;
-    if (done) return true;
+    if (state.failed) throw state.failure;
+    if (state.done) return true;
   }
   if (sawEvent && !state.finished) throw new UpstreamError('The upstream stream ended before it finished.');
   return true;
+}
+
+/** What `chunksOf` learned so far: a choice finished; `[DONE]` came; a failure to throw once the chunks before it went out. */
+class ChunkState {
+  finished = false;
+  done = false;
+  failed = false;
+  failure: unknown = undefined;
+}
+
+/** The chunks of one read's events (see `openAIChunk`), stopping at `[DONE]` or at a failure (both noted in `state`). */
+function chunksOf(
+  events: SseEvent[],
+  state: ChunkState,
+  malformed: (event: MalformedEvent) => void,
+  raw: { dropNullUsage: boolean } | undefined,
+): (ChatCompletionChunk | RawChunk)[] {
+  const out: (ChatCompletionChunk | RawChunk)[] = [];
+  try {
+    for (const event of events) {
+      const chunk = openAIChunk(event, state, malformed, raw);
+      if (chunk === DONE) {
+        state.done = true;
+        break;
+      }
+      if (chunk !== undefined) out.push(chunk);
+    }
+  } catch (error) {
+    state.failed = true;
+    state.failure = error;
+  }
+  return out;
+}
+
+/**
+ * `streamRaw()`'s work per network read, for `FlowingStream`: the read's SSE events (`SseSplitter`), the
+ * signal checked before its chunks, the chunks (`chunksOf`), exactly as `openAIChunks` over `readSseBatches`
+ * does in generator form: `[DONE]` completes the stream, a failure is thrown after the chunks before it, a
+ * body that ends without a finished choice (after some event) fails.
+ */
+class OpenAIRawStep implements ReadStep<(ChatCompletionChunk | RawChunk)[]> {
+  completed = false;
+  failure: { error: unknown } | undefined = undefined;
+  private readonly splitter = new SseSplitter();
+  private readonly state = new ChunkState();
+  private sawEvent = false;
+
+  constructor(
+    private readonly signal: AbortSignal,
+    private readonly malformed: (event: MalformedEvent) => void,
+    private readonly raw: { dropNullUsage: boolean },
+  ) {}
+
+  read(bytes: Buffer | null): (ChatCompletionChunk | RawChunk)[] | undefined {
+    const atEnd = bytes === null;
+    const events = atEnd ? this.splitter.end() : this.splitter.feed(bytes);
+    if (events === undefined) {
+      if (atEnd) this.endCheck();
+      return undefined;
+    }
+    this.signal.throwIfAborted();
+    this.sawEvent = true;
+    const { state } = this;
+    const out = chunksOf(events, state, this.malformed, this.raw);
+    if (state.failed) this.failure = { error: state.failure };
+    else if (state.done) this.completed = true;
+    else if (atEnd) {
+      try {
+        this.endCheck();
+      } catch (error) {
+        this.failure = { error };
+      }
+    }
+    return out.length > 0 ? out : undefined;
+  }
+
+  /** The body ended (no `[DONE]`): quietly when a choice finished or no event came at all. */
+  private endCheck(): void {
+    if (this.sawEvent && !this.state.finished) throw new UpstreamError('The upstream stream ended before it finished.');
+  }
 }
 
 /**
@@ -262,7 +327,7 @@ const DONE = Symbol('done');
 /** One event of the stream: the chunk to yield, `undefined` to skip it, `DONE` at `[DONE]`; throws a failure. */
 function openAIChunk(
   event: SseEvent,
-  state: { finished: boolean },
+  state: ChunkState,
   malformed: (event: MalformedEvent) => void,
   raw: { dropNullUsage: boolean } | undefined,
 ): ChatCompletionChunk | RawChunk | typeof DONE | undefined {

@@ -39,43 +39,69 @@ export async function* readSse(chunks: AsyncIterable<Uint8Array>, signal: AbortS
  * array; a consumer that waits in the middle of one checks it again itself.
  */
 export async function* readSseBatches(chunks: AsyncIterable<Uint8Array>, signal: AbortSignal): AsyncGenerator<SseEvent[], void, undefined> {
-  let pending: EventSourceMessage[] = [];
-  let tooLarge = false;
-  const parser = createParser({
-    onEvent: (event) => pending.push(event),
-    onError: (error) => {
-      if (error.type === 'max-buffer-size-exceeded') tooLarge = true;
-    },
-    maxBufferSize: MAX_EVENT_CHARS,
-  });
-  // Node's StringDecoder, not TextDecoder: the same streaming UTF-8 decoding, without the ICU converter a
-  // TextDecoder opens on its first call (a few µs per stream, measured).
-  const decoder = new StringDecoder('utf8');
-  let started = false;
+  const splitter = new SseSplitter();
   for await (const chunk of chunks) {
-    let text = decoder.write(chunk as Buffer);
-    if (!started && text !== '') {
-      started = true;
-      if (text.charCodeAt(0) === BOM) text = text.slice(1);
-    }
-    parser.feed(text);
-    if (tooLarge) throw new UpstreamError(`The upstream sent an event larger than ${MAX_EVENT_CHARS} characters.`);
-    if (pending.length === 0) continue;
-    const events = pending;
-    pending = [];
+    const events = splitter.feed(chunk);
+    if (events === undefined) continue;
     signal.throwIfAborted();
     yield events;
   }
-  // The end of the body ends the last line and the event in progress. eventsource-parser's
-  // `reset({ consume: true })` parses an unterminated last line but never dispatches the event, and a
-  // trailing `\r` (a CR line ending, or the first half of `\r\n`) stays pending: a blank line resolves both.
-  let rest = decoder.end();
-  if (!started && rest.charCodeAt(0) === BOM) rest = rest.slice(1);
-  parser.feed(`${rest}\n\n`);
-  if (tooLarge) throw new UpstreamError(`The upstream sent an event larger than ${MAX_EVENT_CHARS} characters.`);
-  if (pending.length === 0) return;
+  const events = splitter.end();
+  if (events === undefined) return;
   signal.throwIfAborted();
-  yield pending;
+  yield events;
+}
+
+/**
+ * The synchronous core of `readSseBatches`: bytes in (`feed`, one network read at a time), the events that
+ * read completed out (an array, never empty, or `undefined`), then `end()` once the body ended. Throws
+ * `UpstreamError` for an event past the size bound. For a reader that pulls the body itself (one
+ * asynchronous step per read instead of one per generator layer).
+ */
+export class SseSplitter {
+  private pending: EventSourceMessage[] = [];
+  private tooLarge = false;
+  private started = false;
+  // Node's StringDecoder, not TextDecoder: the same streaming UTF-8 decoding, without the ICU converter a
+  // TextDecoder opens on its first call (a few µs per stream, measured).
+  private readonly decoder = new StringDecoder('utf8');
+  private readonly parser = createParser({
+    onEvent: (event) => this.pending.push(event),
+    onError: (error) => {
+      if (error.type === 'max-buffer-size-exceeded') this.tooLarge = true;
+    },
+    maxBufferSize: MAX_EVENT_CHARS,
+  });
+
+  /** The events completed by this read, if any. */
+  feed(chunk: Uint8Array): SseEvent[] | undefined {
+    let text = this.decoder.write(chunk as Buffer);
+    if (!this.started && text !== '') {
+      this.started = true;
+      if (text.charCodeAt(0) === BOM) text = text.slice(1);
+    }
+    this.parser.feed(text);
+    return this.take();
+  }
+
+  /** The events the end of the body completes, if any. */
+  end(): SseEvent[] | undefined {
+    // The end of the body ends the last line and the event in progress. eventsource-parser's
+    // `reset({ consume: true })` parses an unterminated last line but never dispatches the event, and a
+    // trailing `\r` (a CR line ending, or the first half of `\r\n`) stays pending: a blank line resolves both.
+    let rest = this.decoder.end();
+    if (!this.started && rest.charCodeAt(0) === BOM) rest = rest.slice(1);
+    this.parser.feed(`${rest}\n\n`);
+    return this.take();
+  }
+
+  private take(): SseEvent[] | undefined {
+    if (this.tooLarge) throw new UpstreamError(`The upstream sent an event larger than ${MAX_EVENT_CHARS} characters.`);
+    if (this.pending.length === 0) return undefined;
+    const events = this.pending;
+    this.pending = [];
+    return events;
+  }
 }
 
 const BOM = 0xfeff;
