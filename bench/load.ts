@@ -17,7 +17,24 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import autocannon from 'autocannon';
 import { Client } from 'undici';
-import { CHAT_PATH, REQUEST_HEADERS } from './workload.js';
+import { type BenchProtocol, CHAT_PATH, PROTOCOL_PATHS, REQUEST_HEADERS } from './workload.js';
+
+/** Whether a stream ended normally in each protocol: its terminal event is the last one. */
+const STREAM_COMPLETE: Readonly<Record<BenchProtocol, (raw: string) => boolean>> = {
+  chat: (raw) => raw.endsWith('data: [DONE]\n\n'),
+  responses: (raw) => /(^|\n\n)event: response\.completed\ndata: [^\n]*\n\n$/.test(raw),
+  messages: (raw) => raw.endsWith('event: message_stop\ndata: {"type":"message_stop"}\n\n'),
+};
+
+/** The text of a whole (non-streaming) answer in `protocol`. */
+function answerText(json: Record<string, unknown>, protocol: BenchProtocol): string {
+  if (protocol === 'responses') {
+    const output = (json['output'] ?? []) as { type: string; content?: { type: string; text?: string }[] }[];
+    return output.flatMap((item) => (item.type === 'message' ? (item.content ?? []) : [])).map((part) => part.text ?? '').join('');
+  }
+  if (protocol === 'messages') return ((json['content'] ?? []) as { type: string; text?: string }[]).map((block) => block.text ?? '').join('');
+  return (json as { choices?: { message?: { content?: string } }[] }).choices?.[0]?.message?.content ?? '';
+}
 
 export type LoaderName = 'wrk' | 'autocannon';
 
@@ -29,6 +46,8 @@ export interface LoadOptions {
   durationS: number;
   warmupS: number;
   loader: LoaderName;
+  /** The request path. @default the chat-completions path */
+  path?: string;
 }
 
 export interface LoadResult {
@@ -57,7 +76,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
 
 async function runAutocannon(options: LoadOptions): Promise<LoadResult> {
   const result = await autocannon({
-    url: options.origin + CHAT_PATH,
+    url: options.origin + (options.path ?? CHAT_PATH),
     method: 'POST',
     headers: REQUEST_HEADERS,
     body: options.body,
@@ -93,7 +112,7 @@ async function runWrk(options: LoadOptions): Promise<LoadResult> {
     const script = join(dir, 'post.lua');
     writeFileSync(script, wrkScript(options.body));
     // wrk takes whole seconds only.
-    const args = ['-t1', `-c${options.connections}`, `-d${Math.max(1, Math.round(options.durationS))}s`, '--timeout', '10s', '-s', script, options.origin + CHAT_PATH];
+    const args = ['-t1', `-c${options.connections}`, `-d${Math.max(1, Math.round(options.durationS))}s`, '--timeout', '10s', '-s', script, options.origin + (options.path ?? CHAT_PATH)];
     const output = await capture('wrk', args);
     return parseWrk(output, options);
   } finally {
@@ -170,6 +189,8 @@ export interface TimedOptions {
   warmupRequests: number;
   /** Also time when the answer's content first exceeds this many characters (streams only). */
   contentChars?: number;
+  /** The request path. @default the chat-completions path */
+  path?: string;
 }
 
 export interface TimedResult {
@@ -235,7 +256,7 @@ async function timedRequest(client: Client, options: TimedOptions): Promise<Timi
   let contentAt: number | undefined;
   const counter = options.contentChars === undefined ? undefined : new ContentCounter();
   try {
-    const { statusCode, body } = await client.request({ path: CHAT_PATH, method: 'POST', headers: REQUEST_HEADERS, body: options.body });
+    const { statusCode, body } = await client.request({ path: options.path ?? CHAT_PATH, method: 'POST', headers: REQUEST_HEADERS, body: options.body });
     for await (const chunk of body as AsyncIterable<Buffer>) {
       first ??= performance.now();
       if (counter && contentAt === undefined && counter.add(chunk) > options.contentChars!) contentAt = performance.now();
@@ -265,6 +286,10 @@ export class ContentCounter {
   }
 }
 
+/**
+ * The content an SSE event adds: a chat chunk's `delta.content`, a Responses `response.output_text.delta`'s
+ * `delta`, a Messages `content_block_delta`'s `delta.text`.
+ */
 function contentOfEvent(event: string): string {
   const data = event
     .split('\n')
@@ -273,7 +298,9 @@ function contentOfEvent(event: string): string {
     .join('\n');
   if (data === '' || data === '[DONE]') return '';
   try {
-    const parsed = JSON.parse(data) as { choices?: { delta?: { content?: string | null } }[] };
+    const parsed = JSON.parse(data) as { type?: string; delta?: unknown; choices?: { delta?: { content?: string | null } }[] };
+    if (parsed.type === 'response.output_text.delta') return typeof parsed.delta === 'string' ? parsed.delta : '';
+    if (parsed.type === 'content_block_delta') return (parsed.delta as { text?: string } | undefined)?.text ?? '';
     return (parsed.choices ?? []).map((c) => c.delta?.content ?? '').join('');
   } catch {
     return '';
@@ -291,15 +318,15 @@ export interface Answer {
 }
 
 /** Sends one request and reads the whole answer. */
-export async function checkAnswer(origin: string, body: string, stream: boolean): Promise<Answer> {
+export async function checkAnswer(origin: string, body: string, stream: boolean, protocol: BenchProtocol = 'chat'): Promise<Answer> {
   const client = new Client(origin);
   try {
-    const { statusCode, body: answer } = await client.request({ path: CHAT_PATH, method: 'POST', headers: REQUEST_HEADERS, body });
+    const { statusCode, body: answer } = await client.request({ path: PROTOCOL_PATHS[protocol], method: 'POST', headers: REQUEST_HEADERS, body });
     const raw = await answer.text();
     if (!stream) {
       let content = '';
       try {
-        content = (JSON.parse(raw) as { choices?: { message?: { content?: string } }[] }).choices?.[0]?.message?.content ?? '';
+        content = answerText(JSON.parse(raw) as Record<string, unknown>, protocol);
       } catch {
         content = '';
       }
@@ -307,7 +334,7 @@ export async function checkAnswer(origin: string, body: string, stream: boolean)
     }
     const events = raw.split('\n\n').filter((e) => e.trim() !== '');
     const pieces = events.map(contentOfEvent).filter((c) => c !== '');
-    return { status: statusCode, content: pieces.join(''), contentChunks: pieces.length, done: raw.endsWith('data: [DONE]\n\n'), raw };
+    return { status: statusCode, content: pieces.join(''), contentChunks: pieces.length, done: STREAM_COMPLETE[protocol](raw), raw };
   } finally {
     await client.close();
   }

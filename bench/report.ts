@@ -61,6 +61,9 @@ export interface TargetResult {
 }
 
 const GATEWAY = 'router';
+/** Issue #16: the protocol setups, each judged against the chat path (`router`) of the same run. */
+const PROTOCOL_SETUPS = ['router-responses', 'router-messages'] as const;
+const PROTOCOL_LIMIT = 1.2;
 const MODE_LABEL: Record<Mode, string> = { json: 'json', stream: 'stream (20 chunks, instant)', paced: 'paced stream (20 chunks, 5 ms apart)' };
 
 /** The router's profile pass: per mode, the gateway functions (script under dist/, the built package) by self time. */
@@ -212,6 +215,23 @@ export function evaluateTargets(m: Measurements): TargetResult[] {
     judge(`RSS after all streams closed vs idle`, run?.afterCloseGrowth, (g) => `${g >= 0 ? '+' : ''}${(g * 100).toFixed(1)}%${where}`, '≤ +10%', (g) => g <= 0.1),
   );
 
+  for (const setup of PROTOCOL_SETUPS) {
+    for (const mode of ['json', 'stream', 'paced'] as const) {
+      const cell = findCell(cells, setup, mode, 50);
+      const chat = findCell(cells, GATEWAY, mode, 50);
+      const ratio = cell?.serverCpuUsPerReq !== undefined && chat?.serverCpuUsPerReq !== undefined ? cell.serverCpuUsPerReq / chat.serverCpuUsPerReq : undefined;
+      targets.push(
+        judge(
+          `server CPU µs/req @50, ${setup} ÷ ${GATEWAY} (chat), ${MODE_LABEL[mode]}`,
+          ratio,
+          (r) => `${r.toFixed(2)}× (${cell!.serverCpuUsPerReq!.toFixed(0)} vs ${chat!.serverCpuUsPerReq!.toFixed(0)} µs)`,
+          `≤ ${PROTOCOL_LIMIT.toFixed(2)}×`,
+          (r) => r <= PROTOCOL_LIMIT,
+        ),
+      );
+    }
+  }
+
   const imp = m.importTiming;
   targets.push(judge(`require('express-llm-gateway'), fresh node, dist/cjs, median`, imp?.requireMedianMs, (v) => `${v.toFixed(0)} ms`, `≤ ${IMPORT_LIMIT_MS} ms`, (v) => v <= IMPORT_LIMIT_MS));
   targets.push(judge(`import('express-llm-gateway'), fresh node, dist/esm, median`, imp?.importMedianMs, (v) => `${v.toFixed(0)} ms`, `≤ ${IMPORT_LIMIT_MS} ms`, (v) => v <= IMPORT_LIMIT_MS));
@@ -290,17 +310,27 @@ export function renderReport({ measurements, outcomes, targets, quick, header }:
     lines.push('');
     for (const o of notes) lines.push(`- **${o.name}**: ${o.status === 'ok' ? `answer check failed: ${o.checks.join('; ')}` : `${o.status}: ${o.reason}`}`);
   }
-  const relative = tracingCost(cells, measurements.references);
-  if (relative.length > 0) {
-    lines.push('', '## Tracing cost (issue #15): server CPU per request ÷ the no-subscriber router\'s, same run (informational, no PASS/FAIL)', '');
+  const all = tracingCost(cells, measurements.references);
+  const isProtocol = (r: RelativeCost): boolean => (PROTOCOL_SETUPS as readonly string[]).includes(r.setup);
+  const relativeTable = (rows: RelativeCost[]): void => {
     lines.push('| setup | mode | conns | CPU µs/req | reference | its CPU µs/req | **CPU × reference** | CPU × baseline | req/s × reference |');
     lines.push('|---|---|--:|--:|---|--:|--:|--:|--:|');
-    for (const r of relative) {
+    for (const r of rows) {
       lines.push(
         `| ${r.setup} | ${r.mode} | ${r.connections} | ${fix(r.cpuUsPerReq, 0)} | ${r.reference} | ${fix(r.referenceCpuUsPerReq, 0)} | ` +
           `**${fix(r.cpuRatio, 2, '×')}** | ${fix(r.cpuRatioToBaseline, 2, '×')} | ${fix(r.reqPerSecRatio, 2, '×')} |`,
       );
     }
+  };
+  const protocols = all.filter(isProtocol);
+  if (protocols.length > 0) {
+    lines.push('', `## Protocols (issue #16): server CPU per request ÷ the chat path's (\`router\`), same run; target ≤ ${PROTOCOL_LIMIT.toFixed(2)}× (judged above)`, '');
+    relativeTable(protocols);
+  }
+  const relative = all.filter((r) => !isProtocol(r));
+  if (relative.length > 0) {
+    lines.push('', '## Tracing cost (issue #15): server CPU per request ÷ the no-subscriber router\'s, same run (informational, no PASS/FAIL)', '');
+    relativeTable(relative);
     lines.push(
       '',
       '`router` has no subscriber (each publish point is one `hasSubscribers` check): whether that costs anything against a build ' +

@@ -21,7 +21,20 @@ import { GATEWAY_CODE, ensureBuilt } from './package.js';
 import { type CpuProfile, summarizeProfile } from './profile-summary.js';
 import { type Cell, type GuardrailTiming, type ProfileResult, type SetupOutcome, evaluateTargets, renderReport, tracingCost } from './report.js';
 import { GUARDRAIL_LATENCY_MS, GUARDRAIL_WINDOW_CHARS, SETUPS, type Setup, setupNamed } from './setups.js';
-import { FAST_TEXT, MODEL_FAST, MODEL_PACED, MODES, type Mode, PACED_TEXT, STREAM_CHUNKS, STREAM_PACED_DELAY_MS, modeBody, requestBody } from './workload.js';
+import {
+  type BenchProtocol,
+  FAST_TEXT,
+  MODEL_FAST,
+  MODEL_PACED,
+  MODES,
+  type Mode,
+  PACED_TEXT,
+  PROTOCOL_PATHS,
+  STREAM_CHUNKS,
+  STREAM_PACED_DELAY_MS,
+  modeBody,
+  requestBody,
+} from './workload.js';
 import { applyGuardrail, pairedWindowTiming } from './guardrail-timing.js';
 import { Client } from 'undici';
 
@@ -125,11 +138,11 @@ async function main(): Promise<void> {
     const origin = target === 'direct' ? mock.url : target.url;
     const server = target === 'direct' ? undefined : target;
     log(`\n## ${setup.name}: ${setup.description}${server ? ` (pid ${server.pid})` : ''}`);
-    const checks = await checkTarget(origin);
+    const checks = await checkTarget(origin, setup.protocol);
     for (const problem of checks) log(`  CHECK FAILED: ${problem}`);
     outcomes.push({ name: setup.name, description: setup.description, status: 'ok', reason: undefined, checks });
     for (const mode of modesOf(setup)) {
-      await runLoad({ origin, body: modeBody(mode), connections: 50, loader: config.loader, warmupS: 0, durationS: config.warmupS });
+      await runLoad({ origin, body: modeBody(mode, setup.protocol), path: pathOf(setup), connections: 50, loader: config.loader, warmupS: 0, durationS: config.warmupS });
       for (const connections of connectionsOf(config, setup)) {
         const cell = await measureCell(config, setup, origin, server, mock, mode, connections);
         cells.push(cell);
@@ -313,14 +326,19 @@ async function startTarget(setup: Setup, mock: ServerProcess, emulator: ServerPr
   }
 }
 
+/** The request path of a setup's protocol. */
+function pathOf(setup: Setup): string {
+  return PROTOCOL_PATHS[setup.protocol ?? 'chat'];
+}
+
 /** One request per mode: the target must answer exactly what the mock sent, in 20 chunks when streaming. */
-async function checkTarget(origin: string): Promise<string[]> {
+async function checkTarget(origin: string, protocol: BenchProtocol = 'chat'): Promise<string[]> {
   const problems: string[] = [];
   try {
-    const json = await checkAnswer(origin, requestBody(MODEL_FAST, false), false);
+    const json = await checkAnswer(origin, requestBody(MODEL_FAST, false, protocol), false, protocol);
     if (json.status !== 200 || json.content !== FAST_TEXT) problems.push(`non-streaming answer: status ${json.status}, ${json.raw.slice(0, 200)}`);
     for (const mode of ['stream', 'paced'] as const) {
-      const sse = await checkAnswer(origin, modeBody(mode), true);
+      const sse = await checkAnswer(origin, modeBody(mode, protocol), true, protocol);
       if (sse.status !== 200 || sse.content !== FAST_TEXT || !sse.done) problems.push(`${mode} answer: status ${sse.status}, done ${sse.done}, ${sse.raw.slice(0, 200)}`);
       else if (sse.contentChunks !== STREAM_CHUNKS) problems.push(`${mode} answer: ${sse.contentChunks} content chunks, expected ${STREAM_CHUNKS}`);
     }
@@ -339,7 +357,8 @@ async function measureCell(
   mode: Mode,
   connections: number,
 ): Promise<Cell> {
-  const body = modeBody(mode);
+  const body = modeBody(mode, setup.protocol);
+  const path = pathOf(setup);
   const serverBefore = await server?.stats();
   const mockBefore = await mock.stats();
   let maxRss = serverBefore?.rss ?? 0;
@@ -348,7 +367,7 @@ async function measureCell(
   }, 500);
   let load;
   try {
-    load = await runLoad({ origin, body, connections, loader: config.loader, warmupS: 0, durationS: config.cellS });
+    load = await runLoad({ origin, body, path, connections, loader: config.loader, warmupS: 0, durationS: config.cellS });
   } finally {
     clearInterval(sampler);
   }
@@ -360,7 +379,7 @@ async function measureCell(
   // Paced answers take ~100 ms each: give the timed loop more time so its p50 rests on enough requests.
   const timed =
     connections === 1
-      ? await timedLoop({ origin, body, requests: config.timedRequests, maxSeconds: mode === 'paced' ? config.timedMaxS * 2 : config.timedMaxS, warmupRequests: mode === 'paced' ? 3 : 20 })
+      ? await timedLoop({ origin, body, path, requests: config.timedRequests, maxSeconds: mode === 'paced' ? config.timedMaxS * 2 : config.timedMaxS, warmupRequests: mode === 'paced' ? 3 : 20 })
       : undefined;
   return {
     setup: setup.name,

@@ -10,7 +10,7 @@ import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { GatewayRouter } from '../lib/router.js';
 import type { RouterOptions } from '../lib/router-config.js';
 import { emulatorDefaults, gatewayPackage } from './package.js';
-import { BENCH_MODELS, MODEL_FAST, type Mode } from './workload.js';
+import { BENCH_MODELS, type BenchProtocol, MODEL_FAST, type Mode } from './workload.js';
 
 /** Guardrail window in characters (one Bedrock text unit); also used for the window TTFB target. */
 export const GUARDRAIL_WINDOW_CHARS = 1000;
@@ -54,6 +54,11 @@ export interface Setup {
    * connections, same run), which then runs whenever this one does, `--only` or not.
    */
   reference?: string;
+  /**
+   * The inbound protocol the setup serves and the load speaks (issue 16): its path, its request body, its
+   * answer. @default 'chat'
+   */
+  protocol?: BenchProtocol;
   /** Gateway setups only: builds the middlewares (runs inside the gateway child process). */
   build?: (env: SetupEnv) => Promise<BuiltSetup | Skipped>;
 }
@@ -152,6 +157,11 @@ export const SETUPS: Setup[] = [
       return { handlers: [router, handler], close: () => router.close() };
     },
   },
+  // Issue #16: the Responses and Messages protocols through the same router, judged against the chat path
+  // (`router`, same run): their CPU per request within 1.2× of it. Mapping the request and writing the
+  // protocol's events is all that differs.
+  protocolSetup('responses'),
+  protocolSetup('messages'),
   guardrailSetup('guardrail-window', 'window', true),
   guardrailSetup('guardrail-buffer', 'buffer', false),
 ];
@@ -194,6 +204,24 @@ async function routerWithTracing(env: SetupEnv, stop: () => void | Promise<void>
 async function loadRouter(env: SetupEnv, extraGroups: readonly string[] = []): Promise<GatewayRouter> {
   const { createRouter } = gatewayPackage();
   return createRouter(routerOptions(env.mockUrl, extraGroups));
+}
+
+/** The router behind `POST /v1/responses` or `POST /v1/messages`, measured against `router` (chat). */
+function protocolSetup(protocol: 'responses' | 'messages'): Setup {
+  return {
+    name: `router-${protocol}`,
+    kind: 'gateway',
+    description: `the router behind gatewayContext({ protocol: '${protocol}' }): the same question and answer in the ${protocol === 'responses' ? 'OpenAI Responses' : 'Anthropic Messages'} protocol`,
+    needsEmulator: false,
+    quick: false,
+    connections: [50],
+    reference: 'router',
+    protocol,
+    build: async (env) => {
+      const router = await loadRouter(env);
+      return { handlers: [router], close: () => router.close() };
+    },
+  };
 }
 
 function guardrailSetup(name: string, mode: 'window' | 'buffer', quick: boolean): Setup {

@@ -51,23 +51,33 @@ export const BENCH_MODELS = [MODEL_FAST, MODEL_STREAM_PACED, MODEL_SLOW, MODEL_P
 export type Mode = 'json' | 'stream' | 'paced';
 export const MODES: readonly Mode[] = ['json', 'stream', 'paced'];
 
-export function modeBody(mode: Mode): string {
-  return mode === 'json' ? requestBody(MODEL_FAST, false) : requestBody(mode === 'paced' ? MODEL_STREAM_PACED : MODEL_FAST, true);
+export function modeBody(mode: Mode, protocol: BenchProtocol = 'chat'): string {
+  return mode === 'json' ? requestBody(MODEL_FAST, false, protocol) : requestBody(mode === 'paced' ? MODEL_STREAM_PACED : MODEL_FAST, true, protocol);
 }
 
-/** The JSON body of a chat-completions request for `model`. */
-export function requestBody(model: string, stream: boolean): string {
+/** The inbound protocols (issue 16): the same question in each, on its own path. */
+export type BenchProtocol = 'chat' | 'responses' | 'messages';
+
+const SYSTEM = 'You are a helpful assistant.';
+const QUESTION = 'Say hello to the benchmark, in about forty words.';
+
+/** The JSON body of a request for `model` in `protocol` (the same question, as each protocol writes it). */
+export function requestBody(model: string, stream: boolean, protocol: BenchProtocol = 'chat'): string {
+  const streaming = stream ? { stream: true } : {};
+  if (protocol === 'responses') return JSON.stringify({ model, instructions: SYSTEM, input: QUESTION, ...streaming });
+  if (protocol === 'messages') return JSON.stringify({ model, max_tokens: 1024, system: SYSTEM, messages: [{ role: 'user', content: QUESTION }], ...streaming });
   return JSON.stringify({
     model,
     messages: [
-      { role: 'system', content: 'You are a helpful assistant.' },
-      { role: 'user', content: 'Say hello to the benchmark, in about forty words.' },
+      { role: 'system', content: SYSTEM },
+      { role: 'user', content: QUESTION },
     ],
-    ...(stream ? { stream: true } : {}),
+    ...streaming,
   });
 }
 
 export const CHAT_PATH = '/v1/chat/completions';
+export const PROTOCOL_PATHS: Readonly<Record<BenchProtocol, string>> = { chat: CHAT_PATH, responses: '/v1/responses', messages: '/v1/messages' };
 export const REQUEST_HEADERS = { 'content-type': 'application/json', authorization: 'Bearer bench-key' };
 
 function numberedSentences(length: number): string {

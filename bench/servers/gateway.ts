@@ -1,13 +1,14 @@
 /**
  * A gateway setup under test: `gateway.ts <setup name> <mock url> [emulator url]`. The setup itself (which
  * middlewares, with what options) is defined in `bench/setups.ts`; this file only mounts it:
- * `POST /v1/chat/completions` → `gatewayContext()` → the setup's handlers → `sseErrorWriter()`.
+ * `POST /v1/chat/completions` (or the setup's protocol's path) → `gatewayContext()` → the setup's handlers →
+ * `sseErrorWriter()`.
  * Every gateway piece comes from the built package (dist/cjs, see bench/package.ts), as a user runs it.
  */
 import express from 'express';
 import { gatewayPackage } from '../package.js';
 import { setupNamed } from '../setups.js';
-import { CHAT_PATH } from '../workload.js';
+import { PROTOCOL_PATHS } from '../workload.js';
 import { runChild } from './child.js';
 import { listen } from './listen.js';
 
@@ -24,7 +25,8 @@ void runChild(`gateway ${setupName}`, async () => {
   }
   const { gatewayContext, sseErrorWriter, silentLogger } = gatewayPackage();
   const app = express();
-  app.post(CHAT_PATH, gatewayContext(), ...built.handlers, sseErrorWriter({ logger: silentLogger }));
+  const protocol = setup.protocol ?? 'chat';
+  app.post(PROTOCOL_PATHS[protocol], gatewayContext({ protocol }), ...built.handlers, sseErrorWriter({ logger: silentLogger }));
   const server = await listen(app);
   return {
     url: server.url,
