@@ -199,15 +199,26 @@ const byName = (targets: ReturnType<typeof evaluateTargets>, start: string) => t
 
 describe('evaluateTargets', () => {
   it('a CPU ratio above 1.10× fails, at or below passes', () => {
-    const over = byName(evaluateTargets(measurements(230)), 'server CPU');
+    const over = byName(evaluateTargets(measurements(230)), 'server CPU µs/req @50, router ÷');
     expect(over).toHaveLength(3);
     for (const t of over) {
       expect(t.result).toBe('FAIL');
       expect(t.value).toBeCloseTo(1.15, 5);
       expect(t.measured).toContain('1.15×');
     }
-    for (const t of byName(evaluateTargets(measurements(210)), 'server CPU')) expect(t.result).toBe('PASS');
-    for (const t of byName(evaluateTargets(measurements(220)), 'server CPU')) expect(t.result).toBe('PASS'); // exactly 1.10×
+    for (const t of byName(evaluateTargets(measurements(210)), 'server CPU µs/req @50, router ÷')) expect(t.result).toBe('PASS');
+    for (const t of byName(evaluateTargets(measurements(220)), 'server CPU µs/req @50, router ÷')) expect(t.result).toBe('PASS'); // exactly 1.10×
+  });
+
+  it('a protocol setup is judged against the chat router of the same run: above 1.20× fails, at or below passes, absent is n/a', () => {
+    const protocolCells = (cpu: number): Cell[] => (['json', 'stream', 'paced'] as const).flatMap((mode) => [cell('router-responses', mode, 50, cpu), cell('router-messages', mode, 50, 240)]);
+    const targets = evaluateTargets(measurements(200, 1000, protocolCells(250)));
+    const responses = byName(targets, 'server CPU µs/req @50, router-responses ÷ router (chat)');
+    expect(responses.map((t) => t.result)).toEqual(['FAIL', 'FAIL', 'FAIL']);
+    expect(responses[0]!.value).toBeCloseTo(1.25, 5);
+    expect(responses[0]!.measured).toBe('1.25× (250 vs 200 µs)');
+    expect(byName(targets, 'server CPU µs/req @50, router-messages ÷').map((t) => t.result)).toEqual(['PASS', 'PASS', 'PASS']); // exactly 1.20×
+    expect(byName(evaluateTargets(measurements(200)), 'server CPU µs/req @50, router-messages ÷').map((t) => t.result)).toEqual(['n/a', 'n/a', 'n/a']);
   });
 
   it('req/s below 0.90× fails, above passes', () => {
