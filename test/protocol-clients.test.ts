@@ -17,8 +17,8 @@
  * the AI SDK reports finishReason `error`.
  *
  * Also: the AI SDK's usual chat loop (a second turn with the first answer's `response.messages`). With
- * @ai-sdk/openai's default `store: true` it FAILS today (a known gap, not a flaky test): the provider sends the
- * earlier answer as an `item_reference` the stateless gateway refuses (see the test, and
+ * @ai-sdk/openai's default `store: true` the provider sends the earlier answer as an `item_reference`, which
+ * the stateless gateway refuses with a 400 naming the item and the workaround (`store: false`, tested too; see
  * docs/reference/responses-and-messages-clients.md).
  *
  * Clients run with `maxRetries: 0`, except where the test is that `x-should-retry: false` is honoured.
@@ -650,10 +650,22 @@ describe.each(AI_SDK_CASES)(`Vercel AI SDK ${versionOf('ai')}, $name, through th
       ]);
     }
 
-    // FAILS for @ai-sdk/openai (gateway gap, reported): with its default `store` (true) the provider sends the
-    // earlier assistant text as `{"type":"item_reference","id":"msg_…"}` (the id the gateway gave the output
-    // item), which a stateless gateway cannot resolve: 400 "Invalid request: 'input[1].type' must be one of …".
-    it('with the default provider options, the whole conversation reaches the upstream', () => secondTurn());
+    if (c.path === '/v1/responses') {
+      // With its default `store` (true) @ai-sdk/openai sends the earlier assistant text as
+      // `{"type":"item_reference","id":"msg_…"}` (the id the gateway gave the output item), which a stateless
+      // gateway cannot resolve: a 400 that names the item and says what to do, and nothing goes upstream.
+      it('with the default provider options, the earlier answer comes back as an item_reference: a 400 naming it and the workaround', async () => {
+        const first = await generateText({ model: c.model('normal'), prompt: PROMPT, maxRetries: 0 });
+        const before = requests.get(c.path) ?? 0;
+        const messages = [{ role: 'user' as const, content: PROMPT }, ...first.response.messages, { role: 'user' as const, content: 'And again?' }];
+        const error = await rejectionOf(generateText({ model: c.model('normal'), messages, maxRetries: 0 }));
+        expect(error).toMatchObject({ name: 'AI_APICallError', statusCode: 400, isRetryable: false });
+        expect((error as Error).message).toMatch(/'input\[1\]' is an item_reference: .*stateless.*providerOptions\.openai\.store to false/);
+        expect(requests.get(c.path)).toBe(before + 1);
+      });
+    } else {
+      it('with the default provider options, the whole conversation reaches the upstream', () => secondTurn());
+    }
 
     if (c.path === '/v1/responses') {
       it('with providerOptions.openai.store = false (the workaround), the earlier answer goes back as a message item and round-trips', () =>

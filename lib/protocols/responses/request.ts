@@ -137,6 +137,7 @@ export function compileResponsesValidator(): ValidateFunction<ResponsesRequest> 
 /** Validates a parsed `/v1/responses` body and maps it to the chat request (see the module comment). */
 export function toChatRequest(body: unknown): ChatCompletionRequest {
   const validate = compileResponsesValidator();
+  refuseItemReferences(body);
   if (!validate(body)) throw describeValidationErrors(validate.errors ?? []);
   refuseStatefulFields(body);
   if (body.model === '.' || body.model === '..') {
@@ -173,6 +174,23 @@ export function toChatRequest(body: unknown): ChatCompletionRequest {
 
   echoes.set(out, echoFrom(body, tools));
   return out;
+}
+
+/**
+ * An `item_reference` names an item of an earlier stored response by id, which a stateless gateway cannot
+ * resolve. Clients send them by default when they believe responses are stored: the AI SDK's OpenAI
+ * provider (`store` defaults to true) turns every earlier assistant message that has an id into one. Said
+ * before the schema, whose message would only list the item types it knows.
+ */
+function refuseItemReferences(body: unknown): void {
+  const input = (body as { input?: unknown } | null)?.input;
+  if (!Array.isArray(input)) return;
+  const at = input.findIndex((item) => (item as { type?: unknown } | null)?.type === 'item_reference');
+  if (at < 0) return;
+  refuse(
+    `input[${at}]`,
+    "is an item_reference: items cannot be referenced by id, the gateway is stateless; send the item itself (with the AI SDK's OpenAI provider, set providerOptions.openai.store to false)",
+  );
 }
 
 /** Fields that need state the gateway does not keep. */
