@@ -195,8 +195,17 @@ function expectToolTurnUpstream(callId: string): void {
 // =============================================================================================
 // openai-node on /v1/responses
 
-describe(`openai-node ${versionOf('openai')} responses API through the gateway (Express ${EXPRESS_MAJOR})`, () => {
-  const client = (maxRetries = 0) => new OpenAI({ baseURL: `${url}/v1`, apiKey: 'test', maxRetries });
+/**
+ * openai-node 6 (the devDependency) everywhere, and openai 7 (devDependency `openai-v7`, which needs Node >= 22)
+ * where it runs: openai 7's ResponseStream checks more (output identity, unfinished items at the end).
+ */
+const OPENAI_NODE: { version: string; Sdk: typeof OpenAI }[] = [
+  { version: versionOf('openai'), Sdk: OpenAI },
+  ...(Number(process.versions.node.split('.')[0]) >= 22 ? [{ version: versionOf('openai-v7'), Sdk: (require('openai-v7') as { OpenAI: typeof OpenAI }).OpenAI }] : []),
+];
+
+describe.each(OPENAI_NODE)(`openai-node $version responses API through the gateway (Express ${EXPRESS_MAJOR})`, ({ Sdk }) => {
+  const client = (maxRetries = 0) => new Sdk({ baseURL: `${url}/v1`, apiKey: 'test', maxRetries });
   const weatherTool = { type: 'function' as const, name: 'get_weather', description: 'The weather in a city', parameters: { ...WEATHER_PARAMETERS }, strict: false };
   type Event = OpenAI.Responses.ResponseStreamEvent;
 
@@ -297,7 +306,7 @@ describe(`openai-node ${versionOf('openai')} responses API through the gateway (
     it('create({ stream: true }): the released text, then an APIError thrown from the iteration; no response.completed', async () => {
       const { events, error } = await drain(await client().responses.create({ model, input: PROMPT, stream: true }));
       expect(textOf(events)).toBe(released);
-      expect(error).toBeInstanceOf(OpenAI.APIError);
+      expect(error).toBeInstanceOf(Sdk.APIError);
       expect(error).toMatchObject(expected);
       expect(typesOf(events)).not.toContain('response.completed');
       expect(typesOf(events)).not.toContain('response.failed'); // the error event comes first and ends the iteration
@@ -310,19 +319,19 @@ describe(`openai-node ${versionOf('openai')} responses API through the gateway (
       const deltas: string[] = [];
       runner.on('response.output_text.delta', (e) => deltas.push(e.delta));
       const final = await rejectionOf(runner.finalResponse());
-      expect(final).toBeInstanceOf(OpenAI.APIError);
+      expect(final).toBeInstanceOf(Sdk.APIError);
       expect(final).toMatchObject(expected);
       expect(deltas.join('')).toBe(released);
       expect(heard).toHaveLength(1);
 
       const iterated = await drain(client().responses.stream({ model, input: PROMPT }));
-      expect(iterated.error).toBeInstanceOf(OpenAI.APIError);
+      expect(iterated.error).toBeInstanceOf(Sdk.APIError);
       expect(iterated.error).toMatchObject(expected);
     });
 
     it('create() without streaming: the same error as a JSON answer with its HTTP status', async () => {
       const error = await rejectionOf(client().responses.create({ model, input: PROMPT }));
-      expect(error).toBeInstanceOf(OpenAI.APIError);
+      expect(error).toBeInstanceOf(Sdk.APIError);
       expect(error).toMatchObject({ status: Number(expected.code), type: expected.type, message: `${expected.code} ${expected.message}` });
     });
   });
@@ -331,20 +340,20 @@ describe(`openai-node ${versionOf('openai')} responses API through the gateway (
     it.each([false, true])("the upstream's 400 (stream: %p): BadRequestError with the message and type", async (stream) => {
       // With stream: true the SDK rejects create() itself (a non-2xx status), before any iteration.
       const error = await rejectionOf(stream ? client().responses.create({ model: 'bad', input: PROMPT, stream: true }) : client().responses.create({ model: 'bad', input: PROMPT }));
-      expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+      expect(error).toBeInstanceOf(Sdk.BadRequestError);
       expect(error).toMatchObject({ status: 400, type: 'invalid_request_error', message: `400 ${BAD_REQUEST_MESSAGE}` });
     });
 
     it("the upstream's 400 through stream(): finalResponse() rejects with BadRequestError", async () => {
       const error = await rejectionOf(client().responses.stream({ model: 'bad', input: PROMPT }).finalResponse());
-      expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+      expect(error).toBeInstanceOf(Sdk.BadRequestError);
       expect(error).toMatchObject({ status: 400, type: 'invalid_request_error', message: `400 ${BAD_REQUEST_MESSAGE}` });
     });
 
     it.each([false, true])('a body the gateway refuses (previous_response_id, stream: %p): BadRequestError naming the field; nothing goes upstream', async (stream) => {
       const body = { model: 'normal', input: PROMPT, previous_response_id: 'resp_123' };
       const error = await rejectionOf(stream ? client().responses.create({ ...body, stream: true }) : client().responses.create(body));
-      expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+      expect(error).toBeInstanceOf(Sdk.BadRequestError);
       // The default `errors.bodyForm` ('gateway') has no `param`; the message names the field.
       expect(error).toMatchObject({ status: 400, type: 'invalid_request_error' });
       expect((error as Error).message).toMatch(/^400 Invalid request: 'previous_response_id' is not supported/);
@@ -354,7 +363,7 @@ describe(`openai-node ${versionOf('openai')} responses API through the gateway (
 
   it('x-should-retry: false on a final 502 is honoured: the default client (maxRetries 2) sends one request', async () => {
     const error = await rejectionOf(client(2).responses.create({ model: 'failing', input: PROMPT }));
-    expect(error).toBeInstanceOf(OpenAI.InternalServerError);
+    expect(error).toBeInstanceOf(Sdk.InternalServerError);
     expect(error).toMatchObject({ status: 502, type: 'upstream_error' });
     expect(requests.get('/v1/responses')).toBe(1);
   });
