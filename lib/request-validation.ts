@@ -36,10 +36,7 @@ export function validateChatCompletionRequest(
 ): ChatCompletionRequest {
   if (validate(body)) {
     const tooDeep = fieldNestedTooDeeply(body);
-    if (tooDeep !== undefined) {
-      const what = tooDeep === 'body' ? 'Request body: nested' : `Invalid request: '${tooDeep}' is nested`;
-      throw new BadRequestError(`${what} more than ${MAX_BODY_NESTING} levels deep.`, { param: tooDeep });
-    }
+    if (tooDeep !== undefined) throw nestedTooDeeplyError(tooDeep);
     checkBeyondSchema(body);
     return body;
   }
@@ -51,12 +48,7 @@ export function validateChatCompletionRequest(
  * in code after ajv, with one clear message each.
  */
 function checkBeyondSchema(body: ChatCompletionRequest): void {
-  // A wildcard deployment (`model: '*'`) puts the client's model into the upstream URL (Azure's deployment,
-  // Bedrock's model id). Encoding makes every other name one path segment, but `.` and `..` are segments
-  // that URL normalization resolves, and that would move the request outside the deployment's path.
-  if (body.model === '.' || body.model === '..') {
-    throw new BadRequestError(`Invalid request: 'model' must be a model name, not '${body.model}'.`, { param: 'model' });
-  }
+  checkModelName(body.model);
   body.messages.forEach((message, i) => {
     if (message.role === 'assistant' && !assistantSaysSomething(message)) {
       throw new BadRequestError(`Invalid request: 'messages[${i}].content' is required for an assistant message without tool_calls.`, {
@@ -64,6 +56,18 @@ function checkBeyondSchema(body: ChatCompletionRequest): void {
       });
     }
   });
+}
+
+/**
+ * A wildcard deployment (`model: '*'`) puts the client's model into the upstream URL (Azure's deployment,
+ * Bedrock's model id). Encoding makes every other name one path segment, but `.` and `..` are segments that
+ * URL normalization resolves, and that would move the request outside the deployment's path. Every inbound
+ * protocol checks its `model` with this.
+ */
+export function checkModelName(model: string): void {
+  if (model === '.' || model === '..') {
+    throw new BadRequestError(`Invalid request: 'model' must be a model name, not '${model}'.`, { param: 'model' });
+  }
 }
 
 /**
@@ -82,33 +86,41 @@ function assistantSaysSomething(message: ChatMessage): boolean {
 }
 
 /**
- * The top-level field holding a value nested deeper than `MAX_BODY_NESTING`, if any. The walk recurses at
- * most `MAX_BODY_NESTING` levels (it stops descending there), so no body can overflow the stack, and it
- * allocates nothing for a body within the bound.
+ * The top-level field holding a value nested deeper than `limit` levels (the body is level 1), if any, as the
+ * chat path names it: `[0]` for a field named `0`, `body` for a field named ''. The walk recurses at most
+ * `limit` levels (it stops descending there), so no body can overflow the stack, and it allocates nothing
+ * for a body within the bound. The other inbound protocols pass a lower `limit` when their mapping nests a
+ * value deeper than the client wrote it (see lib/protocols).
  */
-function fieldNestedTooDeeply(body: object): string | undefined {
+export function fieldNestedTooDeeply(body: object, limit: number = MAX_BODY_NESTING): string | undefined {
   for (const field in body) {
     if (!Object.hasOwn(body, field)) continue;
     const value = (body as Record<string, unknown>)[field];
-    if (value !== null && typeof value === 'object' && nestedTooDeeply(value, 2)) return /^\d+$/.test(field) ? `[${field}]` : field || 'body';
+    if (value !== null && typeof value === 'object' && nestedTooDeeply(value, 2, limit)) return /^\d+$/.test(field) ? `[${field}]` : field || 'body';
   }
   return undefined;
 }
 
-/** Whether `node`, at nesting level `depth`, holds anything deeper than `MAX_BODY_NESTING`. */
-function nestedTooDeeply(node: object, depth: number): boolean {
-  if (depth > MAX_BODY_NESTING) return true;
+/** The 400 for a body whose field `field` (from `fieldNestedTooDeeply`) is nested more than `limit` levels deep. */
+export function nestedTooDeeplyError(field: string, limit: number = MAX_BODY_NESTING): BadRequestError {
+  const what = field === 'body' ? 'Request body: nested' : `Invalid request: '${field}' is nested`;
+  return new BadRequestError(`${what} more than ${limit} levels deep.`, { param: field });
+}
+
+/** Whether `node`, at nesting level `depth`, holds anything deeper than `limit`. */
+function nestedTooDeeply(node: object, depth: number, limit: number): boolean {
+  if (depth > limit) return true;
   if (Array.isArray(node)) {
     for (let i = 0; i < node.length; i++) {
       const child: unknown = node[i];
-      if (child !== null && typeof child === 'object' && nestedTooDeeply(child, depth + 1)) return true;
+      if (child !== null && typeof child === 'object' && nestedTooDeeply(child, depth + 1, limit)) return true;
     }
     return false;
   }
   for (const key in node) {
     if (!Object.hasOwn(node, key)) continue;
     const child = (node as Record<string, unknown>)[key];
-    if (child !== null && typeof child === 'object' && nestedTooDeeply(child, depth + 1)) return true;
+    if (child !== null && typeof child === 'object' && nestedTooDeeply(child, depth + 1, limit)) return true;
   }
   return false;
 }

@@ -257,6 +257,11 @@ describe('messages protocol: request mapping', () => {
     ['an unknown tool_choice', { ...base, tool_choice: { type: 'some' }, messages: [{ role: 'user', content: 'x' }] }, 'tool_choice.type', /"auto", "any", "tool", "none"/],
     ['thinking without type', { ...base, thinking: {}, messages: [{ role: 'user', content: 'x' }] }, 'thinking.type', /required/],
     ['mcp_servers', { ...base, mcp_servers: [{ type: 'url', url: 'https://x', name: 'x' }], messages: [{ role: 'user', content: 'x' }] }, 'mcp_servers', /not supported/],
+    // The chat request's limits, which the mapped request must meet (issue 16's fuzz findings).
+    ['5 stop_sequences (the chat stop holds 4)', { ...base, stop_sequences: ['a', 'b', 'c', 'd', 'e'], messages: [{ role: 'user', content: 'x' }] }, 'stop_sequences', /at most 4/],
+    ['a tool name of 65 characters', { ...base, tools: [{ name: 'a'.repeat(65), input_schema: {} }], messages: [{ role: 'user', content: 'x' }] }, 'tools[0].name', /must match/],
+    ['a model of .', { ...base, model: '.', messages: [{ role: 'user', content: 'x' }] }, 'model', /must be a model name/],
+    ['a model of ..', { ...base, model: '..', messages: [{ role: 'user', content: 'x' }] }, 'model', /must be a model name/],
   ])('refuses %s, naming the field', (_name, body, param, message) => {
     const error = rejection(body);
     expect(error.param).toBe(param);
@@ -270,6 +275,21 @@ describe('messages protocol: request mapping', () => {
     for (let i = 0; i < 200; i++) input = { a: input };
     const error = rejection({ ...base, messages: [{ role: 'assistant', content: [{ type: 'tool_use', id: 'a', name: 'f', input }] }] });
     expect(error.param).toBe('messages');
+  });
+
+  it('keeps room for the level the mapping adds to an input_schema (tools[i].function.parameters), and names fields as the chat path does', () => {
+    const nested = (levels: number): Record<string, unknown> => {
+      let value: Record<string, unknown> = {};
+      for (let i = 1; i < levels; i++) value = { a: value };
+      return value;
+    };
+    // body 1, tools 2, [0] 3, input_schema 4: an input_schema of 96 levels reaches level 99, the most accepted.
+    const within = messagesProtocol.toChatRequest({ ...base, messages: [{ role: 'user', content: 'x' }], tools: [{ name: 'f', input_schema: nested(96) }] });
+    expect(within.tools).toHaveLength(1);
+    const error = rejection({ ...base, messages: [{ role: 'user', content: 'x' }], tools: [{ name: 'f', input_schema: nested(97) }] });
+    expect([error.param, error.message]).toEqual(['tools', "Invalid request: 'tools' is nested more than 99 levels deep."]);
+    expect(rejection({ ...base, messages: [{ role: 'user', content: 'x' }], '0': nested(200) }).param).toBe('[0]');
+    expect(rejection({ ...base, messages: [{ role: 'user', content: 'x' }], '': nested(200) })).toMatchObject({ param: 'body', message: 'Request body: nested more than 99 levels deep.' });
   });
 
   it('compiles the validator once, ahead of the first request when asked', () => {

@@ -274,10 +274,37 @@ describe('responses: request mapping', () => {
     ['an unknown format', { model: 'm', input: 'hi', text: { format: { type: 'yaml' } } }, 'text.format.type'],
     ['only reasoning items', { model: 'm', input: [{ type: 'reasoning', summary: [] }] }, 'input'],
     ['a model of ..', { model: '..', input: 'hi' }, 'model'],
+    ['a tool schema nested too deeply', { model: 'm', input: 'hi', tools: [{ type: 'function', name: 'f', parameters: { a: JSON.parse(`${'['.repeat(6_000)}${']'.repeat(6_000)}`) } }] }, 'tools'],
+    ['a format schema nested too deeply', { model: 'm', input: 'hi', text: { format: { type: 'json_schema', name: 'n', schema: { a: JSON.parse(`${'['.repeat(200)}${']'.repeat(200)}`) } } } }, 'text'],
   ])('refuses %s with a 400 naming the field', (_what, body, param) => {
     const error = badRequest(body);
     expect(error.param).toBe(param);
     if (param !== 'body') expect(error.message).toContain(`'${param}'`);
+  });
+
+  it('keeps room for the level the mapping adds to a tool schema (tools[i].function.parameters)', () => {
+    const nested = (levels: number): Record<string, unknown> => {
+      let value: Record<string, unknown> = {};
+      for (let i = 1; i < levels; i++) value = { a: value };
+      return value;
+    };
+    // body 1, tools 2, [0] 3, parameters 4: parameters of 96 levels reach level 99, the most accepted.
+    const request = responsesProtocol.toChatRequest({ model: 'm', input: 'hi', tools: [{ type: 'function', name: 'f', parameters: nested(96) }] });
+    expect(request.tools).toHaveLength(1);
+    const error = badRequest({ model: 'm', input: 'hi', tools: [{ type: 'function', name: 'f', parameters: nested(97) }] });
+    expect([error.param, error.message]).toEqual(['tools', "Invalid request: 'tools' is nested more than 99 levels deep."]);
+  });
+
+  it("maps an assistant message with no parts to '' (the chat path refuses an empty list there)", () => {
+    const request = responsesProtocol.toChatRequest({ model: 'm', input: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: [] }] });
+    expect(request.messages).toEqual([{ role: 'user', content: 'hi' }, { role: 'assistant', content: '' }]);
+  });
+
+  it("echoes a function tool's own fields only: the client's other fields are neither sent nor echoed", () => {
+    const request = responsesProtocol.toChatRequest({ model: 'm', input: 'hi', tools: [{ type: 'function', name: 'f', parameters: { type: 'object' }, strict: false, x: { y: 1 } }] });
+    expect(request.tools).toEqual([{ type: 'function', function: { name: 'f', parameters: { type: 'object' }, strict: false } }]);
+    const events = parseFrames(encode([], (e) => e.end(), { ...answer, request }));
+    expect(events[0]!.data.response.tools).toEqual([{ type: 'function', name: 'f', parameters: { type: 'object' }, strict: false }]);
   });
 
   it('accepts background: false and store: false, and forwards neither', () => {
@@ -462,6 +489,52 @@ describe('responses: stream encoder', () => {
     const events = parseFrames(encode([], (e) => e.error(new RateLimitError('slow down', { param: 'model' }), 'openai')));
     expect(typesOf(events)).toEqual(['response.created', 'response.in_progress', 'error', 'response.failed']);
     expect(events[2]!.data).toMatchObject({ code: '429', param: 'model', error: { type: 'rate_limit_exceeded', code: '429', param: 'model' } });
+  });
+
+  describe('never writes anything but JSON, whatever failed', () => {
+    /** A request whose settings the Response cannot repeat (a value JSON cannot write, set after the mapping). */
+    function unwritableRequest(): ResponsesAnswerInfo['request'] {
+      const parameters: Record<string, unknown> = { type: 'object' };
+      const request = responsesProtocol.toChatRequest({ model: 'm', input: 'hi', tools: [{ type: 'function', name: 'f', parameters }] });
+      parameters['n'] = 1n;
+      return request;
+    }
+
+    it('error() after a chunk whose start() failed: the opening events, the error and response.failed, all JSON, numbered from 0', () => {
+      const encoder = responsesProtocol.encoder({ ...answer, request: unwritableRequest() });
+      expect(() => encoder.chunk(chunk({ content: 'hi' }))).toThrow(TypeError);
+      const events = parseFrames(encoder.error(new RateLimitError('slow down'), 'openai'));
+      expect(typesOf(events)).toEqual(['response.created', 'response.in_progress', 'error', 'response.failed']);
+      expect(events.map((e) => e.data.sequence_number)).toEqual([0, 1, 2, 3]);
+      // Only the members that cannot fail: the ids and the model.
+      expect(events[3]!.data.response).toEqual({
+        id: 'resp_req1',
+        object: 'response',
+        created_at: 1700000000,
+        model: 'gpt-test',
+        status: 'failed',
+        error: { code: '429', message: 'slow down' },
+        incomplete_details: null,
+        output: [],
+        usage: null,
+      });
+      expect(encoder.end()).toBe('');
+    });
+
+    it('error() before any chunk when the settings cannot be written', () => {
+      const events = parseFrames(encode([], (e) => e.error(new RateLimitError('slow down'), 'openai'), { ...answer, request: unwritableRequest() }));
+      expect(typesOf(events)).toEqual(['response.created', 'response.in_progress', 'error', 'response.failed']);
+      expect(events[3]!.data.response).toMatchObject({ id: 'resp_req1', model: 'gpt-test', status: 'failed' });
+    });
+
+    it('error() whose extra members cannot be written goes without them, keeping the numbering', () => {
+      const events = parseFrames(encode([chunk({ content: 'a' })], (e) => e.error(new GuardrailViolationError('blocked'), 'gateway', { big: 1n })));
+      const error = events.find((e) => e.event === 'error')!;
+      expect(error.data).toMatchObject({ message: 'blocked', error: { message: 'blocked' } });
+      expect(error.data.error).not.toHaveProperty('big');
+      expect(events.map((e) => e.data.sequence_number)).toEqual(events.map((_, i) => i));
+      expect(events.at(-1)!.event).toBe('response.failed');
+    });
   });
 
   it('soft stop: adds the text to the open message and ends incomplete with content_filter', () => {

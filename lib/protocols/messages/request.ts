@@ -17,11 +17,14 @@
  * `thinking` (the answer then has no thinking blocks, which clients accept), `is_error` of a tool result,
  * `cache_control` and `citations` on blocks, and any other field. Refused with a 400 naming the field,
  * because dropping them would change the answer: `document` blocks, server tools (a tool with a `type` other
- * than `custom`) and `mcp_servers`.
+ * than `custom`), `mcp_servers`, and more than 4 `stop_sequences` (Anthropic takes any number; the chat
+ * `stop` holds 4). Limits the chat request sets are the body's too: tool names of at most 64 characters
+ * (Anthropic's own rule), a body nested at most `MAX_BODY_NESTING - 1` levels (see `toChatRequest`), a
+ * `model` other than `.` and `..`.
  */
 import { Ajv, type ValidateFunction } from 'ajv';
 import { BadRequestError } from '../../errors.js';
-import { describeValidationErrors, MAX_BODY_NESTING } from '../../request-validation.js';
+import { checkModelName, describeValidationErrors, fieldNestedTooDeeply, MAX_BODY_NESTING, nestedTooDeeplyError } from '../../request-validation.js';
 import type { ChatCompletionRequest, ChatMessage, ContentPart, ToolCall } from '../../types.js';
 import { messagesRequestSchema } from './schema.js';
 
@@ -78,6 +81,9 @@ interface ToolParam {
   input_schema: object;
 }
 
+/** The deepest nesting accepted in a Messages body: one level less than the chat path's (see `toChatRequest`). */
+const MESSAGES_NESTING = MAX_BODY_NESTING - 1;
+
 let compiled: ValidateFunction<MessagesRequest> | undefined;
 
 /** The shared compiled validator, compiled on first use (or when the gateway factory asks). */
@@ -94,10 +100,12 @@ export function compileMessagesValidator(): ValidateFunction<MessagesRequest> {
 export function toChatRequest(body: unknown): ChatCompletionRequest {
   const validate = compileMessagesValidator();
   if (!validate(body)) throw describeValidationErrors(validate.errors ?? []);
-  const tooDeep = fieldNestedTooDeeply(body);
-  if (tooDeep !== undefined) {
-    throw new BadRequestError(`Invalid request: '${tooDeep}' is nested more than ${MAX_BODY_NESTING} levels deep.`, { param: tooDeep });
-  }
+  // Tool inputs are turned back into JSON (a few thousand levels would overflow the stack there), and the
+  // mapping nests a tool's `input_schema` one level deeper (`tools[i].function.parameters`): the limit leaves
+  // room for that, so the chat request is always within the chat path's own.
+  const tooDeep = fieldNestedTooDeeply(body, MESSAGES_NESTING);
+  if (tooDeep !== undefined) throw nestedTooDeeplyError(tooDeep, MESSAGES_NESTING);
+  checkModelName(body.model);
   if (body.mcp_servers !== undefined && body.mcp_servers.length > 0) {
     throw new BadRequestError("Invalid request: 'mcp_servers' is not supported by this gateway (the model would answer without those tools).", {
       param: 'mcp_servers',
@@ -236,24 +244,4 @@ function addToolChoice(request: ChatCompletionRequest, choice: MessagesRequest['
       return;
   }
   if (choice.disable_parallel_tool_use === true) request.parallel_tool_calls = false;
-}
-
-/**
- * The top-level field holding a value nested deeper than `MAX_BODY_NESTING` (the body is level 1), if any:
- * tool inputs are turned back into JSON, and a few thousand levels would overflow the stack there. The walk
- * stops descending at the bound.
- */
-function fieldNestedTooDeeply(body: object): string | undefined {
-  for (const [field, value] of Object.entries(body)) {
-    if (value !== null && typeof value === 'object' && nestedTooDeeply(value as object, 2)) return field;
-  }
-  return undefined;
-}
-
-function nestedTooDeeply(node: object, depth: number): boolean {
-  if (depth > MAX_BODY_NESTING) return true;
-  for (const child of Array.isArray(node) ? node : Object.values(node)) {
-    if (child !== null && typeof child === 'object' && nestedTooDeeply(child as object, depth + 1)) return true;
-  }
-  return false;
 }

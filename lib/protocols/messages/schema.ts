@@ -113,7 +113,8 @@ const tool = {
   then: {
     required: ['name', 'input_schema'],
     properties: {
-      name: { type: 'string', pattern: '^[a-zA-Z0-9_-]{1,128}$' },
+      // Anthropic's rule (docs: Define tools), which is also the chat path's.
+      name: { type: 'string', pattern: '^[a-zA-Z0-9_-]{1,64}$' },
       description: text,
       input_schema: { type: 'object' },
     },
@@ -154,7 +155,9 @@ export const messagesRequestSchema = {
       },
     },
     system: { anyOf: [text, blocksOf(textBlock)] },
-    stop_sequences: { type: 'array', items: text },
+    // Anthropic sets no limit, but they become the chat request's `stop`, which holds at most 4 (OpenAI's
+    // limit, the chat path's): more are refused, as dropping some would let the answer run past them.
+    stop_sequences: { type: 'array', maxItems: 4, items: text },
     temperature: { type: 'number', minimum: 0, maximum: 1 },
     top_p: { type: 'number', minimum: 0, maximum: 1 },
     top_k: { type: 'integer', minimum: 0 },

@@ -32,6 +32,7 @@ import type { ProtocolEncoder } from '../types.js';
 import {
   fixedMembers,
   outcomeOf,
+  safeFixedMembers,
   responseJson,
   usageOf,
   type FunctionCallItem,
@@ -118,16 +119,26 @@ export class ResponsesEncoder implements ProtocolEncoder {
     return out + closed + this.frame(status === 'completed' ? 'response.completed' : 'response.incomplete', `"response":${response}`);
   }
 
+  /**
+   * Never throws and always writes JSON, whatever failed before: when the Response's settings could not be
+   * written (`start()` failed), its members are the ones that cannot fail (`baseMembers`); when the error's
+   * `extra` members cannot be written, the error goes without them.
+   */
   error(error: GatewayError, _form: ErrorBodyForm, extra?: Record<string, unknown>): string {
     if (this.ended) return '';
     this.ended = true;
-    const out = this.started ? '' : this.start();
+    const out = this.started ? '' : this.start(safeFixedMembers(this.answer));
     // Always OpenAI's typed form: `code` must be the status as a string for the AI SDK (a number fails its schema).
-    const nested = error.toBody('openai', extra).error;
     const code = String(error.status);
-    const flat = { code, message: error.message, param: error.param ?? null, error: nested };
+    const flat = (nested: unknown) => ({ code, message: error.message, param: error.param ?? null, error: nested });
+    let event: string;
+    try {
+      event = this.event('error', flat(error.toBody('openai', extra).error));
+    } catch {
+      event = this.event('error', flat(error.toBody('openai').error));
+    }
     const response = this.response({ status: 'failed', error: { code, message: error.message }, usage: this.usage ? usageOf(this.usage) : null });
-    return out + this.event('error', flat) + this.frame('response.failed', `"response":${response}`);
+    return out + event + this.frame('response.failed', `"response":${response}`);
   }
 
   softStop(text: string): string {
@@ -157,9 +168,10 @@ export class ResponsesEncoder implements ProtocolEncoder {
     return out;
   }
 
-  private start(): string {
+  /** The opening events. `fixed` first: if writing it throws, nothing has started and `error()` can still start. */
+  private start(fixed: string = fixedMembers(this.answer)): string {
+    this.fixed = fixed;
     this.started = true;
-    this.fixed = fixedMembers(this.answer);
     const response = `"response":${this.response({ status: 'in_progress', usage: null })}`;
     return this.frame('response.created', response) + this.frame('response.in_progress', response);
   }
@@ -304,8 +316,11 @@ export class ResponsesEncoder implements ProtocolEncoder {
     return `event: ${type}\ndata: {"type":"${type}",${members},"sequence_number":${this.seq++}}\n\n`;
   }
 
+  /** One event from its fields, numbered; the number is taken only once the fields are written (which may throw). */
   private event(type: string, fields: Record<string, unknown>): string {
-    return `event: ${type}\ndata: ${JSON.stringify({ type, ...fields, sequence_number: this.seq++ })}\n\n`;
+    const data = JSON.stringify({ type, ...fields, sequence_number: this.seq });
+    this.seq++;
+    return `event: ${type}\ndata: ${data}\n\n`;
   }
 }
 

@@ -23,7 +23,7 @@
  */
 import { Ajv, type ValidateFunction } from 'ajv';
 import { BadRequestError } from '../../errors.js';
-import { describeValidationErrors } from '../../request-validation.js';
+import { checkModelName, describeValidationErrors, fieldNestedTooDeeply, MAX_BODY_NESTING, nestedTooDeeplyError } from '../../request-validation.js';
 import type { ChatCompletionRequest, ChatMessage, ContentPart, ToolCall } from '../../types.js';
 import { responsesRequestSchema } from './schema.js';
 
@@ -123,6 +123,9 @@ export function echoOf(request: ChatCompletionRequest | undefined): ResponseEcho
 // ---------------------------------------------------------------------------------------------
 // Validation
 
+/** The deepest nesting accepted in a Responses body: one level less than the chat path's (see `toChatRequest`). */
+const RESPONSES_NESTING = MAX_BODY_NESTING - 1;
+
 let compiled: ValidateFunction<ResponsesRequest> | undefined;
 
 /** The shared validator, compiled on first use. */
@@ -139,10 +142,14 @@ export function toChatRequest(body: unknown): ChatCompletionRequest {
   const validate = compileResponsesValidator();
   refuseItemReferences(body);
   if (!validate(body)) throw describeValidationErrors(validate.errors ?? []);
+  // Every field counts, as on the chat path: tools and `text.format` are sent upstream and echoed in the
+  // Response (a few thousand levels would overflow `JSON.stringify` there), and the mapping nests a tool's
+  // `parameters` one level deeper (`tools[i].function.parameters`): the limit leaves room for that, so the
+  // chat request is always within the chat path's own.
+  const tooDeep = fieldNestedTooDeeply(body, RESPONSES_NESTING);
+  if (tooDeep !== undefined) throw nestedTooDeeplyError(tooDeep, RESPONSES_NESTING);
   refuseStatefulFields(body);
-  if (body.model === '.' || body.model === '..') {
-    throw new BadRequestError(`Invalid request: 'model' must be a model name, not '${body.model}'.`, { param: 'model' });
-  }
+  checkModelName(body.model);
   const tools = functionTools(body.tools);
   const messages: ChatMessage[] = [];
   if (typeof body.instructions === 'string' && body.instructions !== '') messages.push({ role: 'system', content: body.instructions });
@@ -206,10 +213,19 @@ function refuse(param: string, what: string): never {
   throw new BadRequestError(`Invalid request: '${param}' ${what}.`, { param });
 }
 
+/**
+ * The function tools, each with only the fields a function tool has, as the client wrote them: the Response
+ * echoes these, and a tool's other fields (unknown to the gateway) are neither sent upstream nor echoed.
+ */
 function functionTools(tools: ResponsesRequest['tools']): FunctionTool[] {
   return (tools ?? []).map((tool, i) => {
     if (tool.type !== 'function') refuse(`tools[${i}].type`, `is '${tool.type}': only function tools are supported`);
-    return tool as FunctionTool;
+    const { name, description, parameters, strict } = tool as FunctionTool;
+    const out: FunctionTool = { type: 'function', name };
+    if (description !== undefined) out.description = description;
+    if (parameters !== undefined) out.parameters = parameters;
+    if (strict !== undefined) out.strict = strict;
+    return out;
   });
 }
 
@@ -289,6 +305,9 @@ function textParts(parts: InputTextPart[]): ContentPart[] {
 
 function messageContent(item: MessageItem, path: string): string | ContentPart[] {
   if (typeof item.content === 'string') return item.content;
+  // An assistant's empty list of parts said nothing, as '' does (the chat path refuses an assistant message
+  // with an empty list: OpenAI's chat API requires its content). The Messages mapping does the same.
+  if (item.content.length === 0 && item.role === 'assistant') return '';
   return item.content.map((part, j) => contentPart(part, `${path}[${j}]`));
 }
 

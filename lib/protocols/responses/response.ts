@@ -90,10 +90,24 @@ export interface ResponseEnding {
  * as JSON without the braces: computed once per answer, the settings' part once per request.
  */
 export function fixedMembers(answer: ResponsesAnswerInfo): string {
-  return (
-    `"id":${JSON.stringify(responseIdOf(answer))},"object":"response","created_at":${answer.created},` +
-    `"model":${JSON.stringify(answer.model)},${settingsMembers(echoOf(answer.request))}`
-  );
+  return `${baseMembers(answer)},${settingsMembers(echoOf(answer.request))}`;
+}
+
+/** The members every Response has that cannot fail to be written: its ids and the model. */
+function baseMembers(answer: AnswerInfo): string {
+  return `"id":${JSON.stringify(responseIdOf(answer))},"object":"response","created_at":${Number(answer.created) || 0},"model":${JSON.stringify(String(answer.model))}`;
+}
+
+/**
+ * `fixedMembers`, or only `baseMembers` when the request's settings cannot be written (the request's checks
+ * keep that from happening; an error event must be JSON even then).
+ */
+export function safeFixedMembers(answer: ResponsesAnswerInfo): string {
+  try {
+    return fixedMembers(answer);
+  } catch {
+    return baseMembers(answer);
+  }
 }
 
 const settingsJson = new WeakMap<ResponseEcho, string>();
