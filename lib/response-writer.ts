@@ -69,8 +69,6 @@ export class ResponseWriter {
   private commit: Promise<void> | undefined;
   /** Frames of the current tick not yet written (see `writeFrame`). */
   private batch = '';
-  /** Set between `holdFrames()` and `releaseFrames()`: frames wait for the release, not for the end of the tick. */
-  private holding = false;
   /** Set while the client's socket is full: resolves when it drains (or closes). */
   private draining: Promise<void> | undefined;
   private readonly res: FlushableResponse;
@@ -133,21 +131,6 @@ export class ResponseWriter {
     // Chunks sent while the commit is pending queue behind it in order.
     this.commit ??= this.commitStream();
     return this.commit.then(() => this.writeChunk(chunk));
-  }
-
-  /**
-   * Until `releaseFrames()`, the frames of chunks sent wait for it instead of the end of the tick: a caller
-   * that sends a whole upstream read's chunks writes them in one `res.write` at once, without scheduling a
-   * tick per read. Backpressure is unchanged: a batch past the bound is still written at once.
-   */
-  holdFrames(): void {
-    this.holding = true;
-  }
-
-  /** Writes the frames held since `holdFrames()` (nothing once the response ended) and stops holding. */
-  releaseFrames(): void {
-    this.holding = false;
-    if (this.batch !== '') this.flushBatch();
   }
 
   /** The text of choice 0 the client has received so far. */
@@ -300,7 +283,7 @@ export class ResponseWriter {
    * backpressure: the returned promise resolves when the client's socket drained.
    */
   private writeFrame(frame: string): Promise<void> | undefined {
-    if (this.batch === '' && !this.holding) process.nextTick(this.flushBatch);
+    if (this.batch === '') process.nextTick(this.flushBatch);
     this.batch += frame;
     if (this.batch.length >= BATCH_CHARS) this.flushBatch();
     return this.draining;

@@ -369,8 +369,6 @@ async function streamAnswer(
       // A read's chunks (raw path) or one chunk (parsed path: no array made for it).
       const batch = isBatch(item) ? item : undefined;
       const count = batch === undefined ? 1 : batch.length;
-      // A read's frames leave in one write when its chunks are done (no tick scheduled per read).
-      if (batch !== undefined) ctx.writer.holdFrames();
       for (let n = 0; n < count; n++) {
         const chunk = batch === undefined ? (item as StreamChunk) : batch[n]!;
         // A read's later chunks go no further once the attempt was aborted while an earlier one waited (client
@@ -410,7 +408,6 @@ async function streamAnswer(
         const sent = filters ? emit(ctx, filters, chunk) : send(ctx, chunk);
         if (sent) await sent;
       }
-      if (batch !== undefined) ctx.writer.releaseFrames();
     }
     // An answer without any content or tool call is a provider failure (an engine glitch, a dropped
     // generation), handled before commit like any other, the same way without streaming.
@@ -424,9 +421,6 @@ async function streamAnswer(
     ctx.writer.finish();
     return firstTokenMs;
   } finally {
-    // A read cut short (an abort, a failure) leaves its frames for whatever ends the response: written now,
-    // ahead of it, as the end of the tick would have.
-    ctx.writer.releaseFrames();
     // Set before the outcome leaves this function, so the summary (which waits for the dispatch) sees it.
     // An upstream that refused outright (nothing streamed, not cut by us) generated nothing to account.
     ctx.usage = reported ?? (chunks > 0 || control.aborted ? estimatedUsage(ctx, completionChars) : undefined);
