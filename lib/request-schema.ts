@@ -54,8 +54,11 @@ const filePart = {
   },
 } as const;
 
-/** An array of content parts, discriminated by `type`, so an error names the part's own field. */
-function partsOf(...parts: readonly object[]) {
+/**
+ * An array of objects discriminated by `type` (content parts, content blocks), so an error names the element's
+ * own field rather than every alternative. Shared by the protocols' schemas.
+ */
+export function discriminatedList(...variants: readonly object[]) {
   return {
     type: 'array',
     items: {
@@ -63,10 +66,12 @@ function partsOf(...parts: readonly object[]) {
       required: ['type'],
       properties: { type: { type: 'string' } },
       discriminator: { propertyName: 'type' },
-      oneOf: parts,
+      oneOf: variants,
     },
   } as const;
 }
+
+const partsOf = discriminatedList;
 
 const textParts = partsOf(textPart);
 

@@ -8,17 +8,25 @@ import { BadRequestError } from './errors.js';
 import { chatCompletionRequestSchema } from './request-schema.js';
 import type { ChatCompletionRequest, ChatMessage } from './types.js';
 
-let compiled: ValidateFunction<ChatCompletionRequest> | undefined;
+/**
+ * A request validator compiled once, on first call (a factory calls it at start-up, not per request), with the
+ * options every request schema of the gateway uses. Shared by the chat path and the protocols.
+ */
+export function lazyValidator<T>(schema: object): () => ValidateFunction<T> {
+  let validate: ValidateFunction<T> | undefined;
+  return () => {
+    // `verbose` keeps the failing sub-schema on each error, which is how a discriminator error can list the
+    // allowed values. `strict: false` because the schemas deliberately leave unknown fields open.
+    validate ??= new Ajv({ discriminator: true, verbose: true, strict: false, allErrors: false }).compile<T>(schema);
+    return validate;
+  };
+}
+
+const chatValidator = lazyValidator<ChatCompletionRequest>(chatCompletionRequestSchema);
 
 /** Returns the shared compiled validator, compiling it on first use (at factory time, not per request). */
 export function compileRequestValidator(): ValidateFunction<ChatCompletionRequest> {
-  if (!compiled) {
-    // `verbose` keeps the failing sub-schema on each error, which is how a discriminator error can list the
-    // allowed values. `strict: false` because the schema deliberately leaves unknown fields open.
-    const ajv = new Ajv({ discriminator: true, verbose: true, strict: false, allErrors: false });
-    compiled = ajv.compile<ChatCompletionRequest>(chatCompletionRequestSchema);
-  }
-  return compiled;
+  return chatValidator();
 }
 
 /**

@@ -22,9 +22,8 @@
  * (Anthropic's own rule), a body nested at most `MAX_BODY_NESTING - 1` levels (see `toChatRequest`), a
  * `model` other than `.` and `..`.
  */
-import { Ajv, type ValidateFunction } from 'ajv';
 import { BadRequestError } from '../../errors.js';
-import { checkModelName, describeValidationErrors, fieldNestedTooDeeply, MAX_BODY_NESTING, nestedTooDeeplyError } from '../../request-validation.js';
+import { checkModelName, describeValidationErrors, fieldNestedTooDeeply, lazyValidator, MAX_BODY_NESTING, nestedTooDeeplyError } from '../../request-validation.js';
 import type { ChatCompletionRequest, ChatMessage, ContentPart, ToolCall } from '../../types.js';
 import { messagesRequestSchema } from './schema.js';
 
@@ -84,17 +83,8 @@ interface ToolParam {
 /** The deepest nesting accepted in a Messages body: one level less than the chat path's (see `toChatRequest`). */
 const MESSAGES_NESTING = MAX_BODY_NESTING - 1;
 
-let compiled: ValidateFunction<MessagesRequest> | undefined;
-
-/** The shared compiled validator, compiled on first use (or when the gateway factory asks). */
-export function compileMessagesValidator(): ValidateFunction<MessagesRequest> {
-  if (!compiled) {
-    // Same options as the chat validator: `verbose` for the discriminator's allowed values, open schema.
-    const ajv = new Ajv({ discriminator: true, verbose: true, strict: false, allErrors: false });
-    compiled = ajv.compile<MessagesRequest>(messagesRequestSchema);
-  }
-  return compiled;
-}
+/** The shared validator, compiled on first use (or when the gateway factory asks). */
+export const compileMessagesValidator = lazyValidator<MessagesRequest>(messagesRequestSchema);
 
 /** Validates a parsed Messages body and maps it to the internal chat request (see the module comment). */
 export function toChatRequest(body: unknown): ChatCompletionRequest {

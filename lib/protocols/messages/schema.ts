@@ -4,7 +4,7 @@
  * (`document` blocks, server tools, `mcp_servers`) are checked in `request.ts`, each with its own message.
  * Unknown fields pass the schema and are not forwarded (see `request.ts`).
  */
-import { MAX_TOKEN_LIMIT } from '../../request-schema.js';
+import { MAX_TOKEN_LIMIT, discriminatedList } from '../../request-schema.js';
 
 const text = { type: 'string' } as const;
 const nonEmpty = { type: 'string', minLength: 1 } as const;
@@ -52,19 +52,7 @@ const documentBlock = {
   properties: { type: { const: 'document' } },
 } as const;
 
-/** A list of blocks discriminated by `type`, so an error names the block's own field. */
-function blocksOf(...blocks: readonly object[]) {
-  return {
-    type: 'array',
-    items: {
-      type: 'object',
-      required: ['type'],
-      properties: { type: { type: 'string' } },
-      discriminator: { propertyName: 'type' },
-      oneOf: blocks,
-    },
-  } as const;
-}
+const blocksOf = discriminatedList;
 
 const toolResultBlock = {
   type: 'object',

@@ -21,9 +21,8 @@
  *   encoder (the Responses API always reports usage). The client's own `stream_options` (obfuscation) has no
  *   chat equivalent and is ignored. Other fields are not forwarded: they belong to the Responses API.
  */
-import { Ajv, type ValidateFunction } from 'ajv';
 import { BadRequestError } from '../../errors.js';
-import { checkModelName, describeValidationErrors, fieldNestedTooDeeply, MAX_BODY_NESTING, nestedTooDeeplyError } from '../../request-validation.js';
+import { checkModelName, describeValidationErrors, fieldNestedTooDeeply, lazyValidator, MAX_BODY_NESTING, nestedTooDeeplyError } from '../../request-validation.js';
 import type { ChatCompletionRequest, ChatMessage, ContentPart, ToolCall } from '../../types.js';
 import { responsesRequestSchema } from './schema.js';
 
@@ -126,16 +125,8 @@ export function echoOf(request: ChatCompletionRequest | undefined): ResponseEcho
 /** The deepest nesting accepted in a Responses body: one level less than the chat path's (see `toChatRequest`). */
 const RESPONSES_NESTING = MAX_BODY_NESTING - 1;
 
-let compiled: ValidateFunction<ResponsesRequest> | undefined;
-
-/** The shared validator, compiled on first use. */
-export function compileResponsesValidator(): ValidateFunction<ResponsesRequest> {
-  if (!compiled) {
-    const ajv = new Ajv({ discriminator: true, verbose: true, strict: false, allErrors: false });
-    compiled = ajv.compile<ResponsesRequest>(responsesRequestSchema);
-  }
-  return compiled;
-}
+/** The shared validator, compiled on first use (or when the gateway factory asks). */
+export const compileResponsesValidator = lazyValidator<ResponsesRequest>(responsesRequestSchema);
 
 /** Validates a parsed `/v1/responses` body and maps it to the chat request (see the module comment). */
 export function toChatRequest(body: unknown): ChatCompletionRequest {

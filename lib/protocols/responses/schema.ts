@@ -4,7 +4,7 @@
  * word badly (a stored `file_id`, a hosted tool, `previous_response_id`) are checked in `request.ts`, each
  * with its own message. Unknown top-level fields pass the schema and are not forwarded (see `request.ts`).
  */
-import { MAX_TOKEN_LIMIT } from '../../request-schema.js';
+import { MAX_TOKEN_LIMIT, discriminatedList } from '../../request-schema.js';
 
 const text = { type: 'string' } as const;
 
@@ -51,19 +51,7 @@ const inputFile = {
   },
 } as const;
 
-/** A list of content parts discriminated by `type`, so an error names the part's own field. */
-function partsOf(...parts: readonly object[]) {
-  return {
-    type: 'array',
-    items: {
-      type: 'object',
-      required: ['type'],
-      properties: { type: { type: 'string' } },
-      discriminator: { propertyName: 'type' },
-      oneOf: parts,
-    },
-  } as const;
-}
+const partsOf = discriminatedList;
 
 const message = (roles: readonly string[], parts: object) =>
   ({
