@@ -1,48 +1,20 @@
-import { startMockAnthropic, startMockOpenAI, type MockServer } from '../lib/testing/index.js';
+import type { MockServer } from '../lib/testing/index.js';
+import { fallbackFixture } from './helpers/fallback-fixture.js';
 import { createRouter, fallbackHandler, GatewayConfigError, type FallbackHandlerOptions } from '../lib/index.js';
-import type { ModelGroupOptions } from '../lib/router-config.js';
 import { repeatedPrefixLength } from '../lib/fallback-handler.js';
 import { chat, chatBoth, parityView, type ChatOutcome } from './helpers/chat.js';
 import { EXPRESS_MAJOR } from './helpers/express.js';
-import { startGateway, type TestGateway } from './helpers/gateway.js';
+import type { TestGateway } from './helpers/gateway.js';
 
 const ask = (model: string, extra: Record<string, unknown> = {}) => ({ model, messages: [{ role: 'user', content: 'Hi there' }], ...extra });
 
+const fixture = fallbackFixture();
+const { openai } = fixture;
+const gateway = fixture.gateway;
 let primary: MockServer;
 let backup: MockServer;
 let claude: MockServer;
-let gateways: TestGateway[] = [];
-
-beforeAll(async () => {
-  [primary, backup, claude] = await Promise.all([startMockOpenAI({ name: 'primary' }), startMockOpenAI({ name: 'backup' }), startMockAnthropic({ name: 'claude' })]);
-});
-afterAll(() => Promise.all([primary.close(), backup.close(), claude.close()]));
-beforeEach(() => [primary, backup, claude].forEach((m) => m.reset()));
-afterEach(async () => {
-  await Promise.all(gateways.map((g) => g.close()));
-  gateways = [];
-});
-
-const openai = (server: MockServer, model: string, timeouts?: Record<string, number>) => ({ provider: 'openai' as const, baseUrl: `${server.url}/v1`, model, apiKey: 'k', ...(timeouts ? { timeouts } : {}) });
-
-/** Group `main` → scenario on `primary`; `backup` → a normal answer; `other` → a normal answer from Anthropic. */
-async function gateway(mainDeployment: ModelGroupOptions['deployments'][number], fallbacks: Omit<FallbackHandlerOptions, 'router'>, extraGroups: ModelGroupOptions[] = []): Promise<TestGateway> {
-  const g = await startGateway(
-    {
-      models: [
-        { name: 'main', deployments: [mainDeployment] },
-        { name: 'backup', deployments: [openai(backup, 'normal')] },
-        { name: 'other', deployments: [{ provider: 'anthropic', baseUrl: claude.url, model: 'normal', apiKey: 'k' }] },
-        ...extraGroups,
-      ],
-      retries: { maxRetries: 0 },
-      cooldown: { failureThreshold: 1000 },
-    },
-    { fallbacks },
-  );
-  gateways.push(g);
-  return g;
-}
+beforeAll(() => ({ primary, backup, claude } = fixture));
 
 /** The parity assertion of the issue: same answering group, same call counts, same attempt log, same final answer. */
 async function expectParity(g: TestGateway): Promise<[ChatOutcome, ChatOutcome]> {
@@ -58,7 +30,7 @@ async function expectParity(g: TestGateway): Promise<[ChatOutcome, ChatOutcome]>
   expect(streamed.headers['x-gateway-attempt-log']).toBe(plain.headers['x-gateway-attempt-log']);
   return [plain, streamed];
 }
-const counts = () => [primary.callCount(), backup.callCount(), claude.callCount()];
+const counts = fixture.counts;
 const diff = (a: number[], b: number[]) => a.map((v, i) => v - b[i]!);
 
 describe(`fallback handler (Express ${EXPRESS_MAJOR}): every scenario, streaming and not, asserted to agree`, () => {

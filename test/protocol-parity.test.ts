@@ -6,53 +6,26 @@
  * scenario must give the same answer (text, status, error message, attempt log), each in its own form.
  */
 import { randomUUID } from 'node:crypto';
-import { startMockAnthropic, startMockOpenAI, type MockServer } from '../lib/testing/index.js';
+import { startMockOpenAI, type MockServer } from '../lib/testing/index.js';
 import { createGateway, silentLogger, type FallbackHandlerOptions, type Gateway, type RequestSummary } from '../lib/index.js';
 import type { ModelGroupOptions } from '../lib/router-config.js';
+import { fallbackFixture } from './helpers/fallback-fixture.js';
 import { ATTEMPT_HEADERS } from './helpers/chat.js';
 import { createApp, EXPRESS_MAJOR } from './helpers/express.js';
 import { listen, rawRequest, type RunningServer } from './helpers/http.js';
-import { startGateway, type TestGateway } from './helpers/gateway.js';
+import type { TestGateway } from './helpers/gateway.js';
 import { ask, namedEvents, PROTOCOL_PATHS, WIRE_PROTOCOLS, type ProtocolOutcome, type WireProtocol } from './helpers/protocols.js';
 
 const question = (model: string, extra: Record<string, unknown> = {}) => ({ model, messages: [{ role: 'user', content: 'Hi there' }], ...extra });
 
+const fixture = fallbackFixture();
+const { openai } = fixture;
+const gateway = fixture.gateway;
+const counts = fixture.counts;
 let primary: MockServer;
 let backup: MockServer;
 let claude: MockServer;
-let gateways: TestGateway[] = [];
-
-beforeAll(async () => {
-  [primary, backup, claude] = await Promise.all([startMockOpenAI({ name: 'primary' }), startMockOpenAI({ name: 'backup' }), startMockAnthropic({ name: 'claude' })]);
-});
-afterAll(() => Promise.all([primary.close(), backup.close(), claude.close()]));
-beforeEach(() => [primary, backup, claude].forEach((m) => m.reset()));
-afterEach(async () => {
-  await Promise.all(gateways.map((g) => g.close()));
-  gateways = [];
-});
-
-const openai = (server: MockServer, model: string, timeouts?: Record<string, number>) => ({ provider: 'openai' as const, baseUrl: `${server.url}/v1`, model, apiKey: 'k', ...(timeouts ? { timeouts } : {}) });
-
-async function gateway(mainDeployment: ModelGroupOptions['deployments'][number], fallbacks: Omit<FallbackHandlerOptions, 'router'>, extraGroups: ModelGroupOptions[] = []): Promise<TestGateway> {
-  const g = await startGateway(
-    {
-      models: [
-        { name: 'main', deployments: [mainDeployment] },
-        { name: 'backup', deployments: [openai(backup, 'normal')] },
-        { name: 'other', deployments: [{ provider: 'anthropic', baseUrl: claude.url, model: 'normal', apiKey: 'k' }] },
-        ...extraGroups,
-      ],
-      retries: { maxRetries: 0 },
-      cooldown: { failureThreshold: 1000 },
-    },
-    { fallbacks },
-  );
-  gateways.push(g);
-  return g;
-}
-
-const counts = () => [primary.callCount(), backup.callCount(), claude.callCount()];
+beforeAll(() => ({ primary, backup, claude } = fixture));
 const diff = (a: number[], b: number[]) => a.map((v, i) => v - b[i]!);
 
 /** What must agree between the two modes of one protocol. */
