@@ -135,3 +135,45 @@ export interface ChatCompletionChunk {
   usage?: Usage | null;
   [key: string]: unknown;
 }
+
+/**
+ * Anthropic-native extras (issue 16): what a Messages client sent, or an Anthropic model answered, that only
+ * the Anthropic family (Anthropic, Bedrock Claude) understands, carried beside the chat shape under a symbol
+ * key. `JSON.stringify` drops symbol keys, so they never reach an OpenAI-compatible upstream or a chat client;
+ * adapters of the Anthropic family read them when they build their request, and the Messages protocol when
+ * it writes the answer. A piece that rebuilds an object (masking a part, an output filter rewriting a chunk)
+ * may drop them: the answer then loses the extra (a thinking block, a cache breakpoint), never its text.
+ */
+export const ANTHROPIC_EXTRAS: unique symbol = Symbol('express-llm-gateway.anthropic');
+
+export type AnthropicThinkingBlock = { type: 'thinking'; thinking: string; signature: string } | { type: 'redacted_thinking'; data: string };
+
+/** On a `ChatCompletionRequest`: the Messages request's `thinking` configuration, as the client wrote it. */
+export interface AnthropicRequestExtras {
+  thinking?: Record<string, unknown>;
+}
+
+/** On an assistant `ChatMessage` (history) or a completion's message (answer): its thinking blocks, in order, before its content. */
+export interface AnthropicMessageExtras {
+  thinking?: AnthropicThinkingBlock[];
+}
+
+/** On a content part, a tool (`tools[i]`) or a system message: the client's cache breakpoint. */
+export interface AnthropicPartExtras {
+  cache_control?: Record<string, unknown>;
+}
+
+/**
+ * On a streamed chunk's `delta` (choice 0): a piece of a thinking block. `thinking` and `signature` belong to
+ * the current thinking block; `redacted` is a whole redacted block; `start` opens a new block.
+ */
+export interface AnthropicDeltaExtras {
+  thinking?: string;
+  signature?: string;
+  redacted?: string;
+}
+
+/** Reads the Anthropic extras of an object (`undefined` when it has none). */
+export function anthropicExtras<T>(value: object | null | undefined): T | undefined {
+  return (value as { [ANTHROPIC_EXTRAS]?: T } | null | undefined)?.[ANTHROPIC_EXTRAS];
+}
