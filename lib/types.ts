@@ -164,8 +164,9 @@ export interface AnthropicPartExtras {
 }
 
 /**
- * On a streamed chunk's `delta` (choice 0): a piece of a thinking block. `thinking` and `signature` belong to
- * the current thinking block; `redacted` is a whole redacted block; `start` opens a new block.
+ * On a streamed chunk's `delta` (choice 0): a piece of a thinking block. `thinking` text belongs to the current
+ * thinking block (a new one opens when none is open); `signature` comes last and closes it (Anthropic and
+ * Bedrock both send the signature at the end of the block); `redacted` is a whole redacted block.
  */
 export interface AnthropicDeltaExtras {
   thinking?: string;
