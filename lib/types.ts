@@ -158,9 +158,14 @@ export interface AnthropicMessageExtras {
   thinking?: AnthropicThinkingBlock[];
 }
 
-/** On a content part, a tool (`tools[i]`) or a system message: the client's cache breakpoint. */
+/**
+ * On a content part, a tool (`tools[i]`), a tool call (`tool_calls[i]`, a `tool_use` block's) or a system
+ * message: the client's cache breakpoint. On a `tool` message (a `tool_result` block): its breakpoint and
+ * its `is_error`.
+ */
 export interface AnthropicPartExtras {
   cache_control?: Record<string, unknown>;
+  is_error?: boolean;
 }
 
 /**

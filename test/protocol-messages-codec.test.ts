@@ -24,7 +24,7 @@ import {
 import { anthropicErrorType, messagesProtocol } from '../lib/protocols/messages/index.js';
 import type { AnswerInfo, ProtocolEncoder } from '../lib/protocols/types.js';
 import { RawChunk, scanChunk, type StreamChunk } from '../lib/raw-chunk.js';
-import type { ChatCompletion, ChatCompletionChunk, ChatCompletionChunkDelta, FinishReason, Usage } from '../lib/types.js';
+import { ANTHROPIC_EXTRAS, type ChatCompletion, type ChatCompletionChunk, type ChatCompletionChunkDelta, type FinishReason, type Usage } from '../lib/types.js';
 import { listen, type RunningServer } from './helpers/http.js';
 
 const answer: AnswerInfo = { id: 'req-1', model: 'claude-x', created: 1700000000 };
@@ -68,12 +68,14 @@ describe('messages protocol: request mapping', () => {
       system: [{ type: 'text', text: 'a', cache_control: { type: 'ephemeral' } }, { type: 'text', text: 'b' }],
       messages: [user],
     }).messages;
-    expect(blocks).toEqual([{ role: 'system', content: [{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }] }, user]);
+    // The breakpoint rides in the part's Anthropic extras (a symbol key: no JSON carries it).
+    expect(blocks).toEqual([{ role: 'system', content: [{ type: 'text', text: 'a', [ANTHROPIC_EXTRAS]: { cache_control: { type: 'ephemeral' } } }, { type: 'text', text: 'b' }] }, user]);
+    expect(JSON.stringify(blocks[0])).toBe('{"role":"system","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}');
     expect(messagesProtocol.toChatRequest({ ...base, system: '', messages: [user] }).messages).toEqual([user]);
     expect(messagesProtocol.toChatRequest({ ...base, system: [], messages: [user] }).messages).toEqual([user]);
   });
 
-  it('maps the sampling fields, stop_sequences and metadata.user_id; drops top_k and thinking', () => {
+  it('maps the sampling fields, stop_sequences and metadata.user_id; drops top_k; keeps thinking in the Anthropic extras only', () => {
     const request = messagesProtocol.toChatRequest({
       ...base,
       messages: [{ role: 'user', content: 'hi' }],
@@ -92,7 +94,9 @@ describe('messages protocol: request mapping', () => {
       top_p: 0.9,
       stop: ['END', 'STOP'],
       user: 'u-1',
+      [ANTHROPIC_EXTRAS]: { thinking: { type: 'enabled', budget_tokens: 50 } },
     });
+    expect(JSON.stringify(request)).not.toContain('thinking');
     const quiet = messagesProtocol.toChatRequest({ ...base, messages: [{ role: 'user', content: 'hi' }], stop_sequences: [], metadata: { user_id: null } });
     expect(quiet.stop).toBeUndefined();
     expect(quiet.user).toBeUndefined();
@@ -124,7 +128,7 @@ describe('messages protocol: request mapping', () => {
     ]);
   });
 
-  it('maps assistant tool_use blocks to tool_calls and drops thinking blocks', () => {
+  it('maps assistant tool_use blocks to tool_calls and keeps thinking blocks (in order) in the message extras only', () => {
     const request = messagesProtocol.toChatRequest({
       ...base,
       messages: [
@@ -147,6 +151,12 @@ describe('messages protocol: request mapping', () => {
         role: 'assistant',
         content: [{ type: 'text', text: 'Checking.' }],
         tool_calls: [{ id: 'toolu_1', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } }],
+        [ANTHROPIC_EXTRAS]: {
+          thinking: [
+            { type: 'thinking', thinking: 'hmm', signature: 'sig' },
+            { type: 'redacted_thinking', data: 'xx' },
+          ],
+        },
       },
       { role: 'assistant', content: null, tool_calls: [{ id: 'toolu_2', type: 'function', function: { name: 'time', arguments: '{}' } }] },
       { role: 'assistant', content: 'plain' },
@@ -180,7 +190,7 @@ describe('messages protocol: request mapping', () => {
       ],
     });
     expect(request.messages.slice(2)).toEqual([
-      { role: 'tool', tool_call_id: 'a', content: 'result a' },
+      { role: 'tool', tool_call_id: 'a', content: 'result a', [ANTHROPIC_EXTRAS]: { is_error: true } },
       { role: 'tool', tool_call_id: 'b', content: [{ type: 'text', text: 'result b' }] },
       {
         role: 'user',
@@ -306,10 +316,14 @@ interface Frame {
 }
 
 /** Splits the encoder's output into events, checking each is `event: <type>` + `data: <json of that type>`. */
+/**
+ * The frames of `text`, without the one `ping` that must follow `message_start` (as Anthropic sends one
+ * early in every stream; clients skip it): checked here once for every test, and no ping anywhere else.
+ */
 function framesOf(text: string): Frame[] {
   if (text === '') return [];
   expect(text.endsWith('\n\n')).toBe(true);
-  return text
+  const frames = text
     .slice(0, -2)
     .split('\n\n')
     .map((frame) => {
@@ -319,6 +333,11 @@ function framesOf(text: string): Frame[] {
       expect(data.type).toBe(match[1]);
       return { event: match[1]!, data };
     });
+  const start = frames.findIndex((frame) => frame.event === 'message_start');
+  if (start >= 0) expect(frames[start + 1]).toEqual({ event: 'ping', data: { type: 'ping' } });
+  const withoutPing = start >= 0 ? [...frames.slice(0, start + 1), ...frames.slice(start + 2)] : frames;
+  expect(withoutPing.filter((frame) => frame.event === 'ping')).toEqual([]);
+  return withoutPing;
 }
 
 const chunkOf = (delta: ChatCompletionChunkDelta, finish: FinishReason | null = null): ChatCompletionChunk => ({

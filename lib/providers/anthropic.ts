@@ -3,16 +3,23 @@
  * answer (JSON or the event stream) back to `chat.completion` / `chat.completion.chunk` objects.
  */
 import { BadRequestError, UpstreamError } from '../errors.js';
-import type {
-  ChatCompletion,
-  ChatCompletionChunk,
-  ChatCompletionChunkDelta,
-  ChatCompletionRequest,
-  ChatMessage,
-  ContentPart,
-  FinishReason,
-  ToolCall,
-  Usage,
+import {
+  ANTHROPIC_EXTRAS,
+  anthropicExtras,
+  type AnthropicDeltaExtras,
+  type AnthropicMessageExtras,
+  type AnthropicPartExtras,
+  type AnthropicRequestExtras,
+  type AnthropicThinkingBlock,
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  type ChatCompletionChunkDelta,
+  type ChatCompletionRequest,
+  type ChatMessage,
+  type ContentPart,
+  type FinishReason,
+  type ToolCall,
+  type Usage,
 } from '../types.js';
 import { classifyUpstreamError } from './classify.js';
 import {
@@ -44,6 +51,17 @@ const DEFAULT_MAX_TOKENS = 4096;
  * `stop`, the token limit (default `deployment.defaultMaxTokens ?? 4096`), `temperature`, `top_p` and
  * `user` are mapped. What cannot be expressed (`n > 1`, audio/file parts, tool arguments that are not
  * JSON) is a `BadRequestError` naming the field, thrown before any upstream call.
+ *
+ * Anthropic extras (`ANTHROPIC_EXTRAS`, set by the Messages protocol) go back as the client wrote them:
+ * the request's `thinking`; an assistant message's thinking blocks, before its text and `tool_use` blocks;
+ * `cache_control` of parts, tool calls, tools, tool messages (with `is_error`) and system messages (a chat
+ * part's own `cache_control` field is kept too). `thinking` is sent as is: what Anthropic requires with it
+ * (`budget_tokens` below `max_tokens`, no `temperature` other than 1, no `top_k`, `top_p` of at least 0.95,
+ * no forced tool choice) is the client's to respect, and Anthropic's 400 tells it, as it would directly.
+ * The answer's thinking comes back the same way: a whole answer's thinking and redacted thinking blocks in
+ * the message's extras (`AnthropicMessageExtras`), a stream's as chunks whose delta has only extras
+ * (`AnthropicDeltaExtras`: `thinking_delta` → `thinking`, `signature_delta` → `signature`, a
+ * `redacted_thinking` block → `redacted`). `JSON.stringify` drops them: a chat client sees an empty delta.
  *
  * What `stream()` yields, exactly:
  * - `message_start` → a role chunk (`delta: { role: "assistant", content: "" }`).
@@ -134,20 +152,38 @@ function toAnthropicRequest(
   if (body.tools !== undefined && body.tools.length > 0) out.tools = body.tools.map(toAnthropicTool);
   const toolChoice = toAnthropicToolChoice(body.tool_choice, body.parallel_tool_calls === false);
   if (toolChoice !== undefined) out.tool_choice = toolChoice;
+  const thinking = anthropicExtras<AnthropicRequestExtras>(body)?.thinking;
+  if (thinking !== undefined) out.thinking = thinking;
   return out;
+}
+
+/**
+ * `block` with the cache breakpoint of `value` (a part, tool call, tool or message) when it has one: its
+ * Anthropic extras, or for a text part (`ownField`) its own `cache_control` field, as chat clients write it.
+ */
+function withCacheControl(block: Block, value: object, ownField = false): Block {
+  const own = ownField ? (value as { cache_control?: unknown }).cache_control : undefined;
+  const cacheControl = own !== undefined ? own : anthropicExtras<AnthropicPartExtras>(value)?.cache_control;
+  if (cacheControl !== undefined) block.cache_control = cacheControl;
+  return block;
 }
 
 function addMessage(message: ChatMessage, path: string, system: Block[], turns: Turn[]): void {
   switch (message.role) {
     case 'system':
-    case 'developer':
-      system.push(...contentBlocks(message.content, `${path}.content`, false));
+    case 'developer': {
+      const blocks = contentBlocks(message.content, `${path}.content`, false);
+      // A breakpoint on the message itself marks its end: its last block.
+      const last = blocks.at(-1);
+      if (last !== undefined && last.cache_control === undefined) withCacheControl(last, message);
+      system.push(...blocks);
       return;
+    }
     case 'user':
       pushTurn(turns, 'user', contentBlocks(message.content, `${path}.content`, true));
       return;
     case 'assistant':
-      pushTurn(turns, 'assistant', [...contentBlocks(message.content, `${path}.content`, false), ...toolUseBlocks(message, path)]);
+      pushTurn(turns, 'assistant', [...thinkingBlocks(message), ...contentBlocks(message.content, `${path}.content`, false), ...toolUseBlocks(message, path)]);
       return;
     case 'tool':
       pushTurn(turns, 'user', [toolResultBlock(message, path)]);
@@ -188,13 +224,11 @@ function partBlock(part: ContentPart, path: string, imagesAllowed: boolean): Blo
   switch (part.type) {
     case 'text':
       if (part.text === '') return undefined;
-      return part.cache_control === undefined
-        ? { type: 'text', text: part.text }
-        : { type: 'text', text: part.text, cache_control: part.cache_control };
+      return withCacheControl({ type: 'text', text: part.text }, part, true);
     case 'refusal':
       return part.refusal === '' ? undefined : { type: 'text', text: part.refusal };
     case 'image_url':
-      if (imagesAllowed) return imageBlock(part.image_url.url, `${path}.image_url.url`);
+      if (imagesAllowed) return withCacheControl(imageBlock(part.image_url.url, `${path}.image_url.url`), part);
   }
   throw new BadRequestError(`${path}.type: '${part.type}' content is not supported here for Anthropic models.`, { param: `${path}.type` });
 }
@@ -208,13 +242,27 @@ function imageBlock(url: string, path: string): Block {
   throw new BadRequestError(`${path}: expected an http(s) URL or a base64 data: URL.`, { param: path });
 }
 
+/** An assistant message's thinking blocks (Anthropic extras), as Anthropic answered them: they go first in its turn. */
+function thinkingBlocks(message: ChatMessage): Block[] {
+  const thinking = anthropicExtras<AnthropicMessageExtras>(message)?.thinking;
+  if (thinking === undefined) return [];
+  return thinking.map((block) =>
+    block.type === 'thinking' ? { type: 'thinking', thinking: block.thinking, signature: block.signature } : { type: 'redacted_thinking', data: block.data },
+  );
+}
+
 function toolUseBlocks(message: ChatMessage, path: string): Block[] {
-  return (message.tool_calls ?? []).map((call, index) => ({
-    type: 'tool_use',
-    id: call.id,
-    name: call.function.name,
-    input: parseToolArguments(call.function.arguments, `${path}.tool_calls[${index}].function.arguments`),
-  }));
+  return (message.tool_calls ?? []).map((call, index) =>
+    withCacheControl(
+      {
+        type: 'tool_use',
+        id: call.id,
+        name: call.function.name,
+        input: parseToolArguments(call.function.arguments, `${path}.tool_calls[${index}].function.arguments`),
+      },
+      call,
+    ),
+  );
 }
 
 function toolResultBlock(message: ChatMessage, path: string): Block {
@@ -222,14 +270,17 @@ function toolResultBlock(message: ChatMessage, path: string): Block {
     throw new BadRequestError(`${path}.tool_call_id: required for a tool message.`, { param: `${path}.tool_call_id` });
   }
   const content = typeof message.content === 'string' ? message.content : contentBlocks(message.content, `${path}.content`, true);
-  return { type: 'tool_result', tool_use_id: message.tool_call_id, content };
+  const block: Block = { type: 'tool_result', tool_use_id: message.tool_call_id, content };
+  const isError = anthropicExtras<AnthropicPartExtras>(message)?.is_error;
+  if (isError !== undefined) block.is_error = isError;
+  return withCacheControl(block, message);
 }
 
 function toAnthropicTool(tool: NonNullable<ChatCompletionRequest['tools']>[number]): Block {
   const { name, description, parameters } = tool.function;
   const block: Block = { name, input_schema: parameters ?? { type: 'object', properties: {} } };
   if (description !== undefined) block.description = description;
-  return block;
+  return withCacheControl(block, tool);
 }
 
 function toAnthropicToolChoice(choice: ChatCompletionRequest['tool_choice'], oneToolAtATime: boolean): Block | undefined {
@@ -292,14 +343,18 @@ function toChatCompletion(value: unknown): ChatCompletion {
   if (!Array.isArray(value.content)) throw new UpstreamError('The upstream answered with JSON that is not a message.');
   let text = '';
   const toolCalls: ToolCall[] = [];
+  const thinking: AnthropicThinkingBlock[] = [];
   for (const block of value.content as unknown[]) {
     if (!isRecord(block)) continue;
     if (block.type === 'text' && typeof block.text === 'string') text += block.text;
     else if (block.type === 'tool_use') toolCalls.push(toolCallOf(block));
+    else if (block.type === 'thinking') thinking.push({ type: 'thinking', thinking: stringOf(block.thinking), signature: stringOf(block.signature) });
+    else if (block.type === 'redacted_thinking') thinking.push({ type: 'redacted_thinking', data: stringOf(block.data) });
   }
   // OpenAI's convention: `content` is null for a pure tool call, a string (maybe empty) otherwise.
   const message: ChatMessage = { role: 'assistant', content: text === '' && toolCalls.length > 0 ? null : text };
   if (toolCalls.length > 0) message.tool_calls = toolCalls;
+  if (thinking.length > 0) (message as { [ANTHROPIC_EXTRAS]?: AnthropicMessageExtras })[ANTHROPIC_EXTRAS] = { thinking };
   return {
     id: String(value.id ?? ''),
     object: 'chat.completion',
@@ -387,6 +442,9 @@ function startBlock(state: StreamState, data: Record<string, unknown>): ChatComp
   const block = data.content_block;
   if (!isRecord(block)) return undefined;
   if (block.type === 'text') return typeof block.text === 'string' && block.text !== '' ? chunkOf(state, { content: block.text }, null) : undefined;
+  // A thinking block opens empty (its text and signature come as deltas); redacted thinking comes whole.
+  if (block.type === 'thinking') return typeof block.thinking === 'string' && block.thinking !== '' ? thinkingChunk(state, { thinking: block.thinking }) : undefined;
+  if (block.type === 'redacted_thinking') return thinkingChunk(state, { redacted: stringOf(block.data) });
   if (block.type !== 'tool_use') return undefined;
   const index = state.toolIndexes.size;
   state.toolIndexes.set(Number(data.index), index);
@@ -398,6 +456,8 @@ function blockDelta(state: StreamState, data: Record<string, unknown>): ChatComp
   const delta = data.delta;
   if (!isRecord(delta)) return undefined;
   if (delta.type === 'text_delta' && typeof delta.text === 'string') return chunkOf(state, { content: delta.text }, null);
+  if (delta.type === 'thinking_delta' && typeof delta.thinking === 'string') return delta.thinking === '' ? undefined : thinkingChunk(state, { thinking: delta.thinking });
+  if (delta.type === 'signature_delta' && typeof delta.signature === 'string') return thinkingChunk(state, { signature: delta.signature });
   if (delta.type !== 'input_json_delta' || typeof delta.partial_json !== 'string' || delta.partial_json === '') return undefined;
   const index = state.toolIndexes.get(Number(data.index));
   if (index === undefined) return undefined;
@@ -408,6 +468,13 @@ function messageDelta(state: StreamState, data: Record<string, unknown>): ChatCo
   if (isRecord(data.usage)) state.usage = { ...state.usage, ...data.usage };
   const finishReason = isRecord(data.delta) ? finishReasonOf(data.delta.stop_reason) : null;
   return finishReason === null ? undefined : chunkOf(state, {}, finishReason);
+}
+
+/** A chunk of thinking: its delta carries nothing but the Anthropic extras (an empty delta on the chat wire). */
+function thinkingChunk(state: StreamState, extras: AnthropicDeltaExtras): ChatCompletionChunk {
+  const delta: ChatCompletionChunkDelta & { [ANTHROPIC_EXTRAS]?: AnthropicDeltaExtras } = {};
+  delta[ANTHROPIC_EXTRAS] = extras;
+  return chunkOf(state, delta, null);
 }
 
 function usageChunk(state: StreamState): ChatCompletionChunk {
@@ -426,6 +493,10 @@ function chunkOf(state: StreamState, delta: ChatCompletionChunkDelta, finishReas
 
 function nowSeconds(): number {
   return Math.floor(Date.now() / 1000);
+}
+
+function stringOf(value: unknown): string {
+  return typeof value === 'string' ? value : '';
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

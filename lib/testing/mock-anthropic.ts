@@ -2,6 +2,13 @@
  * Mock Anthropic Messages API on real HTTP: `POST /v1/messages` (any prefix ending in `/v1/messages`),
  * JSON or the real SSE event sequence, and errors as `{"type":"error","error":{type, message}}`.
  * Scenarios (chosen by model name): see `mock-scenarios.ts`.
+ *
+ * Extended thinking: a request whose `thinking.type` is not `disabled` is answered with a thinking block
+ * before the text or tool use: `MOCK_ANTHROPIC_THINKING` (streamed as two `thinking_delta`s, then one
+ * `signature_delta`) signed with `mockAnthropicSignature(seq)`. When the last user message contains
+ * Anthropic's test string `MOCK_ANTHROPIC_REDACTED_TRIGGER`, a `redacted_thinking` block
+ * (`MOCK_ANTHROPIC_REDACTED_DATA`) follows it. The other blocks' indexes shift by the thinking blocks, and
+ * thinking counts as output tokens (never cut by `max_tokens`). Without thinking, answers are as before.
  */
 import {
   startMockServer,
@@ -23,7 +30,7 @@ import {
   type Frame,
   type HttpFailure,
 } from './mock-playback.js';
-import { estimateTokens, isRecord, positiveInteger, promptText, stringList, type Failure } from './mock-scenarios.js';
+import { estimateTokens, isRecord, lastUserText, positiveInteger, promptText, stringList, type Failure } from './mock-scenarios.js';
 
 /** Starts a mock Anthropic server (default name `mock-anthropic`) on `http://127.0.0.1:<free port>`. */
 export function startMockAnthropic(options?: MockProviderOptions): Promise<MockServer> {
@@ -35,6 +42,18 @@ export function startMockAnthropic(options?: MockProviderOptions): Promise<MockS
 
 /** Claude usually says something before it calls a tool; the mock does too, so answers have two blocks. */
 const TOOL_PREFACE = 'Let me check that for you.';
+
+/** The thinking text of a thinking answer. */
+export const MOCK_ANTHROPIC_THINKING = 'The user greets me. A short, friendly answer fits.';
+/** Anthropic's documented prompt string that makes Claude answer with a redacted thinking block. */
+export const MOCK_ANTHROPIC_REDACTED_TRIGGER = 'ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253';
+/** The `data` of the mock's redacted thinking block. */
+export const MOCK_ANTHROPIC_REDACTED_DATA = 'EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpPkNRj2YfWXGmKDxH4mPnZ5sQ7vB5URj2pLmN3kjw2';
+
+/** The signature of the thinking block answered to call `seq`. */
+export function mockAnthropicSignature(seq: number): string {
+  return Buffer.from(`mock-anthropic-signature:${seq}`).toString('base64');
+}
 
 function describeRequest(request: IncomingRequest): RequestFacts {
   const body = isRecord(request.body) ? request.body : {};
@@ -93,12 +112,13 @@ const anthropicDialect: Dialect = {
 
   answerJson(x, answer) {
     const choice = firstChoice(answer);
+    const thinking = thinkingBlocks(x);
     return {
       ...messageShell(x),
-      content: contentBlocks(x, answer, choice),
+      content: [...thinking.map((block) => block.whole), ...contentBlocks(x, answer, choice)],
       stop_reason: stopReason(choice),
       stop_sequence: choice.stopSequence ?? null,
-      usage: { input_tokens: answer.promptTokens, output_tokens: outputTokens(answer, choice) },
+      usage: { input_tokens: answer.promptTokens, output_tokens: outputTokens(answer, choice) + thinkingTokens(thinking) },
     };
   },
 
@@ -107,7 +127,8 @@ const anthropicDialect: Dialect = {
     const frames: Frame[] = [
       frame('message_start', { type: 'message_start', message: startedMessage(x, answer.promptTokens) }),
     ];
-    streamedBlocks(x, answer, choice).forEach((block, index) => {
+    const thinking = thinkingBlocks(x);
+    [...thinking, ...streamedBlocks(x, answer, choice)].forEach((block, index) => {
       frames.push(frame('content_block_start', { type: 'content_block_start', index, content_block: block.start }));
       if (index === 0) frames.push(frame('ping', { type: 'ping' }));
       for (const delta of block.deltas) {
@@ -119,7 +140,7 @@ const anthropicDialect: Dialect = {
       frame('message_delta', {
         type: 'message_delta',
         delta: { stop_reason: stopReason(choice), stop_sequence: choice.stopSequence ?? null },
-        usage: { output_tokens: outputTokens(answer, choice) },
+        usage: { output_tokens: outputTokens(answer, choice) + thinkingTokens(thinking) },
       }),
       frame('message_stop', { type: 'message_stop' }),
     );
@@ -204,6 +225,39 @@ function contentBlocks(x: MockExchange, answer: Answer, choice: AnswerChoice): o
 interface StreamedBlock {
   start: object;
   deltas: object[];
+}
+
+interface ThinkingAnswerBlock extends StreamedBlock {
+  /** The block in a whole answer. */
+  whole: { type: 'thinking'; thinking: string; signature: string } | { type: 'redacted_thinking'; data: string };
+}
+
+/** The thinking blocks of the answer: none unless the request asks for thinking (a `thinking` whose `type` is not `disabled`). */
+function thinkingBlocks(x: MockExchange): ThinkingAnswerBlock[] {
+  const body = isRecord(x.request.body) ? x.request.body : {};
+  if (!isRecord(body.thinking) || body.thinking.type === 'disabled') return [];
+  const signature = mockAnthropicSignature(x.call.seq);
+  const half = Math.ceil(MOCK_ANTHROPIC_THINKING.length / 2);
+  const blocks: ThinkingAnswerBlock[] = [
+    {
+      whole: { type: 'thinking', thinking: MOCK_ANTHROPIC_THINKING, signature },
+      start: { type: 'thinking', thinking: '', signature: '' },
+      deltas: [
+        { type: 'thinking_delta', thinking: MOCK_ANTHROPIC_THINKING.slice(0, half) },
+        { type: 'thinking_delta', thinking: MOCK_ANTHROPIC_THINKING.slice(half) },
+        { type: 'signature_delta', signature },
+      ],
+    },
+  ];
+  if (lastUserText(body.messages).includes(MOCK_ANTHROPIC_REDACTED_TRIGGER)) {
+    const whole = { type: 'redacted_thinking' as const, data: MOCK_ANTHROPIC_REDACTED_DATA };
+    blocks.push({ whole, start: whole, deltas: [] });
+  }
+  return blocks;
+}
+
+function thinkingTokens(blocks: ThinkingAnswerBlock[]): number {
+  return blocks.length === 0 ? 0 : estimateTokens(MOCK_ANTHROPIC_THINKING);
 }
 
 function streamedBlocks(x: MockExchange, answer: Answer, choice: AnswerChoice): StreamedBlock[] {

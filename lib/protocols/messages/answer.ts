@@ -3,7 +3,7 @@
  * Anthropic's terms, and the whole answer (a `Message`) itself.
  */
 import type { GatewayError } from '../../errors.js';
-import type { ChatCompletion, ChatMessage, FinishReason, Usage } from '../../types.js';
+import { anthropicExtras, type AnthropicMessageExtras, type AnthropicThinkingBlock, type ChatCompletion, type ChatMessage, type FinishReason, type Usage } from '../../types.js';
 import type { AnswerInfo } from '../types.js';
 
 export type StopReason = 'end_turn' | 'max_tokens' | 'tool_use' | 'refusal';
@@ -94,13 +94,16 @@ export function messagesErrorBody(error: GatewayError, extra?: Record<string, un
   return { type: 'error', error: extra === undefined ? inner : { ...inner, ...extra } };
 }
 
-type ContentBlock = { type: 'text'; text: string } | { type: 'tool_use'; id: string; name: string; input: unknown };
+type ContentBlock = AnthropicThinkingBlock | { type: 'text'; text: string } | { type: 'tool_use'; id: string; name: string; input: unknown };
 
-/** The `Message` of a whole chat completion (choice 0). */
+/** The `Message` of a whole chat completion (choice 0): its thinking blocks (Anthropic extras) first, then text and tool uses. */
 export function messageJson(completion: ChatCompletion, answer: AnswerInfo): string {
   const choice = completion.choices[0];
   const content: ContentBlock[] = [];
   if (choice !== undefined) {
+    for (const block of anthropicExtras<AnthropicMessageExtras>(choice.message)?.thinking ?? []) {
+      content.push(block.type === 'thinking' ? { type: 'thinking', thinking: block.thinking, signature: block.signature } : { type: 'redacted_thinking', data: block.data });
+    }
     const text = textOf(choice.message);
     if (text !== '') content.push({ type: 'text', text });
     for (const call of choice.message.tool_calls ?? []) {

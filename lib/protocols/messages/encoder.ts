@@ -3,7 +3,7 @@
  * Anthropic SDK skips a frame without one; see docs/reference/responses-and-messages-clients.md).
  *
  * `message_start` goes out with the first chunk, that is when the response commits, so nothing precedes
- * the first content. Choice 0's text becomes a text block, each of its tool calls a `tool_use` block whose
+ * the first content; one `ping` follows it, as Anthropic sends one early in every stream (clients skip it). Choice 0's text becomes a text block, each of its tool calls a `tool_use` block whose
  * arguments arrive as `input_json_delta`s; a block starts when its first delta comes and stops when the next
  * block starts or the message ends, and its `index` is its position. The finish chunk comes before the usage
  * chunk, so the ending (`content_block_stop`, `message_delta` with the stop reason and the usage,
@@ -13,10 +13,15 @@
  * `message_delta.usage`, whose `input_tokens` the Anthropic SDK's accumulator takes over the start's.
  * A tool call's deltas that arrive after another call started (chat servers send calls one after the other)
  * are still written against their own block's index.
+ *
+ * Thinking (Anthropic extras on choice 0's delta, `AnthropicDeltaExtras`, from an Anthropic-family
+ * upstream): `thinking` text goes in the open thinking block, or a new one (`content_block_start` with
+ * `{type:'thinking', thinking:'', signature:''}`) as a `thinking_delta`; a `signature` is its
+ * `signature_delta` and stops the block; `redacted` is a whole `redacted_thinking` block (start, stop).
  */
 import type { ErrorBodyForm, GatewayError } from '../../errors.js';
 import { RawChunk, type StreamChunk } from '../../raw-chunk.js';
-import type { ChatCompletionChunk, FinishReason, ToolCallDelta } from '../../types.js';
+import { anthropicExtras, type AnthropicDeltaExtras, type ChatCompletionChunk, type FinishReason, type ToolCallDelta } from '../../types.js';
 import type { AnswerInfo, ProtocolEncoder } from '../types.js';
 import { messageId, messagesErrorBody, messagesUsageOf, stopReasonOf, type MessagesUsage, type StopReason } from './answer.js';
 
@@ -32,6 +37,11 @@ const textDeltaPrefix = (index: number): string =>
   `event: content_block_delta\ndata: {"type":"content_block_delta","index":${index},"delta":{"type":"text_delta","text":`;
 const TEXT_DELTA_END = '}}\n\n';
 
+const PING = 'event: ping\ndata: {"type":"ping"}\n\n';
+
+const thinkingBlockStart = (index: number): string =>
+  `event: content_block_start\ndata: {"type":"content_block_start","index":${index},"content_block":{"type":"thinking","thinking":"","signature":""}}\n\n`;
+
 const NO_BLOCK = -1;
 
 export class MessagesEncoder implements ProtocolEncoder {
@@ -43,6 +53,8 @@ export class MessagesEncoder implements ProtocolEncoder {
   private openIndex = NO_BLOCK;
   /** The open block's text-delta prefix when it is a text block, else ''. */
   private openText = '';
+  /** Whether the open block is a thinking block. */
+  private openThinking = false;
   /** The block index of each chat tool call, by the call's `index` in the deltas. */
   private toolBlocks: Map<number, number> | undefined;
   private finishReason: FinishReason | null = null;
@@ -92,7 +104,7 @@ export class MessagesEncoder implements ProtocolEncoder {
     return (
       `event: message_start\ndata: {"type":"message_start","message":{"id":${JSON.stringify(messageId(this.answer))},"type":"message",` +
       `"role":"assistant","model":${JSON.stringify(model)},"content":[],"stop_reason":null,"stop_sequence":null,` +
-      `"usage":{"input_tokens":0,"output_tokens":0}}}\n\n`
+      `"usage":{"input_tokens":0,"output_tokens":0}}}\n\n${PING}`
     );
   }
 
@@ -101,6 +113,8 @@ export class MessagesEncoder implements ProtocolEncoder {
     let out = '';
     for (const choice of chunk.choices) {
       if (choice.index !== 0) continue;
+      const thinking = anthropicExtras<AnthropicDeltaExtras>(choice.delta);
+      if (thinking !== undefined) out += this.thinking(thinking);
       const { content, refusal, tool_calls: toolCalls } = choice.delta;
       if (content) out += this.text(content);
       if (refusal) out += this.text(refusal);
@@ -118,6 +132,35 @@ export class MessagesEncoder implements ProtocolEncoder {
     this.openIndex = index;
     this.openText = textDeltaPrefix(index);
     return out + this.openText + JSON.stringify(text) + TEXT_DELTA_END;
+  }
+
+  /** A piece of thinking: text in the open thinking block (or a new one), the signature that stops it, or a whole redacted block. */
+  private thinking(extras: AnthropicDeltaExtras): string {
+    let out = '';
+    const index = (): number => {
+      if (this.openThinking) return this.openIndex;
+      const opened = this.nextIndex++;
+      out += this.closeBlock() + thinkingBlockStart(opened);
+      this.openIndex = opened;
+      this.openThinking = true;
+      return opened;
+    };
+    if (extras.thinking) {
+      const at = index();
+      out += `event: content_block_delta\ndata: {"type":"content_block_delta","index":${at},"delta":{"type":"thinking_delta","thinking":${JSON.stringify(extras.thinking)}}}\n\n`;
+    }
+    if (extras.signature !== undefined) {
+      const at = index();
+      out += `event: content_block_delta\ndata: {"type":"content_block_delta","index":${at},"delta":{"type":"signature_delta","signature":${JSON.stringify(extras.signature)}}}\n\n`;
+      out += this.closeBlock();
+    }
+    if (extras.redacted !== undefined) {
+      const at = this.nextIndex++;
+      out += this.closeBlock();
+      const start = { type: 'content_block_start', index: at, content_block: { type: 'redacted_thinking', data: extras.redacted } };
+      out += `event: content_block_start\ndata: ${JSON.stringify(start)}\n\n${blockStop(at)}`;
+    }
+    return out;
   }
 
   /** A tool call's delta: its first starts a `tool_use` block (id and name come with it), arguments are `input_json_delta`s. */
@@ -145,6 +188,7 @@ export class MessagesEncoder implements ProtocolEncoder {
     const out = blockStop(this.openIndex);
     this.openIndex = NO_BLOCK;
     this.openText = '';
+    this.openThinking = false;
     return out;
   }
 

@@ -11,11 +11,18 @@
  * `tool_use` blocks become `tool_calls` (`arguments` = the JSON of `input`); a user's `tool_result` blocks become
  * `tool` messages placed before the rest of that user turn (a chat tool message answers the assistant's
  * calls directly), with their text as content and their images moved into the user message that follows
- * (chat tool messages carry text only). `thinking` and `redacted_thinking` blocks of earlier turns are dropped.
+ * (chat tool messages carry text only).
+ *
+ * Kept for the Anthropic family only, as Anthropic extras (`ANTHROPIC_EXTRAS` in lib/types.ts, a symbol key
+ * that `JSON.stringify` drops, so an OpenAI-compatible upstream gets none of it): `thinking` (on the
+ * request), an assistant turn's `thinking` / `redacted_thinking` blocks (on its message, in order),
+ * `cache_control` of text and image blocks (on their parts), of `tool_use` blocks (on their tool calls), of
+ * `tool_result` blocks (on their tool messages, with `is_error`), of system blocks (on their parts) and of
+ * tools (on `tools[i]`). An adapter of the Anthropic family sends them back as written; every other
+ * upstream answers without thinking, and without prompt caching by breakpoint.
  *
  * Accepted and not carried, because the internal request has no field every provider reads: `top_k`,
- * `thinking` (the answer then has no thinking blocks, which clients accept), `is_error` of a tool result,
- * `cache_control` and `citations` on blocks, and any other field. Refused with a 400 naming the field,
+ * `citations` on blocks, and any other field. Refused with a 400 naming the field,
  * because dropping them would change the answer: `document` blocks, server tools (a tool with a `type` other
  * than `custom`), `mcp_servers`, and more than 4 `stop_sequences` (Anthropic takes any number; the chat
  * `stop` holds 4). Limits the chat request sets are the body's too: tool names of at most 64 characters
@@ -24,7 +31,17 @@
  */
 import { BadRequestError } from '../../errors.js';
 import { checkModelName, describeValidationErrors, fieldNestedTooDeeply, lazyValidator, MAX_BODY_NESTING, nestedTooDeeplyError } from '../../request-validation.js';
-import type { ChatCompletionRequest, ChatMessage, ContentPart, ToolCall } from '../../types.js';
+import {
+  ANTHROPIC_EXTRAS,
+  type AnthropicMessageExtras,
+  type AnthropicPartExtras,
+  type AnthropicRequestExtras,
+  type AnthropicThinkingBlock,
+  type ChatCompletionRequest,
+  type ChatMessage,
+  type ContentPart,
+  type ToolCall,
+} from '../../types.js';
 import { messagesRequestSchema } from './schema.js';
 
 /** The body as the schema guarantees it (fields the mapping does not read are left out). */
@@ -41,39 +58,57 @@ interface MessagesRequest {
   metadata?: { user_id?: string | null };
   stream?: boolean;
   mcp_servers?: unknown[];
+  thinking?: Record<string, unknown>;
 }
 
-interface TextBlock {
+/** A block's cache breakpoint (`{ type: 'ephemeral', ttl? }`), kept as written. */
+interface Cacheable {
+  cache_control?: Record<string, unknown> | null;
+}
+
+interface TextBlock extends Cacheable {
   type: 'text';
   text: string;
 }
 
-interface ImageBlock {
+interface ImageBlock extends Cacheable {
   type: 'image';
   source: { type: 'base64'; media_type: string; data: string } | { type: 'url'; url: string };
 }
 
-interface ToolResultBlock {
+interface ToolResultBlock extends Cacheable {
   type: 'tool_result';
   tool_use_id: string;
   content?: string | (TextBlock | ImageBlock)[];
+  is_error?: boolean;
 }
 
-interface ToolUseBlock {
+interface ToolUseBlock extends Cacheable {
   type: 'tool_use';
   id: string;
   name: string;
   input: Record<string, unknown>;
 }
 
-type Block = TextBlock | ImageBlock | ToolResultBlock | ToolUseBlock | { type: 'document' | 'thinking' | 'redacted_thinking' };
+interface ThinkingBlock {
+  type: 'thinking';
+  thinking: string;
+  signature: string;
+}
+
+interface RedactedThinkingBlock {
+  type: 'redacted_thinking';
+  data: string;
+}
+
+type Block = TextBlock | ImageBlock | ToolResultBlock | ToolUseBlock | ThinkingBlock | RedactedThinkingBlock | { type: 'document' };
 
 interface MessageParam {
   role: 'user' | 'assistant';
   content: string | Block[];
 }
 
-interface ToolParam {
+interface ToolParam extends Cacheable {
   type?: string;
   name: string;
   description?: string;
@@ -124,13 +159,25 @@ export function toChatRequest(body: unknown): ChatCompletionRequest {
     request.tools = body.tools.map(chatTool);
     addToolChoice(request, body.tool_choice);
   }
+  if (body.thinking !== undefined) withExtras<AnthropicRequestExtras>(request, { thinking: body.thinking });
   return request;
+}
+
+/** Puts Anthropic extras on `target` (see `ANTHROPIC_EXTRAS`): a symbol key, so no JSON ever carries them. */
+function withExtras<E extends object>(target: object, extras: E): void {
+  (target as { [ANTHROPIC_EXTRAS]?: E })[ANTHROPIC_EXTRAS] = extras;
+}
+
+/** A block's `cache_control` onto the part (tool call, tool, tool message) made of it. `null` is no breakpoint. */
+function keepCacheControl<T extends object>(target: T, block: Cacheable): T {
+  if (block.cache_control != null) withExtras<AnthropicPartExtras>(target, { cache_control: block.cache_control });
+  return target;
 }
 
 function systemMessage(system: MessagesRequest['system']): ChatMessage | undefined {
   if (system === undefined || system === '' || system.length === 0) return undefined;
   if (typeof system === 'string') return { role: 'system', content: system };
-  return { role: 'system', content: system.map((block) => textPart(block.text)) };
+  return { role: 'system', content: system.map((block) => keepCacheControl(textPart(block.text), block)) };
 }
 
 /**
@@ -147,10 +194,10 @@ function addUserTurn(messages: ChatMessage[], content: MessageParam['content'], 
   content.forEach((block, j) => {
     switch (block.type) {
       case 'text':
-        parts.push(textPart(block.text));
+        parts.push(keepCacheControl(textPart(block.text), block));
         break;
       case 'image':
-        parts.push(imagePart(block));
+        parts.push(keepCacheControl(imagePart(block), block));
         break;
       case 'tool_result':
         messages.push(toolMessage(block, resultImages));
@@ -167,13 +214,23 @@ function addUserTurn(messages: ChatMessage[], content: MessageParam['content'], 
   messages.push({ role: 'user', content: [...resultImages, ...parts] });
 }
 
+/** A tool result as a `tool` message; its own `cache_control` and `is_error` go in the message's extras. */
 function toolMessage(block: ToolResultBlock, images: ContentPart[]): ChatMessage {
+  const message = toolMessageOf(block, images);
+  const extras: AnthropicPartExtras = {};
+  if (block.cache_control != null) extras.cache_control = block.cache_control;
+  if (block.is_error !== undefined) extras.is_error = block.is_error;
+  if (extras.cache_control !== undefined || extras.is_error !== undefined) withExtras(message, extras);
+  return message;
+}
+
+function toolMessageOf(block: ToolResultBlock, images: ContentPart[]): ChatMessage {
   const { content } = block;
   if (content === undefined || typeof content === 'string') return { role: 'tool', tool_call_id: block.tool_use_id, content: content ?? '' };
   const texts: ContentPart[] = [];
   for (const part of content) {
-    if (part.type === 'text') texts.push(textPart(part.text));
-    else images.push(imagePart(part));
+    if (part.type === 'text') texts.push(keepCacheControl(textPart(part.text), part));
+    else images.push(keepCacheControl(imagePart(part), part));
   }
   return { role: 'tool', tool_call_id: block.tool_use_id, content: texts.length === 0 ? '' : texts };
 }
@@ -182,15 +239,18 @@ function assistantMessage(content: MessageParam['content']): ChatMessage {
   if (typeof content === 'string') return { role: 'assistant', content };
   const parts: ContentPart[] = [];
   const toolCalls: ToolCall[] = [];
+  const thinking: AnthropicThinkingBlock[] = [];
   for (const block of content) {
-    if (block.type === 'text') parts.push(textPart(block.text));
+    if (block.type === 'text') parts.push(keepCacheControl(textPart(block.text), block));
     else if (block.type === 'tool_use') {
-      toolCalls.push({ id: block.id, type: 'function', function: { name: block.name, arguments: JSON.stringify(block.input) } });
-    }
+      toolCalls.push(keepCacheControl({ id: block.id, type: 'function', function: { name: block.name, arguments: JSON.stringify(block.input) } }, block));
+    } else if (block.type === 'thinking') thinking.push({ type: 'thinking', thinking: block.thinking, signature: block.signature });
+    else if (block.type === 'redacted_thinking') thinking.push({ type: 'redacted_thinking', data: block.data });
   }
   // OpenAI's convention: `content` is null for a pure tool call; an assistant turn that said nothing else is ''.
   const message: ChatMessage = { role: 'assistant', content: parts.length > 0 ? parts : toolCalls.length > 0 ? null : '' };
   if (toolCalls.length > 0) message.tool_calls = toolCalls;
+  if (thinking.length > 0) withExtras<AnthropicMessageExtras>(message, { thinking });
   return message;
 }
 
@@ -213,7 +273,7 @@ function chatTool(tool: ToolParam, i: number): NonNullable<ChatCompletionRequest
   }
   const fn: { name: string; description?: string; parameters: object } = { name: tool.name, parameters: tool.input_schema };
   if (tool.description !== undefined) fn.description = tool.description;
-  return { type: 'function', function: fn };
+  return keepCacheControl({ type: 'function' as const, function: fn }, tool);
 }
 
 /** `tool_choice` (only with tools: chat servers refuse it without them) and `disable_parallel_tool_use`. */

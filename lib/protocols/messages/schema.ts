@@ -9,10 +9,13 @@ import { MAX_TOKEN_LIMIT, discriminatedList } from '../../request-schema.js';
 const text = { type: 'string' } as const;
 const nonEmpty = { type: 'string', minLength: 1 } as const;
 
+/** A cache breakpoint (`{ type: 'ephemeral', ttl? }`), kept for Anthropic deployments as written; `null` is none. */
+const cacheControl = { anyOf: [{ type: 'object', required: ['type'], properties: { type: text } }, { type: 'null' }] } as const;
+
 const textBlock = {
   type: 'object',
   required: ['type', 'text'],
-  properties: { type: { const: 'text' }, text },
+  properties: { type: { const: 'text' }, text, cache_control: cacheControl },
 } as const;
 
 /** The source of an image, discriminated by its own `type`: inline base64 or a URL (`file` sources are not carried). */
@@ -42,7 +45,7 @@ const imageSource = {
 const imageBlock = {
   type: 'object',
   required: ['type', 'source'],
-  properties: { type: { const: 'image' }, source: imageSource },
+  properties: { type: { const: 'image' }, source: imageSource, cache_control: cacheControl },
 } as const;
 
 /** Refused in `request.ts` with its own message (the chat shape has no document part every provider takes). */
@@ -62,18 +65,30 @@ const toolResultBlock = {
     tool_use_id: nonEmpty,
     content: { anyOf: [text, blocksOf(textBlock, imageBlock)] },
     is_error: { type: 'boolean' },
+    cache_control: cacheControl,
   },
 } as const;
 
 const toolUseBlock = {
   type: 'object',
   required: ['type', 'id', 'name', 'input'],
-  properties: { type: { const: 'tool_use' }, id: nonEmpty, name: nonEmpty, input: { type: 'object' } },
+  properties: { type: { const: 'tool_use' }, id: nonEmpty, name: nonEmpty, input: { type: 'object' }, cache_control: cacheControl },
 } as const;
 
-/** Thinking blocks of earlier turns: accepted and dropped (the chat shape has no place for them). */
-const thinkingBlock = { type: 'object', required: ['type'], properties: { type: { const: 'thinking' } } } as const;
-const redactedThinkingBlock = { type: 'object', required: ['type'], properties: { type: { const: 'redacted_thinking' } } } as const;
+/**
+ * Thinking blocks of earlier turns, as Anthropic answered them: kept in the assistant message's extras for
+ * Anthropic deployments (which need them back, signature intact, in a tool-use loop), unseen by others.
+ */
+const thinkingBlock = {
+  type: 'object',
+  required: ['type', 'thinking', 'signature'],
+  properties: { type: { const: 'thinking' }, thinking: text, signature: text },
+} as const;
+const redactedThinkingBlock = {
+  type: 'object',
+  required: ['type', 'data'],
+  properties: { type: { const: 'redacted_thinking' }, data: text },
+} as const;
 
 const userMessage = {
   type: 'object',
@@ -105,6 +120,7 @@ const tool = {
       name: { type: 'string', pattern: '^[a-zA-Z0-9_-]{1,64}$' },
       description: text,
       input_schema: { type: 'object' },
+      cache_control: cacheControl,
     },
   },
 } as const;
