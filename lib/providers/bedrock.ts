@@ -7,10 +7,31 @@
  * `content_filtered`) is not an exception on Bedrock: it arrives as a normal answer. The adapter reports it
  * as `finish_reason: "content_filter"` (non-streaming and as the finish chunk of a stream); classifying
  * that as a content-policy violation (and falling back) is the router's job, the same for every provider.
+ *
+ * Anthropic extras (issue 16, `ANTHROPIC_EXTRAS` in `lib/types.ts`) are kept for Claude models only: a model
+ * id, inference profile or ARN containing `anthropic.claude` (`isBedrockClaude`; an application inference
+ * profile ARN names no model and counts as not Claude). For them:
+ * - the request's `thinking` goes as `additionalModelRequestFields: { thinking }`, exactly as the client wrote
+ *   it (`{ type: 'enabled', budget_tokens }`; Bedrock passes it to Claude, which enforces its constraints:
+ *   `budget_tokens` ≥ 1024 and below `max_tokens`, no `temperature`/`top_k`, `top_p` ≥ 0.95, `tool_choice`
+ *   auto or none; the adapter changes none of these, so Bedrock's 400 reaches the client as Anthropic's would);
+ * - an assistant message's thinking blocks become `reasoningContent` blocks (text and signature, or the
+ *   redacted bytes) before its text and tool calls, in order;
+ * - a cache breakpoint (`cache_control`, from the extras or a part's own field) on a content part, a system
+ *   message or a part of it, a tool, a tool call, or a whole message (a tool result's) becomes a `cachePoint`
+ *   block right after it, except on the Claude models older than 3.7 Sonnet / 3.5 Haiku, where Bedrock has
+ *   no prompt caching (dropped there);
+ * - a tool result's `is_error` becomes the Converse tool result's `status: 'error'`;
+ * - the answer's reasoning comes back as the completion message's thinking blocks, or as thinking deltas
+ *   on chunks without text (`AnthropicDeltaExtras`), only when the request's `thinking` was sent.
+ * For any other Bedrock model the request's `thinking`, history thinking blocks, cache breakpoints and
+ * `is_error` are dropped: Converse has no common field for them, and another model's reasoning (DeepSeek, gpt-oss) would
+ * carry no Anthropic signature, so its reasoning output is dropped as before.
  */
 import { randomUUID } from 'node:crypto';
 import type {
   BedrockRuntimeClient,
+  CachePointBlock,
   ContentBlock,
   ConversationRole,
   ConverseCommand,
@@ -20,6 +41,8 @@ import type {
   ConverseStreamOutput,
   ImageFormat,
   InferenceConfiguration,
+  ReasoningContentBlock,
+  ReasoningContentBlockDelta,
   SystemContentBlock,
   TokenUsage,
   Tool,
@@ -42,16 +65,23 @@ import {
   UpstreamError,
   type GatewayErrorOptions,
 } from '../errors.js';
-import type {
-  ChatCompletion,
-  ChatCompletionChunk,
-  ChatCompletionChunkDelta,
-  ChatCompletionRequest,
-  ChatMessage,
-  ContentPart,
-  FinishReason,
-  ToolCall,
-  Usage,
+import {
+  ANTHROPIC_EXTRAS,
+  anthropicExtras,
+  type AnthropicDeltaExtras,
+  type AnthropicMessageExtras,
+  type AnthropicPartExtras,
+  type AnthropicRequestExtras,
+  type AnthropicThinkingBlock,
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  type ChatCompletionChunkDelta,
+  type ChatCompletionRequest,
+  type ChatMessage,
+  type ContentPart,
+  type FinishReason,
+  type ToolCall,
+  type Usage,
 } from '../types.js';
 import { asGatewayCredentialFailure, retryAfterMs } from './classify.js';
 import type { Deployment, ProviderAdapter, UpstreamRequest } from './types.js';
@@ -80,10 +110,10 @@ export function createBedrockAdapter(deployment: Deployment, options: BedrockAda
   return {
     provider: 'bedrock',
     async complete(request) {
-      const input = toConverseInput(request.body, deployment);
+      const { input, reasoning } = toConverseInput(request.body, deployment);
       try {
         const output = await client.send(withHeaders(new sdk.ConverseCommand(input), deployment.headers), { abortSignal: request.signal });
-        return toChatCompletion(output, input.modelId!);
+        return toChatCompletion(output, input.modelId!, reasoning);
       } catch (err) {
         throw callFailure(err, request.signal, deployment);
       }
@@ -155,35 +185,72 @@ type ConverseTurn = { role: ConversationRole; content: ContentBlock[] };
 /** The SDK's JSON document type (tool input, tool schema). */
 type JsonDocument = NonNullable<ToolUseBlock['input']>;
 
-function toConverseInput(body: ChatCompletionRequest, deployment: Deployment): ConverseCommandInput {
+/** A Converse input, and whether the answer's reasoning is the client's (its `thinking` was sent). */
+interface ConverseRequest {
+  input: ConverseCommandInput;
+  reasoning: boolean;
+}
+
+/**
+ * Whether a Bedrock model id is a Claude model: a foundation model id (`anthropic.claude-…`), a system
+ * inference profile (`us.anthropic.claude-…`, `global.anthropic.claude-…`) or an ARN of either. An
+ * application inference profile's ARN does not name its model and counts as not Claude.
+ */
+export function isBedrockClaude(modelId: string): boolean {
+  return modelId.toLowerCase().includes('anthropic.claude');
+}
+
+/** Claude models on Bedrock without prompt caching (`cachePoint` is refused): the generations before 3.7 Sonnet and 3.5 Haiku. */
+const CLAUDE_WITHOUT_CACHING = /anthropic\.claude-(?:instant|v2|3-haiku|3-sonnet|3-opus|3-5-sonnet)/i;
+
+/** What of the Anthropic extras one request can carry to its model. */
+interface ClaudeFeatures {
+  /** A Claude model: thinking blocks of the history go as `reasoningContent`, a failed tool result (`is_error`) as `status: 'error'`. */
+  claude: boolean;
+  /** Cache breakpoints go as `cachePoint` blocks. */
+  cachePoints: boolean;
+}
+
+function toConverseInput(body: ChatCompletionRequest, deployment: Deployment): ConverseRequest {
   if (body.n != null && body.n > 1) {
     throw new BadRequestError('n: Bedrock Converse returns one choice; n must be 1.', { param: 'n' });
   }
-  const { system, messages } = toConverseMessages(body.messages);
-  const input: ConverseCommandInput = { modelId: upstreamModel(deployment, body), messages, inferenceConfig: toInferenceConfig(body, deployment) };
+  const modelId = upstreamModel(deployment, body);
+  const claude = isBedrockClaude(modelId);
+  const features: ClaudeFeatures = { claude, cachePoints: claude && !CLAUDE_WITHOUT_CACHING.test(modelId) };
+  const { system, messages } = toConverseMessages(body.messages, features);
+  const input: ConverseCommandInput = { modelId, messages, inferenceConfig: toInferenceConfig(body, deployment) };
   if (system.length > 0) input.system = system;
-  const toolConfig = toToolConfig(body);
+  const toolConfig = toToolConfig(body, features);
   if (toolConfig !== undefined) input.toolConfig = toolConfig;
-  return input;
+  const thinking = claude ? anthropicExtras<AnthropicRequestExtras>(body)?.thinking : undefined;
+  if (thinking !== undefined) input.additionalModelRequestFields = { thinking: thinking as JsonDocument };
+  return { input, reasoning: thinking !== undefined };
 }
 
 /** System and developer messages go to `system`; the rest become alternating turns (Converse rejects two in a row). */
-function toConverseMessages(messages: ChatMessage[]): { system: SystemContentBlock[]; messages: ConverseTurn[] } {
+function toConverseMessages(messages: ChatMessage[], features: ClaudeFeatures): { system: SystemContentBlock[]; messages: ConverseTurn[] } {
   const system: SystemContentBlock[] = [];
   const turns: ConverseTurn[] = [];
   messages.forEach((message, i) => {
     const param = `messages[${i}]`;
+    // A breakpoint on the whole message (the Messages mapping puts a system block's or a tool result's there) follows its blocks.
+    const after = features.cachePoints ? cachePointOf(message) : undefined;
     switch (message.role) {
       case 'system':
       case 'developer':
-        for (const text of textsOf(message.content, param)) system.push({ text });
+        system.push(...systemBlocks(message.content, param, features));
+        if (after !== undefined) system.push({ cachePoint: after });
         return;
       case 'user':
-        return appendTurn(turns, 'user', contentBlocks(message.content, param));
-      case 'assistant':
-        return appendTurn(turns, 'assistant', [...contentBlocks(message.content, param), ...toolUseBlocks(message, param)]);
+        return appendTurn(turns, 'user', withCachePoint(contentBlocks(message.content, param, features), after));
+      case 'assistant': {
+        const reasoning = features.claude ? reasoningBlocks(message) : [];
+        const blocks = [...reasoning, ...contentBlocks(message.content, param, features), ...toolUseBlocks(message, param, features)];
+        return appendTurn(turns, 'assistant', withCachePoint(blocks, after));
+      }
       case 'tool':
-        return appendTurn(turns, 'user', [toolResultBlock(message, param)]);
+        return appendTurn(turns, 'user', withCachePoint([toolResultBlock(message, param, features)], after));
       default:
         throw new BadRequestError(`${param}.role: '${message.role}' is not supported by Bedrock; use tool_calls and tool messages.`, {
           param: `${param}.role`,
@@ -193,20 +260,54 @@ function toConverseMessages(messages: ChatMessage[]): { system: SystemContentBlo
   return { system, messages: turns };
 }
 
+/** A cache point after blocks (never as the first block: it marks the end of content). */
+function withCachePoint(blocks: ContentBlock[], cachePoint: CachePointBlock | undefined): ContentBlock[] {
+  if (cachePoint !== undefined && blocks.length > 0) blocks.push({ cachePoint });
+  return blocks;
+}
+
+/**
+ * The cache point for an object's breakpoint: its Anthropic extras' `cache_control`, else its own
+ * `cache_control` field (a chat part may carry one, as the Anthropic adapter accepts). Anthropic's `ttl`
+ * (`5m`, `1h`) is Converse's too; any other value is left to the default.
+ */
+function cachePointOf(value: object): CachePointBlock | undefined {
+  const control = anthropicExtras<AnthropicPartExtras>(value)?.cache_control ?? (value as { cache_control?: unknown }).cache_control;
+  if (typeof control !== 'object' || control === null) return undefined;
+  const ttl = (control as { ttl?: unknown }).ttl;
+  return ttl === '5m' || ttl === '1h' ? { type: 'default', ttl } : { type: 'default' };
+}
+
+/** An assistant message's thinking blocks as Converse reasoning blocks, signatures and redacted bytes unchanged. */
+function reasoningBlocks(message: ChatMessage): ContentBlock[] {
+  const thinking = anthropicExtras<AnthropicMessageExtras>(message)?.thinking;
+  if (thinking === undefined) return [];
+  return thinking.map((block): ContentBlock => {
+    const reasoningContent: ReasoningContentBlock =
+      block.type === 'thinking'
+        ? { reasoningText: block.signature === '' ? { text: block.thinking } : { text: block.thinking, signature: block.signature } }
+        : { redactedContent: Buffer.from(block.data, 'base64') };
+    return { reasoningContent };
+  });
+}
+
 function appendTurn(turns: ConverseTurn[], role: ConversationRole, blocks: ContentBlock[]): void {
   const last = turns[turns.length - 1];
   if (last?.role === role) last.content.push(...blocks);
   else turns.push({ role, content: blocks });
 }
 
-/** Bedrock rejects blank text blocks, so empty strings are left out. */
-function contentBlocks(content: ChatMessage['content'], param: string): ContentBlock[] {
+/** Bedrock rejects blank text blocks, so empty strings are left out (and so is a cache point after one). */
+function contentBlocks(content: ChatMessage['content'], param: string, features: ClaudeFeatures): ContentBlock[] {
   if (content == null || content === '') return [];
   if (typeof content === 'string') return [{ text: content }];
   const blocks: ContentBlock[] = [];
   content.forEach((part, j) => {
     const block = partBlock(part, `${param}.content[${j}]`);
-    if (block !== undefined) blocks.push(block);
+    if (block === undefined) return;
+    blocks.push(block);
+    const cachePoint = features.cachePoints ? cachePointOf(part) : undefined;
+    if (cachePoint !== undefined) blocks.push({ cachePoint });
   });
   return blocks;
 }
@@ -241,22 +342,45 @@ function textsOf(content: ChatMessage['content'], param: string): string[] {
   });
 }
 
-function toolUseBlocks(message: ChatMessage, param: string): ContentBlock[] {
-  return (message.tool_calls ?? []).map((call, j) => ({
-    toolUse: {
-      toolUseId: call.id,
-      name: call.function.name,
-      // Converse wants the tool input as a JSON object, where OpenAI carries it as a string.
-      input: parseToolArguments(call.function.arguments, `${param}.tool_calls[${j}].function.arguments`) as JsonDocument,
-    },
-  }));
+/** A system/developer message's text blocks, each part's cache breakpoint after it. */
+function systemBlocks(content: ChatMessage['content'], param: string, features: ClaudeFeatures): SystemContentBlock[] {
+  const texts = textsOf(content, param);
+  const parts = features.cachePoints && Array.isArray(content) ? content : undefined;
+  const blocks: SystemContentBlock[] = [];
+  texts.forEach((text, j) => {
+    blocks.push({ text });
+    const part = parts?.[j];
+    const cachePoint = part === undefined ? undefined : cachePointOf(part);
+    if (cachePoint !== undefined) blocks.push({ cachePoint });
+  });
+  return blocks;
 }
 
-function toolResultBlock(message: ChatMessage, param: string): ContentBlock {
+function toolUseBlocks(message: ChatMessage, param: string, features: ClaudeFeatures): ContentBlock[] {
+  const blocks: ContentBlock[] = [];
+  (message.tool_calls ?? []).forEach((call, j) => {
+    blocks.push({
+      toolUse: {
+        toolUseId: call.id,
+        name: call.function.name,
+        // Converse wants the tool input as a JSON object, where OpenAI carries it as a string.
+        input: parseToolArguments(call.function.arguments, `${param}.tool_calls[${j}].function.arguments`) as JsonDocument,
+      },
+    });
+    const cachePoint = features.cachePoints ? cachePointOf(call) : undefined;
+    if (cachePoint !== undefined) blocks.push({ cachePoint });
+  });
+  return blocks;
+}
+
+/** A Messages `tool_result` with `is_error` is a failed tool result: Converse's `status: 'error'`, which Claude reads. */
+function toolResultBlock(message: ChatMessage, param: string, features: ClaudeFeatures): ContentBlock {
   if (typeof message.tool_call_id !== 'string' || message.tool_call_id === '') {
     throw new BadRequestError(`${param}.tool_call_id: required on tool messages.`, { param: `${param}.tool_call_id` });
   }
-  return { toolResult: { toolUseId: message.tool_call_id, content: [{ text: textsOf(message.content, param).join('') }] } };
+  const content = [{ text: textsOf(message.content, param).join('') }];
+  const failed = features.claude && anthropicExtras<AnthropicPartExtras>(message)?.is_error === true;
+  return { toolResult: failed ? { toolUseId: message.tool_call_id, content, status: 'error' } : { toolUseId: message.tool_call_id, content } };
 }
 
 function toInferenceConfig(body: ChatCompletionRequest, deployment: Deployment): InferenceConfiguration {
@@ -272,15 +396,22 @@ function toInferenceConfig(body: ChatCompletionRequest, deployment: Deployment):
 const EMPTY_SCHEMA = { type: 'object', properties: {} };
 
 /** `tool_choice: "none"` sends no tools at all: Converse has no way to offer tools and forbid them. */
-function toToolConfig(body: ChatCompletionRequest): ToolConfiguration | undefined {
+function toToolConfig(body: ChatCompletionRequest, features: ClaudeFeatures): ToolConfiguration | undefined {
   if (body.tools === undefined || body.tools.length === 0 || body.tool_choice === 'none') return undefined;
-  const tools: Tool[] = body.tools.map(({ function: fn }) => ({
-    toolSpec: {
-      name: fn.name,
-      ...(fn.description === undefined ? {} : { description: fn.description }),
-      inputSchema: { json: (fn.parameters ?? EMPTY_SCHEMA) as JsonDocument },
-    },
-  }));
+  const tools: Tool[] = [];
+  for (const tool of body.tools) {
+    const fn = tool.function;
+    tools.push({
+      toolSpec: {
+        name: fn.name,
+        ...(fn.description === undefined ? {} : { description: fn.description }),
+        inputSchema: { json: (fn.parameters ?? EMPTY_SCHEMA) as JsonDocument },
+      },
+    });
+    // A tool's breakpoint caches the tool definitions up to it: a cache point entry after it in the list.
+    const cachePoint = features.cachePoints ? cachePointOf(tool) : undefined;
+    if (cachePoint !== undefined) tools.push({ cachePoint });
+  }
   const toolChoice = toToolChoice(body.tool_choice);
   return toolChoice === undefined ? { tools } : { tools, toolChoice };
 }
@@ -320,17 +451,25 @@ function completionId(): string {
   return `chatcmpl-${randomUUID()}`;
 }
 
-function toChatCompletion(output: ConverseCommandOutput, model: string): ChatCompletion {
+/** `reasoning`: the client asked for thinking, so the answer's reasoning blocks become the message's thinking blocks. */
+function toChatCompletion(output: ConverseCommandOutput, model: string, reasoning = false): ChatCompletion {
   const blocks = output.output?.message?.content;
   if (blocks === undefined) throw new UpstreamError('Bedrock: Converse answered without a message.');
   let text: string | undefined;
   const toolCalls: ToolCall[] = [];
+  const thinking: AnthropicThinkingBlock[] = [];
   for (const block of blocks) {
     if (block.text !== undefined) text = (text ?? '') + block.text;
     else if (block.toolUse !== undefined) toolCalls.push(toToolCall(block.toolUse));
+    else if (reasoning && block.reasoningContent !== undefined) {
+      const thought = thinkingBlockOf(block.reasoningContent);
+      if (thought !== undefined) thinking.push(thought);
+    }
   }
   const message: ChatMessage = { role: 'assistant', content: text ?? null };
   if (toolCalls.length > 0) message.tool_calls = toolCalls;
+  // Under the symbol key: JSON (a chat client's answer) never shows it; the answer without text stays empty.
+  if (thinking.length > 0) (message as { [ANTHROPIC_EXTRAS]?: AnthropicMessageExtras })[ANTHROPIC_EXTRAS] = { thinking };
   const completion: ChatCompletion = {
     id: completionId(),
     object: 'chat.completion',
@@ -340,6 +479,15 @@ function toChatCompletion(output: ConverseCommandOutput, model: string): ChatCom
   };
   if (output.usage !== undefined) completion.usage = usageOf(output.usage);
   return completion;
+}
+
+/** A Converse reasoning block as an Anthropic thinking block (redacted bytes as base64, Anthropic's `data`). */
+function thinkingBlockOf(block: ReasoningContentBlock): AnthropicThinkingBlock | undefined {
+  if (block.reasoningText !== undefined) {
+    return { type: 'thinking', thinking: block.reasoningText.text ?? '', signature: block.reasoningText.signature ?? '' };
+  }
+  if (block.redactedContent !== undefined) return { type: 'redacted_thinking', data: Buffer.from(block.redactedContent).toString('base64') };
+  return undefined;
 }
 
 function toToolCall(toolUse: ToolUseBlock): ToolCall {
@@ -354,8 +502,8 @@ function toToolCall(toolUse: ToolUseBlock): ToolCall {
 // Streaming: ConverseStream events → chat.completion.chunk
 //
 // Harmless events need no special case here: the SDK drops event types it does not model (`$unknown`),
-// and `translate` returns nothing for the ones without content (block stops, reasoning, metadata without
-// usage). `malformedChunks: 'skip'` has nothing to act on: a broken event-stream message (bad prelude or
+// and `translate` returns nothing for the ones without content (block stops, reasoning the client did not
+// ask for, metadata without usage). `malformedChunks: 'skip'` has nothing to act on: a broken event-stream message (bad prelude or
 // CRC, a payload that is not JSON) fails inside the SDK's iterator, which cannot be resumed after it throws.
 
 async function* streamCompletion(
@@ -364,7 +512,7 @@ async function* streamCompletion(
   request: UpstreamRequest,
 ): AsyncGenerator<ChatCompletionChunk> {
   const { signal } = request;
-  const input = toConverseInput(request.body, deployment);
+  const { input, reasoning } = toConverseInput(request.body, deployment);
   let events: AsyncIterable<ConverseStreamOutput>;
   try {
     // The SDK reads the first event before `send` resolves, so an exception as the first event throws here.
@@ -374,9 +522,10 @@ async function* streamCompletion(
   } catch (err) {
     throw callFailure(err, signal, deployment);
   }
-  const translator = new StreamTranslator(upstreamModel(deployment, request.body));
+  const translator = new StreamTranslator(input.modelId!, reasoning);
   try {
     for await (const event of events) {
+      if (event.messageStop !== undefined) yield* translator.unstoppedRedacted();
       const chunk = translator.translate(event);
       if (chunk !== undefined) yield chunk;
     }
@@ -404,6 +553,14 @@ const STREAM_EXCEPTION_MEMBERS = [
   'serviceUnavailableException',
 ] as const;
 
+/**
+ * Reasoning (only when the client's `thinking` was sent) becomes chunks whose delta has no text, only
+ * `AnthropicDeltaExtras` under the symbol key: `thinking` text, then the block's `signature` (Bedrock sends
+ * it last, closing the block), or a whole `redacted` block (its bytes, gathered until the block stops, as
+ * base64). A chat client never sees them (JSON drops the symbol; it cannot ask for thinking anyway); for the
+ * router they are not content, so they are held until the first text or tool call and released before it,
+ * and an answer that is only reasoning is an empty answer, as without streaming.
+ */
 class StreamTranslator {
   /** `messageStop` arrived: a stream that ends without it was cut off. */
   stopped = false;
@@ -411,21 +568,28 @@ class StreamTranslator {
   private readonly created = Math.floor(Date.now() / 1000);
   /** Converse content block index → OpenAI tool call index (0, 1, … in order of appearance). */
   private readonly toolIndexes = new Map<number, number>();
+  /** Redacted reasoning bytes by content block index, until the block stops. */
+  private readonly redacted = new Map<number, Uint8Array[]>();
 
-  constructor(private readonly model: string) {}
+  constructor(
+    private readonly model: string,
+    private readonly reasoning = false,
+  ) {}
 
-  /** The chunk for one event, or `undefined` for events with nothing to tell (block stops, reasoning, unknown). */
+  /** The chunk for one event, or `undefined` for events with nothing to tell (block stops, unasked reasoning, unknown). */
   translate(event: ConverseStreamOutput): ChatCompletionChunk | undefined {
     const { contentBlockDelta: delta } = event;
     if (delta !== undefined) {
       if (delta.delta?.text !== undefined) return delta.delta.text === '' ? undefined : this.chunk({ content: delta.delta.text });
       if (delta.delta?.toolUse !== undefined) return this.toolInputChunk(delta.contentBlockIndex, delta.delta.toolUse.input ?? '');
+      if (delta.delta?.reasoningContent !== undefined && this.reasoning) return this.reasoningChunk(delta.contentBlockIndex, delta.delta.reasoningContent);
       return undefined;
     }
     if (event.messageStart !== undefined) return this.chunk({ role: 'assistant' });
     if (event.contentBlockStart?.start?.toolUse !== undefined) {
       return this.toolStartChunk(event.contentBlockStart.contentBlockIndex, event.contentBlockStart.start.toolUse);
     }
+    if (event.contentBlockStop !== undefined) return this.redactedChunk(event.contentBlockStop.contentBlockIndex ?? -1);
     if (event.messageStop !== undefined) {
       this.stopped = true;
       return this.chunk({}, finishReasonOf(event.messageStop.stopReason));
@@ -435,6 +599,45 @@ class StreamTranslator {
       if (event[member] !== undefined) throw classifyBedrockError(event[member]);
     }
     return undefined;
+  }
+
+  private reasoningChunk(blockIndex: number | undefined, reasoning: ReasoningContentBlockDelta): ChatCompletionChunk | undefined {
+    let extras: AnthropicDeltaExtras;
+    if (reasoning.text !== undefined) {
+      if (reasoning.text === '') return undefined;
+      extras = { thinking: reasoning.text };
+    } else if (reasoning.signature !== undefined) {
+      extras = { signature: reasoning.signature };
+    } else if (reasoning.redactedContent !== undefined) {
+      const index = blockIndex ?? -1;
+      const parts = this.redacted.get(index);
+      if (parts === undefined) this.redacted.set(index, [reasoning.redactedContent]);
+      else parts.push(reasoning.redactedContent);
+      return undefined;
+    } else {
+      return undefined;
+    }
+    const chunk = this.chunk({});
+    setDeltaExtras(chunk.choices[0]!.delta, extras);
+    return chunk;
+  }
+
+  /** The redacted block that stopped, as one chunk (other blocks' stops tell nothing). */
+  private redactedChunk(blockIndex: number): ChatCompletionChunk | undefined {
+    const parts = this.redacted.get(blockIndex);
+    if (parts === undefined) return undefined;
+    this.redacted.delete(blockIndex);
+    const chunk = this.chunk({});
+    setDeltaExtras(chunk.choices[0]!.delta, { redacted: Buffer.concat(parts).toString('base64') });
+    return chunk;
+  }
+
+  /** Redacted blocks that never stopped (Bedrock stops every block), each as its chunk: read before `messageStop`, so no bytes are lost. */
+  *unstoppedRedacted(): Generator<ChatCompletionChunk> {
+    for (const index of [...this.redacted.keys()]) {
+      const chunk = this.redactedChunk(index);
+      if (chunk !== undefined) yield chunk;
+    }
   }
 
   private toolStartChunk(blockIndex: number | undefined, toolUse: { toolUseId?: string | undefined; name?: string | undefined }): ChatCompletionChunk {
@@ -465,6 +668,10 @@ class StreamTranslator {
   private usageChunk(usage: Usage): ChatCompletionChunk {
     return { id: this.id, object: 'chat.completion.chunk', created: this.created, model: this.model, choices: [], usage };
   }
+}
+
+function setDeltaExtras(delta: ChatCompletionChunkDelta, extras: AnthropicDeltaExtras): void {
+  (delta as { [ANTHROPIC_EXTRAS]?: AnthropicDeltaExtras })[ANTHROPIC_EXTRAS] = extras;
 }
 
 // ---------------------------------------------------------------------------------------------

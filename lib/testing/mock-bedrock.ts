@@ -48,6 +48,15 @@
  *
  * Answers honour `inferenceConfig.maxTokens` (4 characters a token, `stopReason: max_tokens`) and
  * `stopSequences`.
+ *
+ * Extended thinking: a request to a Claude model id (containing `anthropic.claude`, any case; it plays
+ * `normal`) with `additionalModelRequestFields.thinking` whose `type` is not `disabled` is answered with a
+ * reasoning block before the text: `MOCK_BEDROCK_REASONING` (in `chunks` deltas of `reasoningContent.text`,
+ * then one `reasoningContent.signature` delta; as `reasoningContent.reasoningText` in Converse) signed with
+ * `mockBedrockSignature(seq)`. When the last user message contains Anthropic's test string
+ * `MOCK_BEDROCK_REDACTED_TRIGGER`, a redacted block (`MOCK_BEDROCK_REDACTED_BYTES`) follows it. The text's
+ * and the tool's content block indexes shift by the reasoning blocks; reasoning counts as output tokens
+ * (never cut by `maxTokens`). Other models, and Claude without thinking, answer as before.
  */
 import { randomUUID } from 'node:crypto';
 import http2 from 'node:http2';
@@ -297,7 +306,29 @@ const TOOL_PREFACE = 'Let me check that for you.';
 const TOOL_INPUT = '{"location":"Paris","unit":"celsius"}';
 const DEFAULT_TOOL_NAME = 'get_weather';
 
+/** The reasoning text of a thinking answer. */
+export const MOCK_BEDROCK_REASONING = 'The user greets me. A short, friendly answer fits.';
+/** Anthropic's documented prompt string that makes Claude answer with a redacted thinking block. */
+export const MOCK_BEDROCK_REDACTED_TRIGGER = 'ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253';
+/** The bytes of the mock's redacted thinking block. */
+export const MOCK_BEDROCK_REDACTED_BYTES: Uint8Array = new Uint8Array([0x6d, 0x6f, 0x63, 0x6b, 0x00, 0xff, 0x10, 0x80, 0x72, 0x65, 0x64]);
+
+/** The signature of the reasoning block answered to call `seq`. */
+export function mockBedrockSignature(seq: number): string {
+  return Buffer.from(`mock-bedrock-signature:${seq}`).toString('base64');
+}
+
+interface Reasoning {
+  /** Text deltas of the reasoning block. */
+  pieces: string[];
+  signature: string;
+  /** A redacted block after it. */
+  redacted: boolean;
+}
+
 interface Answer {
+  /** Reasoning blocks before the text (a thinking request to a Claude model). */
+  reasoning: Reasoning | undefined;
   /** Text deltas of the first (text) block. */
   pieces: string[];
   tool: { id: string; name: string; pieces: string[] } | undefined;
@@ -312,9 +343,11 @@ interface ConverseBody {
   maxTokens: number | undefined;
   stopSequences: string[];
   firstToolName: string | undefined;
+  /** Thinking asked of a Claude model: the answer reasons first. */
+  thinking: boolean;
 }
 
-function readBody(body: unknown): ConverseBody {
+function readBody(body: unknown, modelId: string | undefined): ConverseBody {
   const request = isRecord(body) ? body : {};
   const inference = isRecord(request.inferenceConfig) ? request.inferenceConfig : {};
   const toolConfig = isRecord(request.toolConfig) ? request.toolConfig : {};
@@ -326,21 +359,38 @@ function readBody(body: unknown): ConverseBody {
     maxTokens: positiveInteger(inference.maxTokens),
     stopSequences: stringList(inference.stopSequences),
     firstToolName: typeof spec.name === 'string' ? spec.name : undefined,
+    thinking: modelId !== undefined && modelId.toLowerCase().includes('anthropic.claude') && asksForThinking(request.additionalModelRequestFields),
+  };
+}
+
+function asksForThinking(fields: unknown): boolean {
+  return isRecord(fields) && isRecord(fields.thinking) && fields.thinking.type !== 'disabled';
+}
+
+function reasoningOf(body: ConverseBody, settings: Settings, seq: number): Reasoning | undefined {
+  if (!body.thinking) return undefined;
+  return {
+    pieces: splitIntoWords(MOCK_BEDROCK_REASONING, settings.chunks),
+    signature: mockBedrockSignature(seq),
+    redacted: lastUserText(body.messages).includes(MOCK_BEDROCK_REDACTED_TRIGGER),
   };
 }
 
 function buildAnswer(scenario: AnswerScenario, body: ConverseBody, settings: Settings, seq: number): Answer {
   const inputTokens = estimateTokens(promptText(body.messages, body.system));
+  const reasoning = reasoningOf(body, settings, seq);
+  const reasoningTokens = reasoning === undefined ? 0 : estimateTokens(MOCK_BEDROCK_REASONING);
   if (scenario.content === 'tools') {
     const name = body.firstToolName ?? DEFAULT_TOOL_NAME;
     const pieces = splitBySize(TOOL_INPUT, Math.ceil(TOOL_INPUT.length / settings.chunks));
-    const outputTokens = estimateTokens(TOOL_PREFACE) + estimateTokens(TOOL_INPUT);
-    return { pieces: [TOOL_PREFACE], tool: { id: `tooluse_mock_${seq}`, name, pieces }, stopReason: 'tool_use', inputTokens, outputTokens };
+    const outputTokens = reasoningTokens + estimateTokens(TOOL_PREFACE) + estimateTokens(TOOL_INPUT);
+    return { reasoning, pieces: [TOOL_PREFACE], tool: { id: `tooluse_mock_${seq}`, name, pieces }, stopReason: 'tool_use', inputTokens, outputTokens };
   }
   const limited = limitText(answerText(scenario, body, settings), body.maxTokens, body.stopSequences);
   const pieces =
     scenario.content === 'long' ? splitBySize(limited.text, settings.chunkSize) : splitIntoWords(limited.text, settings.chunks);
-  return { pieces, tool: undefined, stopReason: STOP_REASONS[limited.stop], inputTokens, outputTokens: estimateTokens(limited.text) };
+  const outputTokens = reasoningTokens + estimateTokens(limited.text);
+  return { reasoning, pieces, tool: undefined, stopReason: STOP_REASONS[limited.stop], inputTokens, outputTokens };
 }
 
 const STOP_REASONS: Record<StopCause, string> = { end: 'end_turn', max_tokens: 'max_tokens', stop_sequence: 'stop_sequence' };
@@ -357,6 +407,11 @@ function usageOf(inputTokens: number, outputTokens: number): object {
 
 function converseJson(answer: Answer): object {
   const content: object[] = [];
+  if (answer.reasoning !== undefined) {
+    const { pieces, signature, redacted } = answer.reasoning;
+    content.push({ reasoningContent: { reasoningText: { text: pieces.join(''), signature } } });
+    if (redacted) content.push({ reasoningContent: { redactedContent: Buffer.from(MOCK_BEDROCK_REDACTED_BYTES).toString('base64') } });
+  }
   const text = answer.pieces.join('');
   if (text !== '') content.push({ text });
   if (answer.tool) {
@@ -414,14 +469,29 @@ function exceptionMessage(failure: Failure): Uint8Array {
 /** Events up to and including the content deltas; `upTo` cuts the text deltas (mid-stream failures). */
 function contentEvents(answer: Answer, upTo = answer.pieces.length): Uint8Array[] {
   const events = [eventMessage('messageStart', { role: 'assistant' })];
-  for (const text of answer.pieces.slice(0, upTo)) events.push(eventMessage('contentBlockDelta', { contentBlockIndex: 0, delta: { text } }));
+  // Reasoning blocks come first (their text, then the signature that closes the block), as Bedrock streams Claude's thinking.
+  let index = 0;
+  if (answer.reasoning !== undefined) {
+    const { pieces, signature, redacted } = answer.reasoning;
+    for (const text of pieces) events.push(eventMessage('contentBlockDelta', { contentBlockIndex: index, delta: { reasoningContent: { text } } }));
+    events.push(eventMessage('contentBlockDelta', { contentBlockIndex: index, delta: { reasoningContent: { signature } } }));
+    events.push(eventMessage('contentBlockStop', { contentBlockIndex: index++ }));
+    if (redacted) {
+      const redactedContent = Buffer.from(MOCK_BEDROCK_REDACTED_BYTES).toString('base64');
+      events.push(eventMessage('contentBlockDelta', { contentBlockIndex: index, delta: { reasoningContent: { redactedContent } } }));
+      events.push(eventMessage('contentBlockStop', { contentBlockIndex: index++ }));
+    }
+  }
+  const textIndex = index;
+  for (const text of answer.pieces.slice(0, upTo)) events.push(eventMessage('contentBlockDelta', { contentBlockIndex: textIndex, delta: { text } }));
   if (upTo < answer.pieces.length) return events;
-  if (answer.pieces.length > 0) events.push(eventMessage('contentBlockStop', { contentBlockIndex: 0 }));
+  if (answer.pieces.length > 0) events.push(eventMessage('contentBlockStop', { contentBlockIndex: textIndex }));
   if (answer.tool) {
+    const toolIndex = textIndex + 1;
     const { id: toolUseId, name, pieces } = answer.tool;
-    events.push(eventMessage('contentBlockStart', { contentBlockIndex: 1, start: { toolUse: { toolUseId, name } } }));
-    for (const input of pieces) events.push(eventMessage('contentBlockDelta', { contentBlockIndex: 1, delta: { toolUse: { input } } }));
-    events.push(eventMessage('contentBlockStop', { contentBlockIndex: 1 }));
+    events.push(eventMessage('contentBlockStart', { contentBlockIndex: toolIndex, start: { toolUse: { toolUseId, name } } }));
+    for (const input of pieces) events.push(eventMessage('contentBlockDelta', { contentBlockIndex: toolIndex, delta: { toolUse: { input } } }));
+    events.push(eventMessage('contentBlockStop', { contentBlockIndex: toolIndex }));
   }
   return events;
 }
@@ -597,7 +667,7 @@ class Exchange {
 
 function play(x: Exchange, scenario: Scenario, settings: Settings): void {
   const { call } = x;
-  const body = readBody(call.body);
+  const body = readBody(call.body, call.modelId);
   const inputTokens = estimateTokens(promptText(body.messages, body.system));
   switch (scenario.kind) {
     case 'hang':
