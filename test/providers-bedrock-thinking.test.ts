@@ -3,9 +3,13 @@
  * loopback against the mock Bedrock, sends a request's `thinking` to Claude models only (as
  * `additionalModelRequestFields.thinking`), history thinking blocks as `reasoningContent` with their
  * signatures, cache breakpoints as `cachePoint` blocks; the answer's reasoning comes back as the completion
- * message's thinking blocks and as thinking deltas on chunks, and never in the chat JSON.
+ * message's thinking blocks and as thinking deltas on chunks, and never in the chat JSON. End to end, a
+ * Messages client (the real @anthropic-ai/sdk) on a Bedrock Claude deployment gets the thinking block
+ * (thinking_delta, signature_delta) in both modes, and sends it back with its signature.
  */
+import Anthropic from '@anthropic-ai/sdk';
 import { BedrockRuntimeClient } from '@aws-sdk/client-bedrock-runtime';
+import { createGateway, silentLogger, type Gateway } from '../lib/index.js';
 import { createBedrockAdapter, isBedrockClaude } from '../lib/providers/bedrock.js';
 import type { Deployment, ProviderAdapter, UpstreamRequest } from '../lib/providers/types.js';
 import {
@@ -26,6 +30,8 @@ import {
   type ChatCompletionRequest,
   type ChatMessage,
 } from '../lib/types.js';
+import { createApp, EXPRESS_MAJOR } from './helpers/express.js';
+import { listen, rawRequest, type RunningServer } from './helpers/http.js';
 
 const CREDENTIALS = { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'secret' };
 const NORMAL_TEXT = 'Hello! This is a mock answer from mock-bedrock.';
@@ -318,5 +324,107 @@ describe('the answer', () => {
   it('the mock counts reasoning as output tokens', async () => {
     const [withThinking, without] = [await adapterFor(CLAUDE).complete(requestOf()), await adapterFor(CLAUDE).complete(requestOf({}, null))];
     expect(withThinking.usage!.completion_tokens).toBeGreaterThan(without.usage!.completion_tokens);
+  });
+});
+
+describe(`a Messages client on a Bedrock Claude deployment, through createGateway (Express ${EXPRESS_MAJOR})`, () => {
+  let server: RunningServer;
+  let gateway: Gateway;
+  const client = (): Anthropic => new Anthropic({ baseURL: server.url, apiKey: 'test', maxRetries: 0 });
+  const ask = (model: string, extra: Partial<Anthropic.MessageCreateParamsNonStreaming> = {}): Anthropic.MessageCreateParamsNonStreaming => ({
+    model,
+    max_tokens: 4096,
+    thinking: { type: 'enabled', budget_tokens: 2048 },
+    messages: [{ role: 'user', content: 'Hi there' }],
+    ...extra,
+  });
+
+  beforeAll(async () => {
+    // Fresh credentials: a client built by the SDK above writes `$source` into the object it was given.
+    const bedrockDeployment = (model: string) => ({ provider: 'bedrock' as const, baseUrl: bedrock.url, model, awsCredentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'secret' } });
+    gateway = createGateway({
+      models: [
+        { name: 'claude', deployments: [bedrockDeployment(CLAUDE)] },
+        { name: 'llama', deployments: [bedrockDeployment(LLAMA)] },
+      ],
+      router: { retries: { maxRetries: 0 } },
+      logger: silentLogger,
+    });
+    const app = createApp();
+    app.use(gateway);
+    server = await listen(app);
+  });
+
+  afterAll(async () => {
+    await server.close();
+    await gateway.close();
+  });
+
+  it('without streaming: the thinking block, signed, before the text', async () => {
+    const message = await client().messages.create(ask('claude'));
+    const seq = lastCall().seq;
+    expect(sentBody().additionalModelRequestFields).toEqual({ thinking: { type: 'enabled', budget_tokens: 2048 } });
+    expect(message.content).toEqual([
+      { type: 'thinking', thinking: MOCK_BEDROCK_REASONING, signature: mockBedrockSignature(seq) },
+      expect.objectContaining({ type: 'text', text: NORMAL_TEXT }),
+    ]);
+    expect(message.stop_reason).toBe('end_turn');
+  });
+
+  it('streaming: thinking_delta and signature_delta in a thinking block, then the text block', async () => {
+    const stream = await client().messages.create({ ...ask('claude'), stream: true });
+    const events: Anthropic.RawMessageStreamEvent[] = [];
+    for await (const event of stream) events.push(event);
+    const seq = lastCall().seq;
+    const starts = events.filter((e): e is Anthropic.RawContentBlockStartEvent => e.type === 'content_block_start');
+    expect(starts.map((e) => [e.index, e.content_block.type])).toEqual([
+      [0, 'thinking'],
+      [1, 'text'],
+    ]);
+    const deltas = events.filter((e): e is Anthropic.RawContentBlockDeltaEvent => e.type === 'content_block_delta');
+    const thinking = deltas.filter((e) => e.delta.type === 'thinking_delta').map((e) => (e.delta as Anthropic.ThinkingDelta).thinking);
+    expect(thinking.join('')).toBe(MOCK_BEDROCK_REASONING);
+    expect(deltas.filter((e) => e.delta.type === 'signature_delta').map((e) => [e.index, (e.delta as Anthropic.SignatureDelta).signature])).toEqual([
+      [0, mockBedrockSignature(seq)],
+    ]);
+    const text = deltas.filter((e) => e.delta.type === 'text_delta').map((e) => (e.delta as Anthropic.TextDelta).text);
+    expect(text.join('')).toBe(NORMAL_TEXT);
+    expect(events.at(-1)!.type).toBe('message_stop');
+  });
+
+  it('messages.stream(): the final message has the signed thinking block; sent back, it reaches Bedrock as reasoningContent', async () => {
+    const first = await client().messages.stream(ask('claude')).finalMessage();
+    const signature = mockBedrockSignature(lastCall().seq);
+    expect(first.content[0]).toEqual({ type: 'thinking', thinking: MOCK_BEDROCK_REASONING, signature });
+    expect(first.content[1]).toEqual(expect.objectContaining({ type: 'text', text: NORMAL_TEXT }));
+    const history: Anthropic.MessageParam[] = [
+      { role: 'user', content: 'Hi there' },
+      { role: 'assistant', content: first.content.map((block) => (block.type === 'text' ? { type: 'text' as const, text: block.text } : block)) as Anthropic.ContentBlockParam[] },
+      { role: 'user', content: 'And again?' },
+    ];
+    const second = await client().messages.stream(ask('claude', { messages: history })).finalMessage();
+    expect(sentBody().messages[1]!.content).toEqual([
+      { reasoningContent: { reasoningText: { text: MOCK_BEDROCK_REASONING, signature } } },
+      { text: NORMAL_TEXT },
+    ]);
+    expect(second.content.map((block) => block.type)).toEqual(['thinking', 'text']);
+  });
+
+  it('a redacted block reaches the client as redacted_thinking in both modes', async () => {
+    const extra = { messages: [{ role: 'user' as const, content: `Hi ${MOCK_BEDROCK_REDACTED_TRIGGER}` }] };
+    const plain = await client().messages.create(ask('claude', extra));
+    const streamed = await client().messages.stream(ask('claude', extra)).finalMessage();
+    for (const message of [plain, streamed]) {
+      expect(message.content.map((block) => block.type)).toEqual(['thinking', 'redacted_thinking', 'text']);
+      expect(message.content[1]).toEqual({ type: 'redacted_thinking', data: REDACTED_DATA });
+    }
+  });
+
+  it.each([false, true])('a non-Claude Bedrock deployment drops thinking: the answer is text only (stream: %s)', async (stream) => {
+    const res = await rawRequest(server.url, { path: '/v1/messages', body: { ...ask('llama'), stream } });
+    expect(res.status).toBe(200);
+    expect(sentBody()).not.toHaveProperty('additionalModelRequestFields');
+    expect(res.text).not.toContain('thinking');
+    expect(res.text).toContain(stream ? '"text_delta"' : NORMAL_TEXT);
   });
 });
