@@ -234,7 +234,7 @@ function toConverseMessages(messages: ChatMessage[], features: ClaudeFeatures): 
   const turns: ConverseTurn[] = [];
   messages.forEach((message, i) => {
     const param = `messages[${i}]`;
-    // A breakpoint on the whole message (the Messages mapping puts a system block's or a tool result's there) follows its blocks.
+    // A breakpoint on the whole message (the Messages mapping puts a tool result's there) follows its blocks.
     const after = features.cachePoints ? cachePointOf(message) : undefined;
     switch (message.role) {
       case 'system':
