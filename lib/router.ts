@@ -43,7 +43,7 @@ import { createAdapter } from './providers/index.js';
 import type { Deployment, ProviderAdapter } from './providers/types.js';
 import { type ModelGroup, type ResolvedRouterConfig, type RouterOptions, parseRouterOptions } from './router-config.js';
 import { type LeadingKind, RawChunk, type StreamChunk, rawBodyOf } from './raw-chunk.js';
-import type { ChatCompletion, ChatCompletionChunk, Usage } from './types.js';
+import { type AnthropicDeltaExtras, type ChatCompletion, type ChatCompletionChunk, type Usage, anthropicExtras } from './types.js';
 
 export interface GatewayRouter extends RequestHandler {
   /**
@@ -393,6 +393,10 @@ async function streamAnswer(
           if (kind === 'blocked') throw contentFilteredError();
           if (kind !== 'content') {
             held.push(chunk);
+            // Thinking is the model's output already: the first-token bound is met (a long thinking budget must
+            // not time out before the text), and the idle bound watches the gaps from here. Still held: the
+            // commit waits for the answer's content, so a failure before it can fall back.
+            if (firstTokenMs === undefined && !(chunk instanceof RawChunk) && thinkingLength(chunk) > 0) control.firstContent();
             continue;
           }
           firstTokenMs = performance.now() - started;
@@ -488,7 +492,13 @@ function outputLength(chunk: ChatCompletionChunk): number {
     n += (delta.content?.length ?? 0) + (delta.refusal?.length ?? 0);
     if (delta.tool_calls) for (const call of delta.tool_calls) n += call.function?.arguments?.length ?? 0;
   }
-  return n;
+  return n + thinkingLength(chunk);
+}
+
+/** Characters of thinking (Anthropic-family extras) a chunk carries: generated output, though not the answer's content. */
+function thinkingLength(chunk: ChatCompletionChunk): number {
+  const extras = anthropicExtras<AnthropicDeltaExtras>(chunk.choices[0]?.delta);
+  return extras === undefined ? 0 : (extras.thinking?.length ?? 0) + (extras.redacted?.length ?? 0);
 }
 
 /** The same for a whole completion. */
