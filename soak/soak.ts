@@ -9,7 +9,7 @@ import { loadavg } from 'node:os';
 import type { Logger } from '../lib/index.js';
 import { checkAbort, probeAbort, settleProbe, type AbortProbe } from './aborts.js';
 import { checkExchange, type LeakPatterns } from './checks.js';
-import { planRequest, send, type Exchange, type SendOptions } from './client.js';
+import { AGENT_IDLE_TIMEOUT_MS, DEFAULT_PROTOCOL_WEIGHTS, planRequest, send, type Exchange, type ProtocolWeights, type SendOptions, type WireProtocol } from './client.js';
 import { settledMemory, type MemorySample } from './memory.js';
 import { GUARDRAIL_TIMEOUT_MS, SECRETS, startServices, type SoakServices } from './services.js';
 import { LoopStalls, type StallSummary } from './stalls.js';
@@ -29,6 +29,11 @@ export interface SoakOptions {
   warmup?: number;
   /** Share of requests the client abandons at a random moment. @default 0.05 */
   abortRate?: number;
+  /**
+   * How often each protocol is drawn for a request, relative to the others (a protocol left out or at 0 is
+   * not sent). @default { chat: 2, responses: 1, messages: 1 }
+   */
+  protocols?: Partial<Record<WireProtocol, number>>;
   /** An upstream call in flight must close this soon after its client left. @default 100 */
   abortCloseLimitMs?: number;
   /**
@@ -56,6 +61,8 @@ export interface SoakReport {
   durationMs: number;
   /** Requests per outcome: `ok:stream`, `ok:json`, `json-error:<type>`, `in-band:<type>`, `client-aborted`, … */
   outcomes: Record<string, number>;
+  /** The same per protocol (error types are the protocol's own), with the requests sent and the violations found in each. */
+  protocols: Record<WireProtocol, { weight: number; requests: number; violations: number; outcomes: Record<string, number> }>;
   /** Send to end of the response, requests the client did not abort. */
   latencyMs: { p50: number; p99: number; max: number };
   /** Upstream close delays are net of event-loop stalls; `rawCloseMaxMs` is the largest as measured. */
@@ -88,16 +95,17 @@ export async function runSoak(options: SoakOptions = {}): Promise<SoakReport> {
   const warmup = Math.min(options.warmup ?? Math.min(5000, Math.floor(requests / 2)), requests);
   const abortLimit = options.abortCloseLimitMs ?? 100;
   const memoryCheck = options.memory ?? { rss: 0.1, heapUsed: 0.1 };
-  const tally = new Tally(requests);
+  const weights = protocolWeights(options.protocols);
+  const tally = new Tally(requests, weights);
   const stalls = new LoopStalls();
   const processWatch = watchProcess(tally);
   const logged = new Map<string, number>();
   const services = await startServices(seed, countingLogger(logged, tally));
   const faults = injectGuardrailFaults(services.emulator, seed, GUARDRAIL_TIMEOUT_MS * 1.5); // some delays outlast the deadline
-  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency, timeout: AGENT_IDLE_TIMEOUT_MS });
   const started = Date.now();
   try {
-    const run = new Run(services, agent, tally, stalls, abortLimit, { abortRate: options.abortRate ?? 0.05, seed, total: requests, onProgress: options.onProgress });
+    const run = new Run(services, agent, tally, stalls, abortLimit, { abortRate: options.abortRate ?? 0.05, seed, total: requests, weights, onProgress: options.onProgress });
     await run.range(0, warmup, concurrency);
     const baseline = memoryCheck === false ? undefined : await settledMemory(500);
     await run.range(warmup, requests, concurrency);
@@ -116,9 +124,18 @@ export async function runSoak(options: SoakOptions = {}): Promise<SoakReport> {
   }
 }
 
+/** The weights with every protocol named (absent ones at 0); at least one must be above 0. */
+function protocolWeights(given: SoakOptions['protocols']): ProtocolWeights {
+  if (given === undefined) return DEFAULT_PROTOCOL_WEIGHTS;
+  const weights = { chat: given.chat ?? 0, responses: given.responses ?? 0, messages: given.messages ?? 0 };
+  if (Object.values(weights).some((w) => !(w >= 0)) || Object.values(weights).every((w) => w === 0)) throw new Error(`protocol weights: expected numbers >= 0, one above 0, got ${JSON.stringify(given)}`);
+  return weights;
+}
+
 interface RunSettings {
   abortRate: number;
   seed: number;
+  weights: ProtocolWeights;
   total: number;
   onProgress: ((done: number, total: number) => void) | undefined;
 }
@@ -160,7 +177,7 @@ class Run {
     let next = from;
     const worker = async (): Promise<void> => {
       while (next < to) {
-        const plan = planRequest(this.settings.seed, next++, this.settings.abortRate);
+        const plan = planRequest(this.settings.seed, next++, this.settings.abortRate, this.settings.weights);
         this.record(await send(plan, this.sendOptions));
       }
     };
@@ -173,9 +190,10 @@ class Run {
 
   private record(exchange: Exchange): void {
     const verdict = checkExchange(exchange, this.leaks);
-    this.tally.count(verdict.outcome);
+    const { plan } = exchange;
+    this.tally.count(plan.protocol, verdict.outcome, verdict.violations.length);
     if (exchange.abortedAt === undefined && !exchange.timedOut) this.tally.latencies.push(exchange.endedAt - exchange.startedAt);
-    for (const violation of verdict.violations) this.tally.violation(`${exchange.plan.id} (${exchange.plan.group}, ${exchange.plan.stream ? 'stream' : 'json'}, status ${exchange.status})`, violation);
+    for (const violation of verdict.violations) this.tally.violation(`${plan.id} (${plan.protocol}, ${plan.group}, ${plan.stream ? 'stream' : 'json'}, status ${exchange.status})`, violation, exchange.body);
     this.settings.onProgress?.(++this.done, this.settings.total);
   }
 
@@ -273,8 +291,13 @@ function mb(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
+/** The wire evidence kept with a listed violation: the start and the end of the body. */
+const EVIDENCE_CHARS = 600;
+
 class Tally {
   readonly outcomes = new Map<string, number>();
+  /** Per protocol: outcome → count, and the violations found in its responses. */
+  readonly byProtocol: Record<WireProtocol, { outcomes: Map<string, number>; violations: number }>;
   // Sized for the whole run up front (outside the V8 heap): per-request lists growing in the heap would
   // show up in the soak's own heap check.
   readonly latencies: Samples;
@@ -287,28 +310,44 @@ class Tally {
   violations = 0;
   logLines = 0;
 
-  constructor(requests: number) {
+  constructor(
+    requests: number,
+    private readonly weights: ProtocolWeights,
+  ) {
+    this.byProtocol = { chat: { outcomes: new Map(), violations: 0 }, responses: { outcomes: new Map(), violations: 0 }, messages: { outcomes: new Map(), violations: 0 } };
     this.latencies = new Samples(requests);
     this.closeDelays = new Samples(requests);
     this.rawCloseDelays = new Samples(requests);
   }
 
-  count(outcome: string): void {
+  count(protocol: WireProtocol, outcome: string, violations: number): void {
     this.outcomes.set(outcome, (this.outcomes.get(outcome) ?? 0) + 1);
+    const mine = this.byProtocol[protocol];
+    mine.outcomes.set(outcome, (mine.outcomes.get(outcome) ?? 0) + 1);
+    mine.violations += violations;
   }
 
-  violation(where: string, message: string): void {
+  /** `body`: the response as received, listed with the first violations (its start and its end). */
+  violation(where: string, message: string, body?: string): void {
     this.violations++;
     const kind = message.replace(/\d+/g, 'N'); // "closed 130 ms after" and "closed 145 ms after" are one kind
     this.kinds.set(kind, (this.kinds.get(kind) ?? 0) + 1);
-    if (this.listed.length < MAX_LISTED_VIOLATIONS) this.listed.push(`${where}: ${message}`);
+    if (this.listed.length >= MAX_LISTED_VIOLATIONS) return;
+    const evidence = body === undefined ? '' : body.length <= 2 * EVIDENCE_CHARS ? `\n    body: ${JSON.stringify(body)}` : `\n    body (${body.length} chars): ${JSON.stringify(body.slice(0, EVIDENCE_CHARS))} … ${JSON.stringify(body.slice(-EVIDENCE_CHARS))}`;
+    this.listed.push(`${where}: ${message}${evidence}`);
   }
 
   report(run: Pick<SoakReport, 'seed' | 'requests' | 'concurrency' | 'durationMs' | 'memory' | 'loggedErrors' | 'process' | 'environment'> & { services: SoakServices; faultsArmed: number }): SoakReport {
     const { services, faultsArmed, ...rest } = run;
     return {
       ...rest,
-      outcomes: Object.fromEntries([...this.outcomes].sort((a, b) => b[1] - a[1])),
+      outcomes: sortedCounts(this.outcomes),
+      protocols: Object.fromEntries(
+        Object.entries(this.byProtocol).map(([protocol, { outcomes, violations }]) => [
+          protocol,
+          { weight: this.weights[protocol as WireProtocol], requests: [...outcomes.values()].reduce((sum, n) => sum + n, 0), violations, outcomes: sortedCounts(outcomes) },
+        ]),
+      ) as SoakReport['protocols'],
       latencyMs: { p50: this.latencies.percentile(0.5), p99: this.latencies.percentile(0.99), max: this.latencies.percentile(1) },
       aborts: {
         total: this.abortTotal,
@@ -330,6 +369,10 @@ class Tally {
       violations: this.listed,
     };
   }
+}
+
+function sortedCounts(counts: Map<string, number>): Record<string, number> {
+  return Object.fromEntries([...counts].sort((a, b) => b[1] - a[1]));
 }
 
 /** Numbers in a typed array allocated once (grown by doubling only if a run records more than expected). */

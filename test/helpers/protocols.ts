@@ -10,51 +10,16 @@
  */
 import { rawRequest } from './http.js';
 import { chat, type ChatOptions, type ChatOutcome } from './chat.js';
+import { namedEvents, PROTOCOL_PATHS, protocolBody, type NamedEvent, type WireProtocol } from './protocol-wire.js';
 
-export type WireProtocol = 'chat' | 'responses' | 'messages';
-
-export const WIRE_PROTOCOLS: readonly WireProtocol[] = ['chat', 'responses', 'messages'];
-
-export const PROTOCOL_PATHS: Readonly<Record<WireProtocol, string>> = {
-  chat: '/v1/chat/completions',
-  responses: '/v1/responses',
-  messages: '/v1/messages',
-};
+// The paths, the body translation and the SSE reader live in protocol-wire.ts (the soak uses them too).
+export { namedEvents, PROTOCOL_PATHS, protocolBody, WIRE_PROTOCOLS, type NamedEvent, type WireProtocol } from './protocol-wire.js';
 
 export interface ProtocolOutcome extends ChatOutcome {
   /** How a stream ended: its normal terminal event, its terminal error event, or neither (cut). `json` without streaming. */
   ending: 'completed' | 'error' | 'cut' | 'json';
   /** The named events of a stream (`event:` and parsed `data:`), in order. */
-  events: { event: string | undefined; data: Record<string, unknown> }[];
-}
-
-interface ChatishMessage {
-  role: string;
-  content: unknown;
-}
-
-/** A chat body in the protocol's form (only what the tests use: messages, stream, max_tokens, tools, temperature). */
-export function protocolBody(protocol: WireProtocol, body: Record<string, unknown>): Record<string, unknown> {
-  if (protocol === 'chat') return body;
-  const { messages, max_tokens: maxTokens, tools, ...rest } = body as { messages: ChatishMessage[]; max_tokens?: number; tools?: { function: Record<string, unknown> }[] } & Record<string, unknown>;
-  const system = messages.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => String(m.content));
-  const turns = messages.filter((m) => m.role !== 'system' && m.role !== 'developer');
-  if (protocol === 'responses') {
-    return {
-      ...rest,
-      input: turns.map((m) => ({ role: m.role, content: m.content })),
-      ...(system.length > 0 ? { instructions: system.join('\n') } : {}),
-      ...(maxTokens !== undefined ? { max_output_tokens: maxTokens } : {}),
-      ...(tools ? { tools: tools.map((t) => ({ type: 'function', ...t.function })) } : {}),
-    };
-  }
-  return {
-    ...rest,
-    messages: turns.map((m) => ({ role: m.role, content: m.content })),
-    ...(system.length > 0 ? { system: system.join('\n') } : {}),
-    max_tokens: maxTokens ?? 1024,
-    ...(tools ? { tools: tools.map((t) => ({ name: t.function['name'], description: t.function['description'], input_schema: t.function['parameters'] ?? { type: 'object' } })) } : {}),
-  };
+  events: NamedEvent[];
 }
 
 /** Sends a chat-shaped request in `protocol` and reads the answer back into a `ChatOutcome`. */
@@ -84,24 +49,6 @@ export async function askBoth(protocol: WireProtocol, baseUrl: string, body: Rec
   const plain = await ask(protocol, baseUrl, { ...body, stream: false }, options);
   const streamed = await ask(protocol, baseUrl, { ...body, stream: true }, options);
   return [plain, streamed];
-}
-
-/** The SSE body as named events; every frame must be `event:` (optional for chat) and one `data:` line of JSON. */
-export function namedEvents(text: string): { event: string | undefined; data: Record<string, unknown> }[] {
-  if (text === '') return [];
-  if (!text.endsWith('\n\n')) throw new Error(`SSE body does not end with a blank line: ${JSON.stringify(text.slice(-40))}`);
-  return text
-    .slice(0, -2)
-    .split('\n\n')
-    .map((frame) => {
-      const lines = frame.split('\n');
-      const event = lines.length === 2 && lines[0]!.startsWith('event: ') ? lines[0]!.slice('event: '.length) : undefined;
-      const dataLine = lines.at(-1)!;
-      if (event === undefined || !dataLine.startsWith('data: ')) throw new Error(`not an event: and a data: line: ${JSON.stringify(frame)}`);
-      const data = JSON.parse(dataLine.slice('data: '.length)) as Record<string, unknown>;
-      if (data['type'] !== event) throw new Error(`event ${event} carries data of type ${String(data['type'])}`);
-      return { event, data };
-    });
 }
 
 /** The error of a JSON answer, normalized: `{ message, type, code }` with the HTTP-equivalent status as a number. */
