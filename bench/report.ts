@@ -52,6 +52,37 @@ export interface GuardrailTiming {
   paired?: Record<string, PairedWindowTiming>;
 }
 
+/** One measured cell of the paired rounds: server CPU µs/req (CPU counters around the cell ÷ completed requests). */
+export interface PairedCpuCell {
+  cpuUsPerReq: number;
+  mockCpuUsPerReq: number;
+  reqPerSec: number;
+  requests: number;
+  /** Socket errors + non-2xx answers during the cell. */
+  errors: number;
+}
+
+/** One round of one mode: every process of the phase measured back to back, in `order`. */
+export interface PairedCpuRound {
+  round: number;
+  mode: Mode;
+  /** The setups in the order they were measured: the phase's order on odd rounds, reversed on even ones. */
+  order: string[];
+  cells: Record<string, PairedCpuCell>;
+}
+
+/**
+ * The paired-rounds phase (`--ratio-rounds`): baseline, router and the protocol setups all started at once,
+ * measured one after another in each round (order alternating per round), so the cells a CPU ratio divides
+ * are seconds apart, not minutes; the CPU targets are judged on the median over rounds when there are some.
+ */
+export interface PairedCpu {
+  connections: number;
+  cellS: number;
+  warmupS: number;
+  rounds: PairedCpuRound[];
+}
+
 export interface TargetResult {
   target: string;
   measured: string;
@@ -86,6 +117,31 @@ export interface Measurements {
   profiles: ProfileResult[] | undefined;
   /** Informational setups measured against another setup (`router+otel` → `router`), see `tracingCost()`. */
   references?: Record<string, string>;
+  /** The paired rounds of the CPU ratio targets, when the phase ran. */
+  pairedCpu?: PairedCpu | undefined;
+}
+
+/** The CPU ratios judged on the paired rounds: setup ÷ reference. */
+export const PAIRED_RATIOS: readonly (readonly [setup: string, reference: string])[] = [
+  [GATEWAY, 'baseline'],
+  ...PROTOCOL_SETUPS.map((s) => [s, GATEWAY] as const),
+];
+
+/** setup ÷ reference server CPU µs/req, one value per paired round of `mode` that measured both. */
+export function pairedCpuRatios(paired: PairedCpu | undefined, setup: string, reference: string, mode: Mode): number[] {
+  const ratios: number[] = [];
+  for (const round of paired?.rounds ?? []) {
+    const own = round.cells[setup];
+    const ref = round.cells[reference];
+    if (round.mode === mode && own && ref && ref.cpuUsPerReq > 0) ratios.push(own.cpuUsPerReq / ref.cpuUsPerReq);
+  }
+  return ratios;
+}
+
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 /** One row of the tracing-cost table: a setup's cell against its reference's cell (same mode, connections). */
@@ -158,12 +214,14 @@ export function evaluateTargets(m: Measurements): TargetResult[] {
   const targets: TargetResult[] = [];
   const at = (mode: Mode, connections: number): Cell | undefined => findCell(cells, GATEWAY, mode, connections);
 
+  // The CPU ratios: on the paired rounds' median when the phase ran (cells seconds apart), otherwise on the
+  // single cells of the throughput phase (minutes apart on a drifting shared machine).
   for (const mode of ['json', 'stream', 'paced'] as const) {
     const cell = at(mode, 50);
     const ratio = cell ? cpuRatio(cells, cell) : undefined;
     const base = findCell(cells, 'baseline', mode, 50)?.serverCpuUsPerReq;
     targets.push(
-      judge(`server CPU µs/req @50, ${GATEWAY} ÷ baseline, ${MODE_LABEL[mode]}`, ratio, (r) => `${r.toFixed(2)}× (${cell!.serverCpuUsPerReq!.toFixed(0)} vs ${base!.toFixed(0)} µs)`, '≤ 1.10×', (r) => r <= 1.1),
+      cpuTarget(m.pairedCpu, GATEWAY, 'baseline', mode, `server CPU µs/req @50, ${GATEWAY} ÷ baseline, ${MODE_LABEL[mode]}`, ratio, () => `${cell!.serverCpuUsPerReq!.toFixed(0)} vs ${base!.toFixed(0)} µs`, 1.1),
     );
   }
   for (const mode of ['json', 'stream'] as const) {
@@ -221,12 +279,15 @@ export function evaluateTargets(m: Measurements): TargetResult[] {
       const chat = findCell(cells, GATEWAY, mode, 50);
       const ratio = cell?.serverCpuUsPerReq !== undefined && chat?.serverCpuUsPerReq !== undefined ? cell.serverCpuUsPerReq / chat.serverCpuUsPerReq : undefined;
       targets.push(
-        judge(
+        cpuTarget(
+          m.pairedCpu,
+          setup,
+          GATEWAY,
+          mode,
           `server CPU µs/req @50, ${setup} ÷ ${GATEWAY} (chat), ${MODE_LABEL[mode]}`,
           ratio,
-          (r) => `${r.toFixed(2)}× (${cell!.serverCpuUsPerReq!.toFixed(0)} vs ${chat!.serverCpuUsPerReq!.toFixed(0)} µs)`,
-          `≤ ${PROTOCOL_LIMIT.toFixed(2)}×`,
-          (r) => r <= PROTOCOL_LIMIT,
+          () => `${cell!.serverCpuUsPerReq!.toFixed(0)} vs ${chat!.serverCpuUsPerReq!.toFixed(0)} µs`,
+          PROTOCOL_LIMIT,
         ),
       );
     }
@@ -249,6 +310,33 @@ export function evaluateTargets(m: Measurements): TargetResult[] {
     ),
   );
   return targets;
+}
+
+/**
+ * A CPU ratio target: judged on the median of the paired rounds when there are some (the single cells'
+ * ratio shown beside it), otherwise on the single cells' ratio (`cellRatio`, `cellDetail` its µs).
+ */
+function cpuTarget(
+  paired: PairedCpu | undefined,
+  setup: string,
+  reference: string,
+  mode: Mode,
+  target: string,
+  cellRatio: number | undefined,
+  cellDetail: () => string,
+  limit: number,
+): TargetResult {
+  const rounds = pairedCpuRatios(paired, setup, reference, mode);
+  const bound = `≤ ${limit.toFixed(2)}×`;
+  if (rounds.length === 0) return judge(target, cellRatio, (r) => `${r.toFixed(2)}× (${cellDetail()})`, bound, (r) => r <= limit);
+  const single = cellRatio === undefined || Number.isNaN(cellRatio) ? '' : `; single cells ${cellRatio.toFixed(2)}×`;
+  return judge(
+    target,
+    median(rounds),
+    (r) => `${r.toFixed(2)}× (median of ${rounds.length} paired rounds: ${rounds.map((v) => v.toFixed(2)).join(', ')}${single})`,
+    bound,
+    (r) => r <= limit,
+  );
 }
 
 function judge(target: string, value: number | undefined, show: (v: number) => string, limit: string, passes: (v: number) => boolean): TargetResult {
@@ -327,6 +415,7 @@ export function renderReport({ measurements, outcomes, targets, quick, header }:
     lines.push('', `## Protocols (issue #16): server CPU per request ÷ the chat path's (\`router\`), same run; target ≤ ${PROTOCOL_LIMIT.toFixed(2)}× (judged above)`, '');
     relativeTable(protocols);
   }
+  if (measurements.pairedCpu && measurements.pairedCpu.rounds.length > 0) pairedTable(lines, measurements.pairedCpu);
   const relative = all.filter((r) => !isProtocol(r));
   if (relative.length > 0) {
     lines.push('', '## Tracing cost (issue #15): server CPU per request ÷ the no-subscriber router\'s, same run (informational, no PASS/FAIL)', '');
@@ -397,6 +486,41 @@ export function renderReport({ measurements, outcomes, targets, quick, header }:
   const counted = targets.filter((t) => t.result !== 'n/a');
   lines.push('', `${counted.filter((t) => t.result === 'PASS').length}/${counted.length} targets pass${targets.length > counted.length ? `, ${targets.length - counted.length} not measured` : ''}${quick ? ' (quick run: indicative)' : ''}.`);
   return lines.join('\n');
+}
+
+/** The paired rounds: each round's server CPU µs/req per process, its ratios, and the medians judged. */
+function pairedTable(lines: string[], paired: PairedCpu): void {
+  const setups = [...new Set(paired.rounds.flatMap((r) => r.order))];
+  const ratios = PAIRED_RATIOS.filter(([setup, reference]) => setups.includes(setup) && setups.includes(reference));
+  const rounds = Math.max(...paired.rounds.map((r) => r.round));
+  lines.push(
+    '',
+    `## Paired rounds: server CPU µs/req @${paired.connections}, every process running, measured back to back (${paired.warmupS} s warm-up + ${paired.cellS} s each, order reversed every other round); the CPU targets are judged on the medians`,
+    '',
+  );
+  lines.push(`| mode | round | ${setups.join(' | ')} | ${ratios.map(([s, r]) => `${s} ÷ ${r}`).join(' | ')} |`);
+  lines.push(`|---|---|${setups.map(() => '--:|').join('')}${ratios.map(() => '--:|').join('')}`);
+  for (const mode of MODES_IN_ORDER) {
+    const ofMode = paired.rounds.filter((r) => r.mode === mode);
+    if (ofMode.length === 0) continue;
+    for (const round of ofMode) {
+      const us = setups.map((s) => {
+        const c = round.cells[s];
+        return c === undefined ? '—' : `${c.cpuUsPerReq.toFixed(0)}${c.errors > 0 ? ` (${c.errors} errors)` : ''}`;
+      });
+      const rs = ratios.map(([s, r]) => {
+        const own = round.cells[s];
+        const ref = round.cells[r];
+        return own && ref ? `${(own.cpuUsPerReq / ref.cpuUsPerReq).toFixed(2)}×` : '—';
+      });
+      lines.push(`| ${mode} | ${round.round}/${rounds}${round.order[0] === setups[0] ? '' : ' (reversed)'} | ${us.join(' | ')} | ${rs.join(' | ')} |`);
+    }
+    const medians = ratios.map(([s, r]) => {
+      const values = pairedCpuRatios(paired, s, r, mode);
+      return values.length === 0 ? '—' : `**${median(values).toFixed(2)}×**`;
+    });
+    lines.push(`| ${mode} | median | ${setups.map(() => '').join(' | ')} | ${medians.join(' | ')} |`);
+  }
 }
 
 function mb(bytes: number): string {

@@ -6,20 +6,33 @@
  * Flags: `--quick` (1 s cells, fewer setups: a harness check for CI; targets indicative only),
  * `--loader=wrk|autocannon` (default wrk when installed), `--only=router,guardrail-window` (gateway setups;
  * baseline and direct always run), `--no-memory`, `--no-throughput`, `--no-profile`, `--no-import`,
- * `--memory-baseline`, `--streams=N`, `--duration=S` (seconds a cell).
+ * `--memory-baseline`, `--streams=N`, `--duration=S` (seconds a cell), `--ratio-rounds=N` (paired rounds of the CPU
+ * ratio targets: default 3, 0 with `--quick`; 0 skips the phase).
  */
 import { execSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, loadavg, totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { type LoaderName, checkAnswer, runLoad, timedLoop, wrkAvailable, percentile } from './load.js';
+import { type LoadResult, type LoaderName, checkAnswer, runLoad, timedLoop, wrkAvailable, percentile } from './load.js';
 import { type MemoryResult, fdLimit, mb, memoryRun } from './memory.js';
 import { ServerProcess, installCleanup, killAll } from './processes.js';
 import { type ImportTiming, measureImport } from './import-time.js';
 import { GATEWAY_CODE, ensureBuilt } from './package.js';
 import { type CpuProfile, summarizeProfile } from './profile-summary.js';
-import { type Cell, type GuardrailTiming, type ProfileResult, type SetupOutcome, evaluateTargets, renderReport, tracingCost } from './report.js';
+import {
+  type Cell,
+  type GuardrailTiming,
+  PAIRED_RATIOS,
+  type PairedCpu,
+  type PairedCpuCell,
+  type PairedCpuRound,
+  type ProfileResult,
+  type SetupOutcome,
+  evaluateTargets,
+  renderReport,
+  tracingCost,
+} from './report.js';
 import { GUARDRAIL_LATENCY_MS, GUARDRAIL_WINDOW_CHARS, SETUPS, type Setup, setupNamed } from './setups.js';
 import {
   type BenchProtocol,
@@ -54,6 +67,8 @@ interface Config {
   timedMaxS: number;
   connections: number[];
   slowChunkDelayMs: number;
+  /** Paired rounds of the CPU ratio targets (0: no paired phase). */
+  ratioRounds: number;
 }
 
 function parseArgs(argv: string[]): Config {
@@ -65,6 +80,8 @@ function parseArgs(argv: string[]): Config {
   if (loader === 'wrk' && !hasWrk) throw new Error('--loader=wrk, but wrk is not installed (apt-get install wrk, or bash .ci/wrk.sh)');
   const duration = value('duration');
   const streams = value('streams');
+  const ratioRounds = value('ratio-rounds');
+  if (ratioRounds !== undefined && !/^\d+$/.test(ratioRounds)) throw new Error(`--ratio-rounds must be a whole number, not '${ratioRounds}'`);
   return {
     quick,
     // wrk when installed: C, one thread, far less of the two cores than autocannon (see bench/README.md).
@@ -83,6 +100,7 @@ function parseArgs(argv: string[]): Config {
     timedMaxS: quick ? 0.4 : 1.5,
     connections: [1, 50],
     slowChunkDelayMs: quick ? 100 : 500,
+    ratioRounds: ratioRounds === undefined ? (quick ? 0 : 3) : Number(ratioRounds),
   };
 }
 
@@ -99,7 +117,10 @@ async function main(): Promise<void> {
   if (loadBefore[0]! > cpus().length * 0.5) {
     log(`WARNING: load average ${loadBefore[0]!.toFixed(1)} on ${cpus().length} cores before the run: other processes compete for CPU, so absolute numbers are low and noisy (ratios suffer less)`);
   }
-  log(`${config.cellS} s a cell, ${config.warmupS} s warm-up per setup and mode at 50 connections; modes ${MODES.join(', ')}; connections ${config.connections.join(', ')}; ${setups.length} setups`);
+  log(
+    `${config.cellS} s a cell, ${config.warmupS} s warm-up per setup and mode at 50 connections; modes ${MODES.join(', ')}; connections ${config.connections.join(', ')}; ${setups.length} setups; ` +
+      `${config.ratioRounds} paired rounds for the CPU ratios`,
+  );
 
   // The gateway setups run the built package: build dist/ once, now, before any server starts.
   log('\n## the package under test (dist/)');
@@ -163,6 +184,13 @@ async function main(): Promise<void> {
     guardrail.roundTripP50Ms = await guardrailRoundTrip(emulator.url);
     log(`\nguardrail round trip alone (ApplyGuardrail, the answer's first ${GUARDRAIL_WINDOW_CHARS} chars, plain HTTP from the client): p50 ${guardrail.roundTripP50Ms.toFixed(2)} ms`);
   }
+  const pairedCpu =
+    config.throughput && config.ratioRounds > 0
+      ? await pairedCpuPhase(config, setups, mock).catch((err: unknown) => {
+          log(`  paired rounds failed: ${(err as Error).message} (the CPU targets are judged on the single cells)`);
+          return undefined;
+        })
+      : undefined;
   const profiles = config.profile
     ? await profilePass(config, mock, emulator).catch((err: unknown) => {
         log(`  profile pass failed: ${(err as Error).message}`);
@@ -175,7 +203,7 @@ async function main(): Promise<void> {
   const memory = config.memory ? await memoryPhase(config, setups) : [];
   const elapsedS = (performance.now() - runStarted) / 1000;
   const references = Object.fromEntries(setups.filter((s) => s.reference !== undefined).map((s) => [s.name, s.reference!]));
-  const measurements = { cells, guardrail, memory, streams: config.streams, loader: config.loader, importTiming, profiles, references };
+  const measurements = { cells, guardrail, memory, streams: config.streams, loader: config.loader, importTiming, profiles, references, pairedCpu };
   const targets = evaluateTargets(measurements);
   const report = renderReport({ measurements, outcomes, targets, quick: config.quick, header });
   log(`\n${report}`);
@@ -193,6 +221,7 @@ async function main(): Promise<void> {
       quick: config.quick,
       cellSeconds: config.cellS,
       warmupSeconds: config.warmupS,
+      ratioRounds: config.ratioRounds,
       streamChunks: STREAM_CHUNKS,
       pacedChunkDelayMs: STREAM_PACED_DELAY_MS,
       elapsedSeconds: elapsedS,
@@ -200,6 +229,7 @@ async function main(): Promise<void> {
     setups: outcomes,
     cells,
     guardrail,
+    pairedCpu,
     memory,
     importTiming,
     profiles: profiles?.map((p) => ({ ...p, gateway: p.gateway.slice(0, 30), modules: p.modules.slice(0, 30) })),
@@ -359,23 +389,7 @@ async function measureCell(
 ): Promise<Cell> {
   const body = modeBody(mode, setup.protocol);
   const path = pathOf(setup);
-  const serverBefore = await server?.stats();
-  const mockBefore = await mock.stats();
-  let maxRss = serverBefore?.rss ?? 0;
-  const sampler = setInterval(() => {
-    server?.stats().then((s) => (maxRss = Math.max(maxRss, s.rss)), () => undefined);
-  }, 500);
-  let load;
-  try {
-    load = await runLoad({ origin, body, path, connections, loader: config.loader, warmupS: 0, durationS: config.cellS });
-  } finally {
-    clearInterval(sampler);
-  }
-  const serverAfter = await server?.stats();
-  const mockAfter = await mock.stats();
-  const completed = Math.max(1, load.requests);
-  const cpuUs = (before: { cpuUserUs: number; cpuSystemUs: number }, after: { cpuUserUs: number; cpuSystemUs: number }): number =>
-    (after.cpuUserUs + after.cpuSystemUs - before.cpuUserUs - before.cpuSystemUs) / completed;
+  const { load, serverCpuUsPerReq, mockCpuUsPerReq, serverRssMax } = await loadWithCpu(config, { origin, body, path, connections }, server, mock);
   // Paced answers take ~100 ms each: give the timed loop more time so its p50 rests on enough requests.
   const timed =
     connections === 1
@@ -388,10 +402,118 @@ async function measureCell(
     connections,
     load,
     timed,
+    serverCpuUsPerReq,
+    mockCpuUsPerReq,
+    serverRssMax,
+  };
+}
+
+interface LoadWithCpu {
+  load: LoadResult;
+  /** CPU time (user + system) of the server process during the load ÷ completed requests, µs; none without a server. */
+  serverCpuUsPerReq: number | undefined;
+  mockCpuUsPerReq: number;
+  /** Largest RSS of the server process sampled (every 0.5 s) during the load, bytes. */
+  serverRssMax: number | undefined;
+}
+
+/**
+ * One measured load of `config.cellS` seconds (no warm-up) with the server's and the mock's CPU counters
+ * read (IPC `stats()`) just before and just after: their deltas ÷ the requests the load generator completed.
+ * The throughput cells and the paired rounds both measure through this.
+ */
+async function loadWithCpu(
+  config: Config,
+  request: { origin: string; body: string; path: string; connections: number },
+  server: ServerProcess | undefined,
+  mock: ServerProcess,
+): Promise<LoadWithCpu> {
+  const serverBefore = await server?.stats();
+  const mockBefore = await mock.stats();
+  let maxRss = serverBefore?.rss ?? 0;
+  const sampler = setInterval(() => {
+    server?.stats().then((s) => (maxRss = Math.max(maxRss, s.rss)), () => undefined);
+  }, 500);
+  let load;
+  try {
+    load = await runLoad({ ...request, loader: config.loader, warmupS: 0, durationS: config.cellS });
+  } finally {
+    clearInterval(sampler);
+  }
+  const serverAfter = await server?.stats();
+  const mockAfter = await mock.stats();
+  const completed = Math.max(1, load.requests);
+  const cpuUs = (before: { cpuUserUs: number; cpuSystemUs: number }, after: { cpuUserUs: number; cpuSystemUs: number }): number =>
+    (after.cpuUserUs + after.cpuSystemUs - before.cpuUserUs - before.cpuSystemUs) / completed;
+  return {
+    load,
     serverCpuUsPerReq: serverBefore && serverAfter ? cpuUs(serverBefore, serverAfter) : undefined,
     mockCpuUsPerReq: cpuUs(mockBefore, mockAfter),
     serverRssMax: serverAfter ? Math.max(maxRss, serverAfter.rss) : undefined,
   };
+}
+
+/** The setups of the paired rounds, in their forward order: the CPU ratio targets' setups and references. */
+const PAIRED_SETUPS = [...new Set(PAIRED_RATIOS.flatMap(([setup, reference]) => [reference, setup]))];
+const PAIRED_CONNECTIONS = 50;
+
+/**
+ * The CPU ratio targets in paired rounds (see bench/README.md): baseline, router and the protocol setups of
+ * this run all started at once (each idle while another is measured); each round, for each mode, every
+ * process gets a warm-up then a measured cell (`loadWithCpu`), one after another, the order reversed every
+ * other round. A ratio divides cells seconds apart, not minutes: the single cells of the throughput phase,
+ * run setup after setup, moved by 10–20% between two quiet runs on this shared machine.
+ */
+async function pairedCpuPhase(config: Config, setups: Setup[], mock: ServerProcess): Promise<PairedCpu | undefined> {
+  const chosen = PAIRED_SETUPS.map((name) => setups.find((s) => s.name === name && s.throughput !== false)).filter((s): s is Setup => s !== undefined);
+  if (!chosen.some((s) => s.name === 'router')) {
+    log(`\n## paired rounds: skipped (router is not in this run; every paired ratio needs it)`);
+    return undefined;
+  }
+  const perProcessS = config.warmupS + config.cellS + 0.5;
+  log(
+    `\n## paired rounds: ${chosen.map((s) => s.name).join(', ')} running together; ${config.ratioRounds} rounds × ${MODES.length} modes @${PAIRED_CONNECTIONS}, ` +
+      `${config.warmupS} s warm-up + ${config.cellS} s each (about ${(config.ratioRounds * MODES.length * chosen.length * perProcessS).toFixed(0)} s)`,
+  );
+  const running: [Setup, ServerProcess][] = [];
+  try {
+    for (const setup of chosen) {
+      const target = await startTarget(setup, mock, undefined);
+      if (target instanceof ServerProcess) running.push([setup, target]);
+      else log(`  ${setup.name}: not in the paired rounds (${target === 'direct' ? 'no server' : `${target.status}: ${target.reason}`})`);
+    }
+    if (!running.some(([s]) => s.name === 'router')) {
+      log('  router did not start: no paired rounds');
+      return undefined;
+    }
+    const rounds: PairedCpuRound[] = [];
+    for (let round = 1; round <= config.ratioRounds; round++) {
+      const order = round % 2 === 1 ? running : [...running].reverse();
+      for (const mode of MODES) {
+        const cells: Record<string, PairedCpuCell> = {};
+        for (const [setup, server] of order) {
+          if (!modesOf(setup).includes(mode)) continue;
+          const request = { origin: server.url, body: modeBody(mode, setup.protocol), path: pathOf(setup), connections: PAIRED_CONNECTIONS };
+          await runLoad({ ...request, loader: config.loader, warmupS: 0, durationS: config.warmupS });
+          const { load, serverCpuUsPerReq, mockCpuUsPerReq } = await loadWithCpu(config, request, server, mock);
+          cells[setup.name] = { cpuUsPerReq: serverCpuUsPerReq!, mockCpuUsPerReq, reqPerSec: load.reqPerSec, requests: load.requests, errors: load.errors + load.non2xx };
+        }
+        rounds.push({ round, mode, order: order.map(([s]) => s.name).filter((name) => cells[name] !== undefined), cells });
+        const shown = order
+          .filter(([s]) => cells[s.name] !== undefined)
+          .map(([s]) => {
+            const c = cells[s.name]!;
+            const pair = PAIRED_RATIOS.find(([setup]) => setup === s.name);
+            const ref = pair && cells[pair[1]];
+            return `${s.name} ${c.cpuUsPerReq.toFixed(0)}${ref ? ` (${(c.cpuUsPerReq / ref.cpuUsPerReq).toFixed(2)}× ${pair[1]})` : ''}${c.errors ? ` ERRORS ${c.errors}` : ''}`;
+          });
+        log(`  round ${round}/${config.ratioRounds} ${mode.padEnd(6)} CPU µs/req: ${shown.join(', ')}`);
+      }
+    }
+    return { connections: PAIRED_CONNECTIONS, cellS: config.cellS, warmupS: config.warmupS, rounds };
+  } finally {
+    for (const [, server] of running) await server.stop();
+  }
 }
 
 /**

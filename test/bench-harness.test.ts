@@ -17,7 +17,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type LoadResult, parseWrk, runLoad, wrkAvailable, wrkScript } from '../bench/load.js';
-import { type Cell, type Measurements, evaluateTargets, renderReport, tracingCost } from '../bench/report.js';
+import { type Cell, type Measurements, type PairedCpu, evaluateTargets, median, renderReport, tracingCost } from '../bench/report.js';
 import { CHAT_PATH, REQUEST_HEADERS, type Mode, modeBody } from '../bench/workload.js';
 
 interface Received {
@@ -197,6 +197,33 @@ function measurements(routerCpu: number, routerReq = 1000, extra: Cell[] = []): 
 
 const byName = (targets: ReturnType<typeof evaluateTargets>, start: string) => targets.filter((t) => t.target.startsWith(start));
 
+/**
+ * Paired rounds with the given server CPU µs/req per round (same in every mode): baseline at 200, the
+ * router, and the protocol setups when given. Rounds alternate their order, as the phase does.
+ */
+function pairedRounds(router: number[], responses?: number[], messages?: number[]): PairedCpu {
+  const forward = ['baseline', 'router', ...(responses ? ['router-responses'] : []), ...(messages ? ['router-messages'] : [])];
+  const at = (cpuUsPerReq: number) => ({ cpuUsPerReq, mockCpuUsPerReq: 50, reqPerSec: 1000, requests: 3000, errors: 0 });
+  return {
+    connections: 50,
+    cellS: 3,
+    warmupS: 1,
+    rounds: router.flatMap((cpu, i) =>
+      (['json', 'stream', 'paced'] as const).map((mode) => ({
+        round: i + 1,
+        mode,
+        order: i % 2 === 0 ? forward : [...forward].reverse(),
+        cells: {
+          baseline: at(200),
+          router: at(cpu),
+          ...(responses ? { 'router-responses': at(responses[i]!) } : {}),
+          ...(messages ? { 'router-messages': at(messages[i]!) } : {}),
+        },
+      })),
+    ),
+  };
+}
+
 describe('evaluateTargets', () => {
   it('a CPU ratio above 1.10× fails, at or below passes', () => {
     const over = byName(evaluateTargets(measurements(230)), 'server CPU µs/req @50, router ÷');
@@ -219,6 +246,50 @@ describe('evaluateTargets', () => {
     expect(responses[0]!.measured).toBe('1.25× (250 vs 200 µs)');
     expect(byName(targets, 'server CPU µs/req @50, router-messages ÷').map((t) => t.result)).toEqual(['PASS', 'PASS', 'PASS']); // exactly 1.20×
     expect(byName(evaluateTargets(measurements(200)), 'server CPU µs/req @50, router-messages ÷').map((t) => t.result)).toEqual(['n/a', 'n/a', 'n/a']);
+  });
+
+  it('the CPU ratios are judged on the median of the paired rounds when there are some, on the single cells otherwise', () => {
+    // Single cells: router 1.25× the baseline (FAIL). Paired rounds: 1.03, 1.05, 1.15 → median 1.05 (PASS).
+    const m = measurements(250, 1000, (['json', 'stream', 'paced'] as const).flatMap((mode) => [cell('router-responses', mode, 50, 250), cell('router-messages', mode, 50, 250)]));
+    const cellsOnly = evaluateTargets(m);
+    expect(byName(cellsOnly, 'server CPU µs/req @50, router ÷').map((t) => [t.result, t.measured])).toEqual(
+      Array(3).fill(['FAIL', '1.25× (250 vs 200 µs)']),
+    );
+    // The protocol setups, single cells: 250 ÷ 250 = 1.00× (PASS).
+    expect(byName(cellsOnly, 'server CPU µs/req @50, router-responses ÷').map((t) => t.result)).toEqual(['PASS', 'PASS', 'PASS']);
+
+    // Paired: router 206, 210, 230 µs (1.03, 1.05, 1.15 × 200); responses 1.30, 1.10, 1.25 × the router of its round; messages 1.00.
+    m.pairedCpu = pairedRounds([206, 210, 230], [206 * 1.3, 210 * 1.1, 230 * 1.25], [206, 210, 230]);
+    const paired = evaluateTargets(m);
+    const router = byName(paired, 'server CPU µs/req @50, router ÷');
+    expect(router).toHaveLength(3);
+    for (const t of router) {
+      expect(t.result).toBe('PASS');
+      expect(t.value).toBeCloseTo(1.05, 5);
+      expect(t.measured).toBe('1.05× (median of 3 paired rounds: 1.03, 1.05, 1.15; single cells 1.25×)');
+      expect(t.limit).toBe('≤ 1.10×');
+    }
+    const responses = byName(paired, 'server CPU µs/req @50, router-responses ÷');
+    expect(responses.map((t) => t.result)).toEqual(['FAIL', 'FAIL', 'FAIL']); // median 1.25 > 1.20, though the single cells were 1.00×
+    expect(responses[0]!.value).toBeCloseTo(1.25, 5);
+    expect(responses[0]!.measured).toBe('1.25× (median of 3 paired rounds: 1.30, 1.10, 1.25; single cells 1.00×)');
+    expect(byName(paired, 'server CPU µs/req @50, router-messages ÷').map((t) => t.result)).toEqual(['PASS', 'PASS', 'PASS']);
+
+    // Paired rounds without the protocol setups (not in the run): those targets fall back to the single cells.
+    m.pairedCpu = pairedRounds([206, 210, 230]);
+    const fallback = byName(evaluateTargets(m), 'server CPU µs/req @50, router-responses ÷');
+    expect(fallback.map((t) => [t.result, t.measured])).toEqual(Array(3).fill(['PASS', '1.00× (250 vs 250 µs)']));
+    // The req/s targets stay on the single cells.
+    expect(byName(evaluateTargets(m), 'req/s').map((t) => t.value)).toEqual([1, 1]);
+  });
+
+  it('an even number of paired rounds takes the mean of the middle two', () => {
+    expect(median([1.2, 1.0])).toBeCloseTo(1.1, 10);
+    expect(median([3, 1, 2])).toBe(2);
+    const m = measurements(200);
+    m.pairedCpu = pairedRounds([210, 234]);
+    expect(byName(evaluateTargets(m), 'server CPU µs/req @50, router ÷')[0]).toMatchObject({ result: 'FAIL', measured: '1.11× (median of 2 paired rounds: 1.05, 1.17; single cells 1.00×)' });
+    expect(byName(evaluateTargets(m), 'server CPU µs/req @50, router ÷')[0]!.value).toBeCloseTo(1.11, 10);
   });
 
   it('req/s below 0.90× fails, above passes', () => {
@@ -297,6 +368,23 @@ describe('renderReport', () => {
     for (const line of rowsShown) expect(line).not.toMatch(/PASS|FAIL|indicative/);
     // Not among the judged targets either.
     expect(evaluateTargets(m).some((t) => t.target.includes('otel') || t.target.includes('channels'))).toBe(false);
+  });
+
+  it('a report with paired rounds shows each round, its order and ratios, and the medians', () => {
+    const m = measurements(250);
+    m.pairedCpu = pairedRounds([206, 210, 230], [206 * 1.3, 210 * 1.1, 230 * 1.25], [206, 210, 230]);
+    const text = render(m, false);
+    expect(text).toContain('## Paired rounds: server CPU µs/req @50');
+    const table = text.slice(text.indexOf('## Paired rounds'), text.indexOf('## Targets'));
+    expect(table).toContain('| mode | round | baseline | router | router-responses | router-messages | router ÷ baseline | router-responses ÷ router | router-messages ÷ router |');
+    expect(table).toContain('| json | 1/3 | 200 | 206 | 268 | 206 | 1.03× | 1.30× | 1.00× |');
+    expect(table).toContain('| json | 2/3 (reversed) | 200 | 210 | 231 | 210 | 1.05× | 1.10× | 1.00× |');
+    expect(table).toContain('| paced | median |  |  |  |  | **1.05×** | **1.25×** | **1.00×** |');
+    expect(table.split('\n').filter((l) => /^\| (json|stream|paced) \|/.test(l))).toHaveLength(12);
+    // The single cells stay in the headline table.
+    expect(text).toMatch(/\| router \| json \| .* \| \*\*1\.25×\*\* \|/);
+    expect(text).toMatch(/router ÷ baseline, json \| 1\.05× \(median of 3 paired rounds: 1\.03, 1\.05, 1\.15; single cells 1\.25×\) \| ≤ 1\.10× \| PASS \|/);
+    expect(render(measurements(250), false)).not.toContain('Paired rounds');
   });
 
   it('no tracing-cost table without tracing setups', () => {
