@@ -193,8 +193,9 @@ export class ResponsesEncoder implements ProtocolEncoder {
     this.textPrefix =
       `event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":${JSON.stringify(message.id)},` +
       `"output_index":${message.outputIndex},"content_index":${part.index},"delta":`;
-    const added = { item_id: message.id, output_index: message.outputIndex, content_index: part.index, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } };
-    return out + this.event('response.content_part.added', added);
+    // Written as a template: once per answer, on every streamed text answer.
+    const added = `"item_id":${JSON.stringify(message.id)},"output_index":${message.outputIndex},"content_index":${part.index},"part":{"type":"output_text","text":"","annotations":[],"logprobs":[]}`;
+    return out + this.frame('response.content_part.added', added);
   }
 
   private refusal(delta: string): string {
@@ -220,8 +221,8 @@ export class ResponsesEncoder implements ProtocolEncoder {
     const message: MessageState = { kind: 'message', id, outputIndex: this.slots.length, parts: [], text: undefined, refusal: undefined, json: undefined };
     this.slots.push(message);
     this.message = message;
-    const item: MessageItem = { id, type: 'message', status: 'in_progress', role: 'assistant', content: [] };
-    return [message, this.event('response.output_item.added', { output_index: message.outputIndex, item })];
+    const item = `{"id":${JSON.stringify(id)},"type":"message","status":"in_progress","role":"assistant","content":[]}`;
+    return [message, this.frame('response.output_item.added', `"output_index":${message.outputIndex},"item":${item}`)];
   }
 
   private toolCall(delta: ToolCallDelta): string {

@@ -112,30 +112,35 @@ export function safeFixedMembers(answer: ResponsesAnswerInfo): string {
 
 const settingsJson = new WeakMap<ResponseEcho, string>();
 
+/** The empty values most requests leave as they are, written once. */
+const EMPTY_TOOLS = '[]';
+const EMPTY_METADATA = '{}';
+const TEXT_FORMAT_DEFAULT = '{"format":{"type":"text"}}';
+
+/**
+ * The request's settings as Response members (once per request): a template with each value written as
+ * `JSON.stringify` would, the common empty ones (no tools, no metadata, plain text) as constants. The key
+ * order is the one OpenAI's Responses use.
+ */
 function settingsMembers(echo: ResponseEcho): string {
   let json = settingsJson.get(echo);
   if (json === undefined) {
-    const settings: Record<string, unknown> = {
-      background: false,
-      instructions: echo.instructions,
-      max_output_tokens: echo.max_output_tokens,
-      parallel_tool_calls: echo.parallel_tool_calls,
-      previous_response_id: null,
-      reasoning: { effort: null, summary: null },
-      store: false,
-      temperature: echo.temperature,
-      text: echo.text,
-      tool_choice: echo.tool_choice,
-      tools: echo.tools,
-      top_p: echo.top_p,
-      truncation: 'disabled',
-      metadata: echo.metadata,
-    };
-    if (echo.user !== undefined) settings.user = echo.user;
-    json = JSON.stringify(settings).slice(1, -1);
+    const text = echo.text.format.type === 'text' && echo.text.verbosity === undefined && Object.keys(echo.text).length === 1 && Object.keys(echo.text.format).length === 1 ? TEXT_FORMAT_DEFAULT : JSON.stringify(echo.text);
+    json =
+      `"background":false,"instructions":${jsonOrNull(echo.instructions)},"max_output_tokens":${jsonOrNull(echo.max_output_tokens)},` +
+      `"parallel_tool_calls":${JSON.stringify(echo.parallel_tool_calls)},"previous_response_id":null,"reasoning":{"effort":null,"summary":null},` +
+      `"store":false,"temperature":${jsonOrNull(echo.temperature)},"text":${text},"tool_choice":${JSON.stringify(echo.tool_choice)},` +
+      `"tools":${echo.tools.length === 0 ? EMPTY_TOOLS : JSON.stringify(echo.tools)},"top_p":${jsonOrNull(echo.top_p)},"truncation":"disabled",` +
+      `"metadata":${Object.keys(echo.metadata).length === 0 ? EMPTY_METADATA : JSON.stringify(echo.metadata)}` +
+      (echo.user !== undefined ? `,"user":${JSON.stringify(echo.user)}` : '');
     settingsJson.set(echo, json);
   }
   return json;
+}
+
+/** A value as `JSON.stringify` writes it, `null` for null or undefined (a member that is always there). */
+function jsonOrNull(value: unknown): string {
+  return value == null ? 'null' : JSON.stringify(value);
 }
 
 /** The Response object as JSON, with the fields openai-node's `Response` type declares. */
