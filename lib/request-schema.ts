@@ -59,15 +59,20 @@ const filePart = {
  * own field rather than every alternative. Shared by the protocols' schemas.
  */
 export function discriminatedList(...variants: readonly object[]) {
+  return { type: 'array', items: discriminated('type', variants) } as const;
+}
+
+/**
+ * An object that is one of `variants`, told apart by its `property` (ajv's discriminator), so an error names
+ * the variant's own field (`messages[1].content`) rather than failing every alternative at once.
+ */
+export function discriminated<P extends string>(property: P, variants: readonly object[]) {
   return {
-    type: 'array',
-    items: {
-      type: 'object',
-      required: ['type'],
-      properties: { type: { type: 'string' } },
-      discriminator: { propertyName: 'type' },
-      oneOf: variants,
-    },
+    type: 'object',
+    required: [property],
+    properties: { [property]: { type: 'string' } } as Record<P, { type: 'string' }>,
+    discriminator: { propertyName: property },
+    oneOf: variants,
   } as const;
 }
 
@@ -160,13 +165,7 @@ export const chatCompletionRequestSchema = {
     messages: {
       type: 'array',
       minItems: 1,
-      items: {
-        type: 'object',
-        required: ['role'],
-        properties: { role: { type: 'string' } },
-        discriminator: { propertyName: 'role' },
-        oneOf: [systemMessage, userMessage, assistantMessage, toolMessage, functionMessage],
-      },
+      items: discriminated('role', [systemMessage, userMessage, assistantMessage, toolMessage, functionMessage]),
     },
     stream: { type: ['boolean', 'null'] },
     stream_options: {

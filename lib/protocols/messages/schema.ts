@@ -4,7 +4,7 @@
  * (`document` blocks, server tools, `mcp_servers`) are checked in `request.ts`, each with its own message.
  * Unknown fields pass the schema and are not forwarded (see `request.ts`).
  */
-import { MAX_TOKEN_LIMIT, discriminatedList } from '../../request-schema.js';
+import { discriminated, discriminatedList, MAX_TOKEN_LIMIT } from '../../request-schema.js';
 
 const text = { type: 'string' } as const;
 const nonEmpty = { type: 'string', minLength: 1 } as const;
@@ -19,28 +19,22 @@ const textBlock = {
 } as const;
 
 /** The source of an image, discriminated by its own `type`: inline base64 or a URL (`file` sources are not carried). */
-const imageSource = {
-  type: 'object',
-  required: ['type'],
-  properties: { type: { type: 'string' } },
-  discriminator: { propertyName: 'type' },
-  oneOf: [
-    {
-      type: 'object',
-      required: ['type', 'media_type', 'data'],
-      properties: {
-        type: { const: 'base64' },
-        media_type: { enum: ['image/jpeg', 'image/png', 'image/gif', 'image/webp'] },
-        data: nonEmpty,
-      },
+const imageSource = discriminated('type', [
+  {
+    type: 'object',
+    required: ['type', 'media_type', 'data'],
+    properties: {
+      type: { const: 'base64' },
+      media_type: { enum: ['image/jpeg', 'image/png', 'image/gif', 'image/webp'] },
+      data: nonEmpty,
     },
-    {
-      type: 'object',
-      required: ['type', 'url'],
-      properties: { type: { const: 'url' }, url: nonEmpty },
-    },
-  ],
-} as const;
+  },
+  {
+    type: 'object',
+    required: ['type', 'url'],
+    properties: { type: { const: 'url' }, url: nonEmpty },
+  },
+]);
 
 const imageBlock = {
   type: 'object',
@@ -127,18 +121,12 @@ const tool = {
 
 const parallelFlag = { disable_parallel_tool_use: { type: 'boolean' } } as const;
 
-const toolChoice = {
-  type: 'object',
-  required: ['type'],
-  properties: { type: { type: 'string' } },
-  discriminator: { propertyName: 'type' },
-  oneOf: [
-    { type: 'object', required: ['type'], properties: { type: { const: 'auto' }, ...parallelFlag } },
-    { type: 'object', required: ['type'], properties: { type: { const: 'any' }, ...parallelFlag } },
-    { type: 'object', required: ['type', 'name'], properties: { type: { const: 'tool' }, name: nonEmpty, ...parallelFlag } },
-    { type: 'object', required: ['type'], properties: { type: { const: 'none' } } },
-  ],
-} as const;
+const toolChoice = discriminated('type', [
+  { type: 'object', required: ['type'], properties: { type: { const: 'auto' }, ...parallelFlag } },
+  { type: 'object', required: ['type'], properties: { type: { const: 'any' }, ...parallelFlag } },
+  { type: 'object', required: ['type', 'name'], properties: { type: { const: 'tool' }, name: nonEmpty, ...parallelFlag } },
+  { type: 'object', required: ['type'], properties: { type: { const: 'none' } } },
+]);
 
 export const messagesRequestSchema = {
   $id: 'express-llm-gateway/messages-request',
@@ -150,13 +138,7 @@ export const messagesRequestSchema = {
     messages: {
       type: 'array',
       minItems: 1,
-      items: {
-        type: 'object',
-        required: ['role'],
-        properties: { role: { type: 'string' } },
-        discriminator: { propertyName: 'role' },
-        oneOf: [userMessage, assistantMessage],
-      },
+      items: discriminated('role', [userMessage, assistantMessage]),
     },
     system: { anyOf: [text, blocksOf(textBlock)] },
     // Anthropic sets no limit, but they become the chat request's `stop`, which holds at most 4 (OpenAI's

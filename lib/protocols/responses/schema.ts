@@ -4,7 +4,7 @@
  * word badly (a stored `file_id`, a hosted tool, `previous_response_id`) are checked in `request.ts`, each
  * with its own message. Unknown top-level fields pass the schema and are not forwarded (see `request.ts`).
  */
-import { MAX_TOKEN_LIMIT, discriminatedList } from '../../request-schema.js';
+import { discriminated, discriminatedList, MAX_TOKEN_LIMIT } from '../../request-schema.js';
 
 const text = { type: 'string' } as const;
 
@@ -61,18 +61,12 @@ const message = (roles: readonly string[], parts: object) =>
   }) as const;
 
 /** A message item (`type: "message"` or no `type`), discriminated by `role`. */
-const messageItem = {
-  type: 'object',
-  required: ['role'],
-  properties: { role: { type: 'string' } },
-  discriminator: { propertyName: 'role' },
-  oneOf: [
-    message(['user'], partsOf(inputText, inputImage, inputFile)),
-    message(['system', 'developer'], partsOf(inputText)),
-    // History replayed from `response.output` carries `output_text`/`refusal`; hand-written history often `input_text`.
-    message(['assistant'], partsOf(outputText, inputText, refusal)),
-  ],
-} as const;
+const messageItem = discriminated('role', [
+  message(['user'], partsOf(inputText, inputImage, inputFile)),
+  message(['system', 'developer'], partsOf(inputText)),
+  // History replayed from `response.output` carries `output_text`/`refusal`; hand-written history often `input_text`.
+  message(['assistant'], partsOf(outputText, inputText, refusal)),
+]);
 
 const functionCallItem = {
   type: 'object',
