@@ -37,7 +37,21 @@ export class RawChunk {
     readonly text0: string,
     /** Whether choice 0 carries a tool or function call delta. */
     readonly toolCall0: boolean,
+    /**
+     * Set only for a chunk in the compact layout (see `compactChunk`), whose one choice is choice 0 and whose
+     * delta is at most a role and text: `text0` as the upstream wrote it inside its JSON string (escapes
+     * kept, no quotes; `''` for no text), so an encoder that re-frames the text need not escape it again.
+     * `undefined` otherwise: the encoder learns what it needs from `text0` or the parsed chunk.
+     */
+    readonly text0Json?: string,
+    /** With `text0Json`: choice 0's `finish_reason` (`null` when none). */
+    readonly finish0?: string | null,
   ) {}
+}
+
+/** `text` as the body of a JSON string (escaped, without the quotes): what `RawChunk.text0Json` holds. */
+export function jsonStringBody(text: string): string {
+  return JSON.stringify(text).slice(1, -1);
 }
 
 /** A chunk as it travels from an adapter to the writer: parsed, or forwarded as text. */
@@ -129,7 +143,7 @@ export function compactChunk(s: string, dropNullUsage: boolean): RawChunk | unde
   }
   const leading: LeadingKind = length > 0 ? 'content' : finish === 'content_filter' ? 'blocked' : 'other';
   const text = dropNullUsage && match[4] !== undefined ? `${s.slice(0, s.length - match[4].length - 1)}}` : s;
-  return new RawChunk(text, leading, finish !== undefined, length, text0, false);
+  return new RawChunk(text, leading, finish !== undefined, length, text0, false, content ?? '', finish ?? null);
 }
 
 class Scan {

@@ -433,20 +433,30 @@ describe('messages protocol: stream encoder', () => {
     // Escapes in the upstream's text (the raw path decodes them from text0) and a chunk the scan takes in its general form.
     const escaped = [chunkOf({ content: 'a\u00e9\\"\u2028' }), chunkOf({ content: 'b' }, 'length')];
     expect(encode(escaped.map(raw))).toBe(encode(escaped));
+    // Spelled as a provider may spell it (\u escapes, an escaped slash, a surrogate pair split across chunks):
+    // the raw path keeps that spelling, the events decode to the same values.
+    const spelled = ['caf\\u00e9 \\/', '\\ud83d', '\\ude00'].map(
+      (text, i) => `{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"${text}"},"finish_reason":${i === 2 ? '"length"' : 'null'}}]}`,
+    );
+    const spelledRaw = spelled.map((d) => scanChunk(d, true)!);
+    expect(spelledRaw.every((c) => c.text0Json !== undefined)).toBe(true);
+    expect(framesOf(encode(spelledRaw))).toEqual(framesOf(encode(spelled.map((d) => JSON.parse(d) as ChatCompletionChunk))));
     const spaced = new RawChunk(' {"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": null}]}', 'content', false, 1, 'x', false);
     expect(encode([spaced])).toBe(encode([chunkOf({ content: 'x' })]));
   });
 
-  it('does not parse a forwarded text chunk (the hot path), nor a forwarded role chunk', () => {
+  it('does not parse a forwarded text chunk (the hot path), nor a forwarded role or finish chunk', () => {
     const encoder = messagesProtocol.encoder(answer);
-    const [role, hel, lo] = textStream().map(raw);
+    const [role, hel, lo, stop] = textStream().map(raw);
     expect(role).toBeInstanceOf(RawChunk);
     expect(hel).toBeInstanceOf(RawChunk);
+    expect(stop).toBeInstanceOf(RawChunk);
     const parse = jest.spyOn(JSON, 'parse');
     try {
       encoder.chunk(role!);
       encoder.chunk(hel!);
       encoder.chunk(lo!);
+      encoder.chunk(stop!);
       expect(parse).not.toHaveBeenCalled();
     } finally {
       parse.mockRestore();

@@ -366,6 +366,40 @@ describe('responses: stream encoder', () => {
     expect(encode(tools.map((c) => (c.choices.length > 0 ? raw(c) : c)))).toBe(encode(tools));
   });
 
+  it("keeps the upstream's escapes in the text it forwards: every event decodes to the same text as the parsed path's", () => {
+    // Spelled as a provider may spell it: \u escapes, an escaped slash, a surrogate pair split across two chunks.
+    const spelled = ['caf\\u00e9 \\/ \\"q\\"\\n', '\\ud83d', '\\ude00 end'];
+    const data = spelled.map(
+      (text, i) => `{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"${text}"},"finish_reason":${i === 2 ? '"stop"' : 'null'}}]}`,
+    );
+    const scanned = data.map((d) => scanChunk(d, false)!);
+    expect(scanned.every((c) => c.text0Json !== undefined)).toBe(true); // the compact layout's fast path
+    const parsed = data.map((d) => JSON.parse(d) as ChatCompletionChunk);
+    const fromRaw = parseFrames(encode(scanned));
+    const fromParsed = parseFrames(encode(parsed));
+    expect(fromRaw).toEqual(fromParsed); // the same values, event by event
+    const text = 'caf\u00e9 / "q"\n\ud83d\ude00 end';
+    expect(fromRaw.filter((e) => e.event === 'response.output_text.delta').map((e) => e.data.delta as string).join('')).toBe(text);
+    expect(fromRaw.find((e) => e.event === 'response.output_text.done')!.data.text).toBe(text);
+    expect(fromRaw.at(-1)!.data.response.output[0].content[0].text).toBe(text);
+    expect(fromRaw.at(-1)!.event).toBe('response.completed');
+  });
+
+  it('does not parse forwarded chunks in the compact layout: role, text and the finish chunk', () => {
+    const scanned = textChunks()
+      .filter((c) => c.choices.length > 0)
+      .map((c) => scanChunk(JSON.stringify(c), false)!);
+    expect(scanned.some((c) => c.finished)).toBe(true);
+    const encoder = responsesProtocol.encoder(answer);
+    const parse = jest.spyOn(JSON, 'parse');
+    try {
+      for (const c of scanned) encoder.chunk(c);
+      expect(parse).not.toHaveBeenCalled();
+    } finally {
+      parse.mockRestore();
+    }
+  });
+
   it('writes text then two parallel tool calls as a message item and two function_call items', () => {
     const events = parseFrames(encode(toolChunks()));
     expect(typesOf(events)).toEqual([

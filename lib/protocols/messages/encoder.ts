@@ -20,7 +20,7 @@
  * `signature_delta` and stops the block; `redacted` is a whole `redacted_thinking` block (start, stop).
  */
 import type { ErrorBodyForm, GatewayError } from '../../errors.js';
-import { RawChunk, type StreamChunk } from '../../raw-chunk.js';
+import { jsonStringBody as escaped, RawChunk, type StreamChunk } from '../../raw-chunk.js';
 import { anthropicExtras, type AnthropicDeltaExtras, type ChatCompletionChunk, type FinishReason, type ToolCallDelta } from '../../types.js';
 import type { AnswerInfo, ProtocolEncoder } from '../types.js';
 import { messageId, messagesErrorBody, messagesUsageOf, stopReasonOf, type MessagesUsage, type StopReason } from './answer.js';
@@ -67,8 +67,14 @@ export class MessagesEncoder implements ProtocolEncoder {
     const head = this.started ? '' : this.start();
     if (chunk instanceof RawChunk) {
       // The hot path: a forwarded chunk that is choice 0's text and nothing else needs no parsing.
+      const json = chunk.text0Json;
+      if (json !== undefined) {
+        // The compact layout: choice 0 alone, with at most text (already escaped) and a finish reason.
+        if (chunk.finish0) this.finishReason = chunk.finish0 as FinishReason;
+        return json === '' ? head : head + this.text(json);
+      }
       if (!chunk.toolCall0 && !chunk.finished) {
-        if (chunk.text0 !== '' && chunk.outputChars === chunk.text0.length) return head + this.text(chunk.text0);
+        if (chunk.text0 !== '' && chunk.outputChars === chunk.text0.length) return head + this.text(escaped(chunk.text0));
         if (chunk.outputChars === 0) return head; // a role chunk, or another choice's empty delta
       }
       return head + this.parsed(JSON.parse(chunk.data) as ChatCompletionChunk);
@@ -92,7 +98,7 @@ export class MessagesEncoder implements ProtocolEncoder {
     let out = this.started ? '' : this.start();
     if (text !== '') {
       out += this.closeBlock();
-      out += this.text(text);
+      out += this.text(escaped(text));
     }
     return out + this.ending('refusal');
   }
@@ -116,22 +122,22 @@ export class MessagesEncoder implements ProtocolEncoder {
       const thinking = anthropicExtras<AnthropicDeltaExtras>(choice.delta);
       if (thinking !== undefined) out += this.thinking(thinking);
       const { content, refusal, tool_calls: toolCalls } = choice.delta;
-      if (content) out += this.text(content);
-      if (refusal) out += this.text(refusal);
+      if (content) out += this.text(escaped(content));
+      if (refusal) out += this.text(escaped(refusal));
       if (toolCalls) for (const call of toolCalls) out += this.toolDelta(call);
       if (choice.finish_reason) this.finishReason = choice.finish_reason;
     }
     return out;
   }
 
-  /** A text delta, in the open text block or in a new one. */
-  private text(text: string): string {
-    if (this.openText !== '') return this.openText + JSON.stringify(text) + TEXT_DELTA_END;
+  /** A text delta (`json`: the text escaped, without quotes), in the open text block or in a new one. */
+  private text(json: string): string {
+    if (this.openText !== '') return `${this.openText}"${json}"${TEXT_DELTA_END}`;
     const index = this.nextIndex++;
     const out = this.closeBlock() + textBlockStart(index);
     this.openIndex = index;
     this.openText = textDeltaPrefix(index);
-    return out + this.openText + JSON.stringify(text) + TEXT_DELTA_END;
+    return `${out}${this.openText}"${json}"${TEXT_DELTA_END}`;
   }
 
   /** A piece of thinking: text in the open thinking block (or a new one), the signature that stops it, or a whole redacted block. */

@@ -20,13 +20,15 @@
  *   same way; clients handle an error right after them (research row f-nested-before-output).
  * - `softStop(text)`: `text` as output text, then the `response.incomplete` ending with `content_filter`.
  *
- * Hot path: a forwarded chunk that only adds text to choice 0 becomes its delta event from a precomputed
- * prefix and `JSON.stringify(text0)`; its JSON is parsed only otherwise. The protocol repeats each item's text
- * (`…done`, `content_part.done`, `output_item.done`, the final Response): it is serialized once per item, and
- * the Response's unchanging members once per answer.
+ * Hot path: a forwarded chunk in the compact layout (`RawChunk.text0Json`: choice 0's text as the upstream
+ * escaped it, and its finish reason) becomes its delta event from a precomputed prefix and that text, with no
+ * parsing and no escaping; other forwarded chunks that only add text escape `text0`; the rest are parsed. Text
+ * is kept escaped (`PartState.pieces`), so the protocol's repeats of each item's text (`…done`,
+ * `content_part.done`, `output_item.done`, the final Response) are joined, never serialized again, and the
+ * Response's unchanging members are written once per answer.
  */
 import type { ErrorBodyForm, GatewayError } from '../../errors.js';
-import { RawChunk, type StreamChunk } from '../../raw-chunk.js';
+import { jsonStringBody as escaped, RawChunk, type StreamChunk } from '../../raw-chunk.js';
 import type { ChatCompletionChunk, FinishReason, ToolCallDelta, Usage } from '../../types.js';
 import type { ProtocolEncoder } from '../types.js';
 import {
@@ -43,11 +45,14 @@ import {
   type ResponsesAnswerInfo,
 } from './response.js';
 
-/** A content part of a message item, its text kept as the deltas that built it. */
+/**
+ * A content part of a message item, its text kept as the deltas that built it, each as the body of a JSON
+ * string (escaped, without the quotes): the part's JSON string is their concatenation in quotes.
+ */
 interface PartState {
   readonly kind: 'output_text' | 'refusal';
   readonly index: number;
-  readonly deltas: string[];
+  readonly pieces: string[];
 }
 
 interface MessageState {
@@ -87,23 +92,28 @@ export class ResponsesEncoder implements ProtocolEncoder {
   private messages = 0;
   private finish: FinishReason | null = null;
   private usage: Usage | undefined;
-  /** The open text part's delta event up to the delta's value, and its deltas (set while a text part is open). */
+  /** The open text part's delta event up to the delta's value, and its pieces (set while a text part is open). */
   private textPrefix: string | undefined;
-  private textDeltas: string[] = [];
+  private textPieces: string[] = [];
 
   constructor(private readonly answer: ResponsesAnswerInfo) {}
 
   chunk(chunk: StreamChunk): string {
     if (this.ended) return '';
     if (chunk instanceof RawChunk) {
-      // Only text for choice 0 (no refusal or other choice: those count in outputChars), no call, no finish.
-      if (chunk.text0 !== '' && !chunk.toolCall0 && !chunk.finished && chunk.outputChars === chunk.text0.length) {
+      const json = chunk.text0Json;
+      if (json !== undefined) {
+        // The compact layout: choice 0 alone, with at most text (already escaped) and a finish reason.
+        if (chunk.finish0) this.finish = chunk.finish0 as FinishReason;
+        if (json === '') return this.started ? '' : this.start();
         if (this.textPrefix !== undefined) {
-          this.textDeltas.push(chunk.text0);
-          return `${this.textPrefix}${JSON.stringify(chunk.text0)},"logprobs":[],"sequence_number":${this.seq++}}\n\n`;
+          this.textPieces.push(json);
+          return `${this.textPrefix}"${json}","logprobs":[],"sequence_number":${this.seq++}}\n\n`;
         }
-        return this.text(chunk.text0);
+        return this.text(json);
       }
+      // Only text for choice 0 (no refusal or other choice: those count in outputChars), no call, no finish.
+      if (chunk.text0 !== '' && !chunk.toolCall0 && !chunk.finished && chunk.outputChars === chunk.text0.length) return this.text(escaped(chunk.text0));
       return this.parsed(JSON.parse(chunk.data) as ChatCompletionChunk);
     }
     return this.parsed(chunk);
@@ -143,7 +153,7 @@ export class ResponsesEncoder implements ProtocolEncoder {
 
   softStop(text: string): string {
     if (this.ended) return '';
-    const out = (this.started ? '' : this.start()) + (text === '' ? '' : this.text(text));
+    const out = (this.started ? '' : this.start()) + (text === '' ? '' : this.text(escaped(text)));
     this.finish = 'content_filter';
     return out + this.end();
   }
@@ -157,7 +167,7 @@ export class ResponsesEncoder implements ProtocolEncoder {
       if (choice.index !== 0) continue;
       const delta = choice.delta;
       if (delta) {
-        if (typeof delta.content === 'string' && delta.content !== '') out += this.text(delta.content);
+        if (typeof delta.content === 'string' && delta.content !== '') out += this.text(escaped(delta.content));
         if (typeof delta.refusal === 'string' && delta.refusal !== '') out += this.refusal(delta.refusal);
         if (delta.tool_calls) for (const call of delta.tool_calls) out += this.toolCall(call);
         const legacy = delta.function_call as { name?: string; arguments?: string } | null | undefined;
@@ -176,20 +186,20 @@ export class ResponsesEncoder implements ProtocolEncoder {
     return this.frame('response.created', response) + this.frame('response.in_progress', response);
   }
 
-  /** A text delta of choice 0, opening the message item and its text part as needed. */
-  private text(delta: string): string {
+  /** A text delta of choice 0 (`json`: its text escaped, without quotes), opening the message item and its text part as needed. */
+  private text(json: string): string {
     let out = this.started ? '' : this.start();
     if (this.textPrefix === undefined) out += this.openTextPart();
-    this.textDeltas.push(delta);
-    return `${out}${this.textPrefix}${JSON.stringify(delta)},"logprobs":[],"sequence_number":${this.seq++}}\n\n`;
+    this.textPieces.push(json);
+    return `${out}${this.textPrefix}"${json}","logprobs":[],"sequence_number":${this.seq++}}\n\n`;
   }
 
   private openTextPart(): string {
     const [message, out] = this.openMessage();
-    const part: PartState = { kind: 'output_text', index: message.parts.length, deltas: [] };
+    const part: PartState = { kind: 'output_text', index: message.parts.length, pieces: [] };
     message.parts.push(part);
     message.text = part;
-    this.textDeltas = part.deltas;
+    this.textPieces = part.pieces;
     this.textPrefix =
       `event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":${JSON.stringify(message.id)},` +
       `"output_index":${message.outputIndex},"content_index":${part.index},"delta":`;
@@ -203,13 +213,13 @@ export class ResponsesEncoder implements ProtocolEncoder {
     let message = this.message;
     if (message?.refusal === undefined) {
       [message, out] = this.openMessage();
-      const part: PartState = { kind: 'refusal', index: message.parts.length, deltas: [] };
+      const part: PartState = { kind: 'refusal', index: message.parts.length, pieces: [] };
       message.parts.push(part);
       message.refusal = part;
       out += this.event('response.content_part.added', { item_id: message.id, output_index: message.outputIndex, content_index: part.index, part: { type: 'refusal', refusal: '' } });
     }
     const part = message.refusal as PartState;
-    part.deltas.push(delta);
+    part.pieces.push(escaped(delta));
     return out + this.event('response.refusal.delta', { item_id: message.id, output_index: message.outputIndex, content_index: part.index, delta });
   }
 
@@ -274,7 +284,7 @@ export class ResponsesEncoder implements ProtocolEncoder {
     const head = `"item_id":${JSON.stringify(message.id)},"output_index":${message.outputIndex}`;
     const parts: string[] = [];
     for (const part of message.parts) {
-      const value = JSON.stringify(part.deltas.join(''));
+      const value = `"${part.pieces.join('')}"`;
       const at = `${head},"content_index":${part.index}`;
       let partJson: string;
       if (part.kind === 'output_text') {
@@ -309,7 +319,7 @@ export class ResponsesEncoder implements ProtocolEncoder {
       if (i > 0) outputJson += ',';
       outputJson += slot.json ?? JSON.stringify(slot.kind === 'message' ? messageItem(slot, open) : callItem(slot, open));
     }
-    return responseJson(this.fixed, { ...ending, outputJson: `${outputJson}]` });
+    return responseJson(this.fixed, { status: ending.status, error: ending.error, incompleteDetails: ending.incompleteDetails, usage: ending.usage, outputJson: `${outputJson}]` });
   }
 
   /** One event from its members as JSON (without braces), numbered. */
@@ -326,7 +336,7 @@ export class ResponsesEncoder implements ProtocolEncoder {
 }
 
 function partOf(part: PartState): OutputPart {
-  const text = part.deltas.join('');
+  const text = JSON.parse(`"${part.pieces.join('')}"`) as string;
   return part.kind === 'output_text' ? { type: 'output_text', text, annotations: [], logprobs: [] } : { type: 'refusal', refusal: text };
 }
 

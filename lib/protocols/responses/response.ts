@@ -145,8 +145,25 @@ function jsonOrNull(value: unknown): string {
 
 /** The Response object as JSON, with the fields openai-node's `Response` type declares. */
 export function responseJson(fixed: string, ending: ResponseEnding): string {
+  const { error, incompleteDetails } = ending;
   return (
-    `{${fixed},"status":"${ending.status}","error":${JSON.stringify(ending.error ?? null)},` +
-    `"incomplete_details":${JSON.stringify(ending.incompleteDetails ?? null)},"output":${ending.outputJson},"usage":${JSON.stringify(ending.usage)}}`
+    `{${fixed},"status":"${ending.status}","error":${error == null ? 'null' : JSON.stringify(error)},` +
+    `"incomplete_details":${incompleteDetails == null ? 'null' : JSON.stringify(incompleteDetails)},"output":${ending.outputJson},"usage":${usageJson(ending.usage)}}`
   );
+}
+
+/** `usage` as `JSON.stringify` writes it, from a template (it goes out with every answer). */
+function usageJson(usage: ResponseUsage | null): string {
+  if (usage === null) return 'null';
+  const { input_tokens_details: input, output_tokens_details: output } = usage;
+  return (
+    `{"input_tokens":${count(usage.input_tokens)},"input_tokens_details":{"cached_tokens":${count(input.cached_tokens)}},` +
+    `"output_tokens":${count(usage.output_tokens)},"output_tokens_details":{"reasoning_tokens":${count(output.reasoning_tokens)}},` +
+    `"total_tokens":${count(usage.total_tokens)}}`
+  );
+}
+
+/** A count as `JSON.stringify` writes it; the upstream said it, so it may not be a number at all. */
+function count(value: unknown): string {
+  return typeof value === 'number' && Number.isFinite(value) ? `${value}` : (JSON.stringify(value) ?? 'null');
 }
