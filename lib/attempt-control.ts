@@ -57,6 +57,8 @@ export class AttemptRequest {
     readonly body: ChatCompletionRequest,
     control: UpstreamAttempt,
     readonly requestId: string,
+    /** For a stream: told of each malformed chunk (see `UpstreamRequest.onMalformedChunk`). */
+    readonly onMalformedChunk?: (reason: string, skipped: boolean) => void,
   ) {
     this[UPSTREAM_ABORT] = control;
   }

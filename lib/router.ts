@@ -351,7 +351,9 @@ async function streamAnswer(
   const started = performance.now();
   const filters = ctx.hooks.output.length === 0 ? undefined : ctx.hooks.output.map((hook) => hook(ctx, control));
   const wantsUsage = ctx.body.stream_options?.include_usage === true;
-  const request = { body: ctx.body, signal: control.signal, requestId: ctx.id, onMalformedChunk };
+  const request = lazySignalAdapters.has(adapter)
+    ? new AttemptRequest(ctx.body, control, ctx.id, onMalformedChunk)
+    : { body: ctx.body, signal: control.signal, requestId: ctx.id, onMalformedChunk };
   // No output filter reads the chunks: the adapter may forward what needs no change as the upstream's text
   // (in arrays, one per network read).
   const stream: AsyncIterable<StreamChunk | readonly StreamChunk[]> =

@@ -11,6 +11,7 @@
 import type { RequestHandler } from 'express';
 import fc from 'fast-check';
 import { createRouter, gatewayContext, getContext, sseErrorWriter, type GatewayRouter } from '../lib/index.js';
+import { LazyAbort } from '../lib/lazy-abort.js';
 import { type RawChunk, compactChunk, scanChunk } from '../lib/raw-chunk.js';
 import type { RouterOptions } from '../lib/router-config.js';
 import { createApp } from './helpers/express.js';
@@ -143,6 +144,21 @@ describe.each([true, false])('stream: %s', (stream) => {
       expect(sseData(r.raw.text).slice(1, -1).map((f) => JSON.parse(f).choices[0].delta.content).join('')).toBe(TEXT_PARTS.join(''));
     } else {
       expect(r.raw.text).toBe(upstreamJson);
+    }
+  });
+
+  it('the raw path makes no AbortSignal: neither the request nor the attempt is asked for one (undici takes the attempt)', async () => {
+    upstreamPieces = textStream();
+    upstreamJson = JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion', created: 1, model: 'up', choices: [{ index: 0, message: { role: 'assistant', content: 'Hi' }, finish_reason: 'stop' }] });
+    const g = await gateways();
+    const signalRead = jest.spyOn(LazyAbort.prototype, 'signal', 'get');
+    try {
+      const r = await rawRequest(g.raw.url, { body: ask(streamExtra()) });
+      expect(r.status).toBe(200);
+      expect(r.complete).toBe(true);
+      expect(signalRead).not.toHaveBeenCalled();
+    } finally {
+      signalRead.mockRestore();
     }
   });
 

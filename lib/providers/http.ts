@@ -202,7 +202,7 @@ export async function readJsonBody(response: UpstreamResponse): Promise<unknown>
  * Checks that a streaming request got a stream. Some OpenAI-compatible servers answer a streaming request
  * with a JSON error (or a JSON answer) under HTTP 200: the error is classified like its HTTP form.
  */
-export async function expectEventStream(response: UpstreamResponse, signal: AbortSignal): Promise<void> {
+export async function expectEventStream(response: UpstreamResponse, signal: AbortState): Promise<void> {
   const contentType = response.headers['content-type'];
   if (typeof contentType !== 'string' || !contentType.startsWith('application/json')) return;
   const body = await readErrorBody(response.body, signal);

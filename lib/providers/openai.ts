@@ -10,6 +10,7 @@ import { keepRawBody, scanChunk, type RawChunk } from '../raw-chunk.js';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from '../types.js';
 import { classifyUpstreamError } from './classify.js';
 import {
+  type AbortState,
   adapterFailure,
   createUpstreamClient,
   credentialOf,
@@ -116,8 +117,10 @@ export function createOpenAIAdapter(deployment: Deployment): ProviderAdapter {
     },
     streamRaw: (request, includeUsage) => {
       const malformed = malformedEventHandler(deployment, request);
-      const step = new OpenAIRawStep(request.signal, malformed, { dropNullUsage: !includeUsage });
-      return new FlowingStream(() => send(request, true), step, request.signal, deployment);
+      // The attempt itself rather than its AbortSignal, when the router made the request: no signal is created.
+      const abort = upstreamAbortOf(request);
+      const step = new OpenAIRawStep(abort, malformed, { dropNullUsage: !includeUsage });
+      return new FlowingStream(() => send(request, true), step, abort, deployment);
     },
     close: () => client.close(),
   };
@@ -275,7 +278,7 @@ class OpenAIRawStep implements ReadStep<(ChatCompletionChunk | RawChunk)[]> {
   private sawEvent = false;
 
   constructor(
-    private readonly signal: AbortSignal,
+    private readonly abort: AbortState,
     private readonly malformed: (event: MalformedEvent) => void,
     private readonly raw: { dropNullUsage: boolean },
   ) {}
@@ -287,7 +290,7 @@ class OpenAIRawStep implements ReadStep<(ChatCompletionChunk | RawChunk)[]> {
       if (atEnd) this.endCheck();
       return undefined;
     }
-    this.signal.throwIfAborted();
+    if (this.abort.aborted) throw this.abort.reason;
     this.sawEvent = true;
     const { state } = this;
     const out = chunksOf(events, state, this.malformed, this.raw);

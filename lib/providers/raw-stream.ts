@@ -6,7 +6,7 @@
  * top of it add a nextTick and one or more promise hops per read, paid per chunk on a paced stream).
  */
 import type { Readable } from 'node:stream';
-import { adapterFailure, expectEventStream, releaseBody, type UpstreamResponse } from './http.js';
+import { type AbortState, adapterFailure, expectEventStream, releaseBody, type UpstreamResponse } from './http.js';
 import type { Deployment } from './types.js';
 
 /** What one read's bytes (or the end of the body, `null`) give: a value to hand over, or `undefined` for nothing yet. */
@@ -43,7 +43,7 @@ export class FlowingStream<T> implements AsyncIterableIterator<T> {
   constructor(
     private readonly open: () => Promise<UpstreamResponse>,
     private readonly step: ReadStep<T>,
-    private readonly signal: AbortSignal,
+    private readonly signal: AbortState,
     private readonly deployment: Deployment,
   ) {}
 
