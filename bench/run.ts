@@ -100,7 +100,7 @@ function parseArgs(argv: string[]): Config {
     timedMaxS: quick ? 0.4 : 1.5,
     connections: [1, 50],
     slowChunkDelayMs: quick ? 100 : 500,
-    ratioRounds: ratioRounds === undefined ? (quick ? 0 : 3) : Number(ratioRounds),
+    ratioRounds: ratioRounds === undefined ? (quick ? 0 : 5) : Number(ratioRounds),
   };
 }
 
