@@ -134,14 +134,21 @@ async function warmUp(origin: string, requests: number): Promise<void> {
 
 /** Stats after a GC and a short pause, taken three times; the median RSS is kept. */
 async function settledStats(target: ServerProcess): Promise<StatsMessage> {
-  const samples: StatsMessage[] = [];
-  for (let i = 0; i < 3; i++) {
-    samples.push(await target.stats(true));
-    await sleep(200);
+  // A full GC before each sample; sampled until two in a row agree within 1% (at most 12 samples, 250 ms
+  // apart), so a sample taken while sockets are still closing (undici's keep-alive timers are coarse, about
+  // a second) does not count as what the server keeps.
+  let previous = await target.stats(true);
+  for (let i = 1; i < SETTLE_SAMPLES; i++) {
+    await sleep(SETTLE_INTERVAL_MS);
+    const sample = await target.stats(true);
+    if (Math.abs(sample.rss - previous.rss) <= previous.rss * 0.01) return sample;
+    previous = sample;
   }
-  samples.sort((a, b) => a.rss - b.rss);
-  return samples[1]!;
+  return previous;
 }
+
+const SETTLE_SAMPLES = 12;
+const SETTLE_INTERVAL_MS = 250;
 
 interface StreamState {
   firstByteAt: number | undefined;
