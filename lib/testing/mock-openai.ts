@@ -214,10 +214,14 @@ type ChunkWriter = (index: number, delta: object, finishReason: string | null, e
 
 /** Writes `chat.completion.chunk` frames; with `include_usage`, every chunk carries `usage: null` as OpenAI's do. */
 function chunkWriter(x: MockExchange): ChunkWriter {
-  const base = { id: completionId(x), object: 'chat.completion.chunk', created: createdAt(x), model: x.call.model ?? '' };
-  const usage = includeUsage(x) ? { usage: null } : {};
+  // The members every chunk of the answer shares, serialized once: the same text `sseData` would write for
+  // the whole object (same members, same order), at a fraction of the cost (the benchmark's mock shares two
+  // cores with the server it measures).
+  const base = JSON.stringify({ id: completionId(x), object: 'chat.completion.chunk', created: createdAt(x), model: x.call.model ?? '' });
+  const head = `data: ${base.slice(0, -1)},"choices":[`;
+  const tail = includeUsage(x) ? '],"usage":null}\n\n' : ']}\n\n';
   return (index, delta, finishReason, extra = {}) =>
-    sseData({ ...base, choices: [{ index, delta, logprobs: null, finish_reason: finishReason, ...extra }], ...usage });
+    `${head}${JSON.stringify({ index, delta, logprobs: null, finish_reason: finishReason, ...extra })}${tail}`;
 }
 
 /** The first delta of a choice: the role, and for a tool call its id and name (arguments follow). */
