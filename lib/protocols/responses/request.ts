@@ -97,6 +97,8 @@ export interface ResponseEcho {
   text: { format: TextFormat; verbosity?: string };
   metadata: Record<string, string>;
   user?: string;
+  /** These settings as Response members, once written (`settingsMembers` caches them here). */
+  membersJson?: string;
 }
 
 /** What a Response says of a request it knows nothing of (OpenAI's defaults). */

@@ -110,8 +110,6 @@ export function safeFixedMembers(answer: ResponsesAnswerInfo): string {
   }
 }
 
-const settingsJson = new WeakMap<ResponseEcho, string>();
-
 /** The empty values most requests leave as they are, written once. */
 const EMPTY_TOOLS = '[]';
 const EMPTY_METADATA = '{}';
@@ -123,7 +121,7 @@ const TEXT_FORMAT_DEFAULT = '{"format":{"type":"text"}}';
  * order is the one OpenAI's Responses use.
  */
 function settingsMembers(echo: ResponseEcho): string {
-  let json = settingsJson.get(echo);
+  let json = echo.membersJson;
   if (json === undefined) {
     const text = echo.text.format.type === 'text' && echo.text.verbosity === undefined && Object.keys(echo.text).length === 1 && Object.keys(echo.text.format).length === 1 ? TEXT_FORMAT_DEFAULT : JSON.stringify(echo.text);
     json =
@@ -133,7 +131,7 @@ function settingsMembers(echo: ResponseEcho): string {
       `"tools":${echo.tools.length === 0 ? EMPTY_TOOLS : JSON.stringify(echo.tools)},"top_p":${jsonOrNull(echo.top_p)},"truncation":"disabled",` +
       `"metadata":${Object.keys(echo.metadata).length === 0 ? EMPTY_METADATA : JSON.stringify(echo.metadata)}` +
       (echo.user !== undefined ? `,"user":${JSON.stringify(echo.user)}` : '');
-    settingsJson.set(echo, json);
+    echo.membersJson = json;
   }
   return json;
 }
