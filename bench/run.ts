@@ -459,9 +459,9 @@ const PAIRED_CONNECTIONS = 50;
 
 /**
  * The CPU ratio targets in paired rounds (see bench/README.md): baseline, router and the protocol setups of
- * this run all started at once (each idle while another is measured); each round, for each mode, every
- * process gets a warm-up then a measured cell (`loadWithCpu`), one after another, the order reversed every
- * other round. A ratio divides cells seconds apart, not minutes: the single cells of the throughput phase,
+ * this run started afresh for each round, all at once (each idle while another is measured); for each mode,
+ * every process gets a warm-up then a measured cell (`loadWithCpu`), one after another, the order reversed
+ * every other round. A ratio divides cells seconds apart, not minutes: the single cells of the throughput phase,
  * run setup after setup, moved by 10–20% between two quiet runs on this shared machine.
  */
 async function pairedCpuPhase(config: Config, setups: Setup[], mock: ServerProcess): Promise<PairedCpu | undefined> {
@@ -472,22 +472,26 @@ async function pairedCpuPhase(config: Config, setups: Setup[], mock: ServerProce
   }
   const perProcessS = config.warmupS + config.cellS + 0.5;
   log(
-    `\n## paired rounds: ${chosen.map((s) => s.name).join(', ')} running together; ${config.ratioRounds} rounds × ${MODES.length} modes @${PAIRED_CONNECTIONS}, ` +
+    `\n## paired rounds: ${chosen.map((s) => s.name).join(', ')} running together, fresh processes each round; ${config.ratioRounds} rounds × ${MODES.length} modes @${PAIRED_CONNECTIONS}, ` +
       `${config.warmupS} s warm-up + ${config.cellS} s each (about ${(config.ratioRounds * MODES.length * chosen.length * perProcessS).toFixed(0)} s)`,
   );
-  const running: [Setup, ServerProcess][] = [];
-  try {
-    for (const setup of chosen) {
-      const target = await startTarget(setup, mock, undefined);
-      if (target instanceof ServerProcess) running.push([setup, target]);
-      else log(`  ${setup.name}: not in the paired rounds (${target === 'direct' ? 'no server' : `${target.status}: ${target.reason}`})`);
-    }
-    if (!running.some(([s]) => s.name === 'router')) {
-      log('  router did not start: no paired rounds');
-      return undefined;
-    }
-    const rounds: PairedCpuRound[] = [];
-    for (let round = 1; round <= config.ratioRounds; round++) {
+  const rounds: PairedCpuRound[] = [];
+  for (let round = 1; round <= config.ratioRounds; round++) {
+    // Fresh processes every round: what one process settled on (JIT, GC sizing) moves every round measured
+    // on it alike. With the same processes for all rounds, one full run read router-responses ÷ router at
+    // 1.15-1.31x in all five rounds, where the runs before and after read 1.01-1.18x: alternating rounds
+    // cannot average out a process, restarting does.
+    const running: [Setup, ServerProcess][] = [];
+    try {
+      for (const setup of chosen) {
+        const target = await startTarget(setup, mock, undefined);
+        if (target instanceof ServerProcess) running.push([setup, target]);
+        else if (round === 1) log(`  ${setup.name}: not in the paired rounds (${target === 'direct' ? 'no server' : `${target.status}: ${target.reason}`})`);
+      }
+      if (!running.some(([s]) => s.name === 'router')) {
+        log('  router did not start: no paired rounds');
+        return undefined;
+      }
       const order = round % 2 === 1 ? running : [...running].reverse();
       for (const mode of MODES) {
         const cells: Record<string, PairedCpuCell> = {};
@@ -509,11 +513,11 @@ async function pairedCpuPhase(config: Config, setups: Setup[], mock: ServerProce
           });
         log(`  round ${round}/${config.ratioRounds} ${mode.padEnd(6)} CPU µs/req: ${shown.join(', ')}`);
       }
+    } finally {
+      for (const [, server] of running) await server.stop();
     }
-    return { connections: PAIRED_CONNECTIONS, cellS: config.cellS, warmupS: config.warmupS, rounds };
-  } finally {
-    for (const [, server] of running) await server.stop();
   }
+  return { connections: PAIRED_CONNECTIONS, cellS: config.cellS, warmupS: config.warmupS, rounds };
 }
 
 /**
