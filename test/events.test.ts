@@ -1,8 +1,8 @@
 import { createGateway, silentLogger, type Gateway, type RequestSummary } from '../lib/index.js';
 import { startMockOpenAI, type MockServer } from '../lib/testing/index.js';
 import { chat } from './helpers/chat.js';
-import { createApp } from './helpers/express.js';
-import { listen, type RunningServer } from './helpers/http.js';
+import { serve } from './helpers/express.js';
+import type { RunningServer } from './helpers/http.js';
 
 let mock: MockServer;
 let server: RunningServer;
@@ -23,9 +23,7 @@ beforeAll(async () => {
       onRequestEnd: (summary) => summaries.push(summary),
     },
   });
-  const app = createApp();
-  app.use(gateway);
-  server = await listen(app);
+  server = await serve(gateway);
 });
 afterAll(async () => {
   await server.close();

@@ -9,7 +9,7 @@ import { EventStreamCodec } from '@smithy/core/event-streams';
 import { fromUtf8, toUtf8 } from '@smithy/core/serde';
 import { createGateway, type Gateway, type Logger } from '../lib/index.js';
 import { chat } from './helpers/chat.js';
-import { createApp, EXPRESS_MAJOR } from './helpers/express.js';
+import { EXPRESS_MAJOR, serve } from './helpers/express.js';
 import { listen, type RunningServer } from './helpers/http.js';
 
 const SECRETS = {
@@ -137,9 +137,7 @@ beforeAll(async () => {
     router: { retries: { maxRetries: 0 } },
     logger: logs.logger,
   });
-  const app = createApp();
-  app.use(gateway);
-  server = await listen(app);
+  server = await serve(gateway);
 });
 afterAll(async () => {
   await server.close();

@@ -7,8 +7,8 @@
 import { createGateway, silentLogger, type Gateway } from '../lib/index.js';
 import { normalText } from '../lib/testing/mock-scenarios.js';
 import { startMockAnthropic, startMockBedrock, startMockOpenAI, type MockBedrock, type MockServer } from '../lib/testing/index.js';
-import { createApp, EXPRESS_MAJOR } from './helpers/express.js';
-import { listen, rawRequest, type RunningServer } from './helpers/http.js';
+import { EXPRESS_MAJOR, serve } from './helpers/express.js';
+import { rawRequest, type RunningServer } from './helpers/http.js';
 import { ask, PROTOCOL_PATHS, protocolBody, WIRE_PROTOCOLS, type ProtocolOutcome, type WireProtocol } from './helpers/protocols.js';
 
 const AWS = { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'x' };
@@ -43,9 +43,7 @@ beforeAll(async () => {
     router: { retries: { maxRetries: 0 } },
     logger: silentLogger,
   });
-  const app = createApp();
-  app.use(gateway);
-  server = await listen(app);
+  server = await serve(gateway);
 });
 
 afterAll(async () => {

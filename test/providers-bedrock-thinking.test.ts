@@ -30,8 +30,8 @@ import {
   type ChatCompletionRequest,
   type ChatMessage,
 } from '../lib/types.js';
-import { createApp, EXPRESS_MAJOR } from './helpers/express.js';
-import { listen, rawRequest, type RunningServer } from './helpers/http.js';
+import { EXPRESS_MAJOR, serve } from './helpers/express.js';
+import { rawRequest, type RunningServer } from './helpers/http.js';
 
 const CREDENTIALS = { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'secret' };
 const NORMAL_TEXT = 'Hello! This is a mock answer from mock-bedrock.';
@@ -350,9 +350,7 @@ describe(`a Messages client on a Bedrock Claude deployment, through createGatewa
       router: { retries: { maxRetries: 0 } },
       logger: silentLogger,
     });
-    const app = createApp();
-    app.use(gateway);
-    server = await listen(app);
+    server = await serve(gateway);
   });
 
   afterAll(async () => {

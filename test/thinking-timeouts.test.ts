@@ -7,8 +7,8 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { createGateway, silentLogger, type Gateway } from '../lib/index.js';
 import { MOCK_BEDROCK_REASONING, startMockBedrock, type MockBedrock } from '../lib/testing/mock-bedrock.js';
-import { createApp, EXPRESS_MAJOR } from './helpers/express.js';
-import { listen, type RunningServer } from './helpers/http.js';
+import { EXPRESS_MAJOR, serve } from './helpers/express.js';
+import type { RunningServer } from './helpers/http.js';
 
 let bedrock: MockBedrock;
 let server: RunningServer;
@@ -28,9 +28,7 @@ beforeAll(async () => {
     router: { retries: { maxRetries: 0 } },
     logger: silentLogger,
   });
-  const app = createApp();
-  app.use(gateway);
-  server = await listen(app);
+  server = await serve(gateway);
 });
 
 afterAll(async () => {

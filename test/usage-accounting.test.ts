@@ -9,8 +9,8 @@ import { randomUUID } from 'node:crypto';
 import { createGateway, silentLogger, type Gateway, type GatewayOptions, type RequestSummary } from '../lib/index.js';
 import { startBedrockEmulator, startMockAnthropic, startMockOpenAI, type BedrockEmulator, type MockServer } from '../lib/testing/index.js';
 import { chat, type ChatOutcome } from './helpers/chat.js';
-import { createApp } from './helpers/express.js';
-import { listen, type RunningServer } from './helpers/http.js';
+import { serve } from './helpers/express.js';
+import type { RunningServer } from './helpers/http.js';
 
 const PROMPT = 'Tell me about the weather in a few sentences, please.';
 /** The estimate's prompt tokens for a request with only PROMPT in it (about 4 characters a token). */
@@ -66,9 +66,7 @@ beforeAll(async () => {
     metrics: true,
     events: { onRequestEnd: (s) => summaries.set(s.requestId, s) },
   });
-  const app = createApp();
-  app.use(gateway);
-  server = await listen(app);
+  server = await serve(gateway);
 });
 
 afterAll(async () => {

@@ -3,6 +3,8 @@
  * import, the library's included, to the `express4` alias), so the same suite runs on both majors.
  */
 import express, { type Express } from 'express';
+import type { RequestHandlerParams } from 'express-serve-static-core';
+import { listen, type RunningServer } from './http.js';
 
 export { express };
 
@@ -14,3 +16,10 @@ export function createApp(): Express {
   return app;
 }
 
+
+/** An app (`createApp`) with `handlers` mounted in order, served on 127.0.0.1 (e.g. `serve(createGateway(…))`). */
+export async function serve(...handlers: RequestHandlerParams[]): Promise<RunningServer> {
+  const app = createApp();
+  for (const handler of handlers) app.use(handler);
+  return listen(app);
+}

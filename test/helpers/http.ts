@@ -4,6 +4,7 @@
  */
 import http, { type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { sseFrames } from './protocol-wire.js';
 
 export interface RunningServer {
   url: string;
@@ -91,13 +92,8 @@ export function rawRequest(baseUrl: string, options: RawRequestOptions = {}): Pr
 
 /** Splits an SSE body into its `data:` payloads, asserting nothing but well-formed `data: …\n\n` frames. */
 export function sseData(text: string): string[] {
-  if (text === '') return [];
-  if (!text.endsWith('\n\n')) throw new Error(`SSE body does not end with a blank line: ${JSON.stringify(text.slice(-40))}`);
-  return text
-    .slice(0, -2)
-    .split('\n\n')
-    .map((frame) => {
-      if (!frame.startsWith('data: ') || frame.includes('\n')) throw new Error(`not a single data line: ${JSON.stringify(frame)}`);
-      return frame.slice('data: '.length);
-    });
+  return sseFrames(text).map((frame) => {
+    if (!frame.startsWith('data: ') || frame.includes('\n')) throw new Error(`not a single data line: ${JSON.stringify(frame)}`);
+    return frame.slice('data: '.length);
+  });
 }

@@ -48,20 +48,22 @@ export function protocolBody(protocol: WireProtocol, body: Record<string, unknow
   };
 }
 
-/** The SSE body as named events; every frame must be `event:` (optional for chat) and one `data:` line of JSON. */
-export function namedEvents(text: string): NamedEvent[] {
+/** Splits an SSE body into its frames (the text between blank lines), asserting that it ends with one. */
+export function sseFrames(text: string): string[] {
   if (text === '') return [];
   if (!text.endsWith('\n\n')) throw new Error(`SSE body does not end with a blank line: ${JSON.stringify(text.slice(-40))}`);
-  return text
-    .slice(0, -2)
-    .split('\n\n')
-    .map((frame) => {
-      const lines = frame.split('\n');
-      const event = lines.length === 2 && lines[0]!.startsWith('event: ') ? lines[0]!.slice('event: '.length) : undefined;
-      const dataLine = lines.at(-1)!;
-      if (event === undefined || !dataLine.startsWith('data: ')) throw new Error(`not an event: and a data: line: ${JSON.stringify(frame)}`);
-      const data = JSON.parse(dataLine.slice('data: '.length)) as Record<string, unknown>;
-      if (data['type'] !== event) throw new Error(`event ${event} carries data of type ${String(data['type'])}`);
-      return { event, data };
-    });
+  return text.slice(0, -2).split('\n\n');
+}
+
+/** The SSE body as named events; every frame must be `event:` (optional for chat) and one `data:` line of JSON. */
+export function namedEvents(text: string): NamedEvent[] {
+  return sseFrames(text).map((frame) => {
+    const lines = frame.split('\n');
+    const event = lines.length === 2 && lines[0]!.startsWith('event: ') ? lines[0]!.slice('event: '.length) : undefined;
+    const dataLine = lines.at(-1)!;
+    if (event === undefined || !dataLine.startsWith('data: ')) throw new Error(`not an event: and a data: line: ${JSON.stringify(frame)}`);
+    const data = JSON.parse(dataLine.slice('data: '.length)) as Record<string, unknown>;
+    if (data['type'] !== event) throw new Error(`event ${event} carries data of type ${String(data['type'])}`);
+    return { event, data };
+  });
 }
